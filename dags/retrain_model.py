@@ -1,0 +1,64 @@
+"""
+### Retrain the classifier
+
+Builds the training set (Fashion-MNIST train split + curated labeled images, minus
+anything in the frozen holdout), trains the CNN, evaluates it on the Fashion-MNIST test
+split, logs everything to MLflow and registers a new version as `challenger`. The
+`champion` alias moves to it only if the promotion gate passes; the decision and its
+reasons are tags on the version.
+
+Runs daily at 02:00 UTC, and whenever ingestion publishes new labeled images.
+"""
+
+from pathlib import Path
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
+from mlcore.assets import LABELED_IMAGES
+from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    dag_id=Path(__file__).stem,
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"), assets=[LABELED_IMAGES]
+    ),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["mlcore", "training"],
+    doc_md=__doc__,
+)
+def retrain_model():
+    @task
+    def train_and_register(run_id=None) -> dict:
+        """Train, evaluate on the holdout, log to MLflow and register a version."""
+        from mlcore.registry import log_and_register
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+        from mlcore.train import build_training_data, train
+
+        settings = get_settings()
+        lake = open_lake(settings)
+        result = train(settings, build_training_data(settings, lake))
+        _, version, mlflow_run_id = log_and_register(settings, lake, result, run_id)
+        return {"version": version, "mlflow_run_id": mlflow_run_id,
+                "holdout_accuracy": result.evaluation.accuracy}
+
+    @task
+    def promote_if_better(candidate: dict) -> dict:
+        """Make it `challenger`; move `champion` only when the gate passes."""
+        from mlcore.registry import client, decide_and_alias
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+
+        settings = get_settings()
+        mlc = client(settings, open_lake(settings))
+        decision = decide_and_alias(settings, mlc, candidate["version"], candidate["mlflow_run_id"])
+        return {**candidate, "promoted": decision.promote, "reasons": decision.reasons}
+
+    promote_if_better(train_and_register())
+
+
+retrain_model()

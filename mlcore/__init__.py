@@ -1,0 +1,1 @@
+"""mlcore: the logic behind the batch prediction platform. DAGs only orchestrate it."""

@@ -1,0 +1,130 @@
+"""``mlcore <noun> <verb>``: the command line for people running the platform.
+
+Human-readable output by default, ``--json`` for machines, non-zero exit codes on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, timedelta
+
+from rich.console import Console
+
+from mlcore.settings import Settings
+
+
+def _settings(profile: str | None = None) -> Settings:
+    from mlcore.demo import PROFILES
+
+    return Settings(**PROFILES[profile]) if profile else Settings()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mlcore.demo import print_summary, run_pipeline, summary_json
+
+    console = Console(stderr=args.json)
+    day = date.fromisoformat(args.date) if args.date else date.today() - timedelta(days=1)
+    summary = run_pipeline(_settings(args.profile), day, console, per_batch=args.per_batch)
+    print(summary_json(summary)) if args.json else print_summary(summary, console)
+    return 0
+
+
+def cmd_batch_seed(args: argparse.Namespace) -> int:
+    from mlcore.seed import seed_landing
+    from mlcore.storage import open_lake
+
+    settings = Settings()
+    batches = seed_landing(open_lake(settings), settings, per_batch=args.per_batch)
+    for b in batches:
+        print(f"{b.batch_id}\t{b.files} files\t{'labeled' if b.labeled else 'unlabeled'}")
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from mlcore.registry import client
+    from mlcore.storage import open_lake
+
+    settings = Settings()
+    mlc = client(settings, open_lake(settings))
+    aliases: dict[str, list[str]] = {}
+    for alias, version in mlc.get_registered_model(settings.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    rows = [
+        {
+            "version": mv.version,
+            "aliases": aliases.get(str(mv.version), []),
+            "holdout_accuracy": mv.tags.get("holdout_accuracy"),
+            "gate_decision": mv.tags.get("gate_decision"),
+            "run_id": mv.run_id,
+        }
+        for mv in sorted(mlc.search_model_versions(f"name='{settings.model_name}'"),
+                         key=lambda v: int(v.version))
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"v{r['version']:<4} acc={r['holdout_accuracy']}  {r['gate_decision'] or '-':9}"
+                  f" {','.join(r['aliases']) or '-':20} run={r['run_id']}")
+    return 0
+
+
+def cmd_predictions_read(args: argparse.Namespace) -> int:
+    from mlcore.score import read_predictions
+    from mlcore.storage import open_lake
+
+    table = read_predictions(open_lake(Settings()), date.fromisoformat(args.date))
+    frame = table.drop_columns(["probabilities"]).to_pandas()
+    if args.json:
+        print(frame.to_json(orient="records", date_format="iso"))
+    else:
+        print(frame.head(args.limit).to_string())
+        print(f"{table.num_rows} rows")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlcore", description=__doc__)
+    nouns = parser.add_subparsers(dest="noun", required=True)
+
+    demo = nouns.add_parser("demo", help="seed landing and run ingest -> retrain -> score")
+    demo.add_argument("--profile", choices=["demo", "test", "full"], default="demo",
+                      help="training profile (demo: 12k images, 2 epochs; full: all, defaults)")
+    demo.add_argument("--date", help="the simulated day (YYYY-MM-DD); default yesterday")
+    demo.add_argument("--per-batch", type=int, default=24, help="images per seeded batch")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    batch = nouns.add_parser("batch", help="landing batches").add_subparsers(dest="verb", required=True)
+    seed = batch.add_parser("seed", help="write the demo batches into landing/")
+    seed.add_argument("--per-batch", type=int, default=24)
+    seed.set_defaults(func=cmd_batch_seed)
+
+    model = nouns.add_parser("model", help="registered models").add_subparsers(dest="verb", required=True)
+    mlist = model.add_parser("list", help="versions with metrics and aliases")
+    mlist.add_argument("--json", action="store_true")
+    mlist.set_defaults(func=cmd_model_list)
+
+    preds = nouns.add_parser("predictions", help="prediction partitions").add_subparsers(
+        dest="verb", required=True)
+    read = preds.add_parser("read", help="read a committed partition (checksums verified)")
+    read.add_argument("--date", required=True)
+    read.add_argument("--limit", type=int, default=10)
+    read.add_argument("--json", action="store_true")
+    read.set_defaults(func=cmd_predictions_read)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # a CLI reports, it does not dump tracebacks on users
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

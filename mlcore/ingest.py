@@ -1,0 +1,265 @@
+"""Landing -> curated: every uploaded file ends accepted, quarantined (with a reason) or a
+recorded duplicate, and the batch ledger says which. Landing objects are only ever read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from mlcore.data import CLASSES, CuratedRow, known_image_ids, write_shards
+from mlcore.images import FileProfile, profile_image
+from mlcore.validation import ValidationFailed, run_suite
+
+if TYPE_CHECKING:
+    from mlcore.settings import Settings
+    from mlcore.storage import Lake
+
+log = logging.getLogger(__name__)
+
+LANDING = "landing"
+READY_MARKER = "_READY"
+LABELS_FILE = "labels.csv"
+LEDGER_PREFIX = "_state/ingest"
+# The training set's mean pixel intensity (Fashion-MNIST train split: 72.94); a batch whose
+# accepted images average far from it is drifted input.
+REFERENCE_MEAN_INTENSITY = 72.94
+INTENSITY_TOLERANCE = 30.0
+
+
+class BatchNotReady(RuntimeError):
+    """The batch has no ``_READY`` marker yet: the upload may still be in progress."""
+
+
+@dataclass
+class Rejection:
+    key: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class BatchReport:
+    """The ledger entry of one batch: what happened to each of its files, and the counts."""
+
+    batch_id: str
+    content_hash: str
+    status: str  # ingested | rejected | conflict
+    ingested_at: str
+    files: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    labeled: int = 0
+    shards: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    duplicate_keys: list[str] = field(default_factory=list)
+    label_issues: list[Rejection] = field(default_factory=list)
+    failed_expectations: list[str] = field(default_factory=list)
+    docs_keys: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Small enough for XCom: counts and ids only."""
+        return {
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "files": self.files,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "duplicates": self.duplicates,
+            "labeled": self.labeled,
+            "shards": len(self.shards),
+        }
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> BatchReport:
+        data = json.loads(raw)
+        for name in ("rejections", "label_issues"):
+            data[name] = [Rejection(**r) for r in data[name]]
+        return cls(**data)
+
+
+def ledger_key(batch_id: str) -> str:
+    return f"{LEDGER_PREFIX}/{batch_id}.json"
+
+
+def ready_batches(lake: Lake) -> list[str]:
+    """Batch ids that carry a ``_READY`` marker and have no ledger entry yet."""
+    ready = sorted(
+        key.split("/")[1]
+        for key in lake.list(LANDING)
+        if key.count("/") == 2 and key.endswith(f"/{READY_MARKER}")
+    )
+    return [b for b in ready if not lake.exists(ledger_key(b))]
+
+
+def parse_labels(raw: bytes, filenames: set[str]) -> tuple[dict[str, int], list[Rejection]]:
+    """``labels.csv`` (``filename,label``; label is a class name or index) -> filename -> class.
+
+    Unknown labels map to -1 so the row-level suite rejects that file; every other problem
+    is reported against the CSV without touching the files it names.
+    """
+    key = LABELS_FILE
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return {}, [Rejection(key, "labels_encoding", f"not UTF-8: {exc}")]
+    try:
+        rows = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as exc:
+        return {}, [Rejection(key, "labels_malformed", str(exc))]
+    if rows and [c.strip().lower() for c in rows[0]] == ["filename", "label"]:
+        rows = rows[1:]
+    by_name = {name.lower(): i for i, name in enumerate(CLASSES)}
+    labels: dict[str, int] = {}
+    issues: list[Rejection] = []
+    for line_no, row in enumerate(rows, start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 2:
+            issues.append(Rejection(f"{key}:{line_no}", "labels_malformed", f"{len(row)} fields"))
+            continue
+        name, value = row[0].strip(), row[1].strip()
+        if name not in filenames:
+            issues.append(Rejection(f"{key}:{line_no}", "label_for_missing_file", name))
+            continue
+        label = int(value) if value.isdigit() and int(value) < len(CLASSES) else by_name.get(
+            value.lower(), -1
+        )
+        if name in labels:
+            reason = "duplicate_label_row" if labels[name] == label else "conflicting_labels"
+            issues.append(Rejection(f"{key}:{line_no}", reason, name))
+            if labels[name] != label:
+                labels[name] = -1
+            continue
+        labels[name] = label
+    return labels, issues
+
+
+def content_hash(items: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(items):
+        h.update(f"{key}\0{hashlib.sha256(items[key]).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime) -> BatchReport:
+    """Ingest one ready batch, once. Re-running returns the recorded report unchanged."""
+    import pandas as pd
+
+    prefix = f"{LANDING}/{batch_id}/"
+    keys = lake.list(prefix)
+    if prefix + READY_MARKER not in keys:
+        raise BatchNotReady(f"{batch_id}: no {READY_MARKER} marker yet; upload still in progress?")
+    blobs = {k: lake.read_bytes(k) for k in keys if k != prefix + READY_MARKER}
+    digest = content_hash(blobs)
+
+    if lake.exists(ledger_key(batch_id)):
+        previous = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
+        if previous.content_hash == digest:
+            log.info("batch %s already ingested (%s); nothing to do", batch_id, previous.status)
+            return previous
+        conflict = BatchReport(batch_id, digest, "conflict", logical_date.isoformat())
+        lake.write_bytes(f"_state/conflicts/{batch_id}-{digest[:12]}.json", _dump(conflict))
+        log.warning("batch %s changed after ingestion; upload changes under a new batch id",
+                    batch_id)
+        return conflict
+
+    report = BatchReport(batch_id, digest, "ingested", logical_date.isoformat())
+    images = {k: v for k, v in blobs.items() if k != prefix + LABELS_FILE}
+    report.files = len(images)
+    labels: dict[str, int] = {}
+    if prefix + LABELS_FILE in blobs:
+        labels, report.label_issues = parse_labels(
+            blobs[prefix + LABELS_FILE], {k[len(prefix):] for k in images}
+        )
+
+    profiles = [
+        profile_image(k, v, settings.max_image_pixels, settings.max_file_bytes)
+        for k, v in images.items()
+    ]
+    seen = known_image_ids(lake)
+    unique: list[FileProfile] = []
+    for prof in profiles:
+        if prof.sha256 in seen:
+            report.duplicate_keys.append(prof.key)
+        else:
+            seen.add(prof.sha256)
+            unique.append(prof)
+
+    frame = pd.DataFrame([p.row() for p in unique], columns=list(FileProfile.__dataclass_fields__)[:-1])
+    frame["image_id"] = frame["sha256"]
+    frame["label"] = pd.array([labels.get(p.key[len(prefix):]) for p in unique], dtype="Int64")
+    rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame, batch_id, logical_date,
+                     {"max_file_bytes": settings.max_file_bytes})
+    report.docs_keys.append(rows.docs_key)
+    by_key = {p.key: p for p in unique}
+    rejected = {
+        k: Rejection(k, by_key[k].reason or reasons[0], by_key[k].detail or ", ".join(reasons))
+        for k, reasons in sorted(rows.failures.items())
+    }
+    accepted = [p for p in unique if p.key not in rejected]
+
+    summary = pd.DataFrame([{
+        "key": batch_id,
+        "n_files": len(images),
+        "reject_rate": len(rejected) / max(len(unique), 1),
+        "accepted_mean_intensity": (
+            sum(p.mean for p in accepted) / len(accepted) if accepted else REFERENCE_MEAN_INTENSITY
+        ),
+    }])
+    batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
+        "max_batch_files": settings.max_batch_files,
+        "max_reject_rate": settings.max_reject_rate,
+        "intensity_mean_min": REFERENCE_MEAN_INTENSITY - INTENSITY_TOLERANCE,
+        "intensity_mean_max": REFERENCE_MEAN_INTENSITY + INTENSITY_TOLERANCE,
+    })
+    report.docs_keys.append(batch.docs_key)
+    if not batch.success:
+        report.status = "rejected"
+        report.failed_expectations = batch.failed_expectations
+        for p in accepted:
+            rejected[p.key] = Rejection(p.key, "batch_rejected", "; ".join(batch.failed_expectations))
+        accepted = []
+
+    report.rejections = list(rejected.values())
+    report.accepted, report.quarantined = len(accepted), len(rejected)
+    report.duplicates = len(report.duplicate_keys)
+    assert report.accepted + report.quarantined + report.duplicates == report.files
+
+    curated = [
+        CuratedRow(p.sha256, p.pixels, p.key, labels.get(p.key[len(prefix):])) for p in accepted
+    ]
+    report.labeled = sum(r.label is not None for r in curated)
+    report.shards = write_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
+    _quarantine(lake, batch_id, report, images, blobs.get(prefix + LABELS_FILE))
+    lake.write_bytes(ledger_key(batch_id), _dump(report))
+    log.info("batch %s: %s", batch_id, report.summary())
+    if report.status == "rejected":
+        raise ValidationFailed(f"batch {batch_id}", report.failed_expectations,
+                               batch.docs_key)
+    return report
+
+
+def _quarantine(lake: Lake, batch_id: str, report: BatchReport, images: dict[str, bytes],
+                labels_csv: bytes | None) -> None:
+    """Copy rejected files byte for byte next to a reasons record; landing stays untouched."""
+    if not report.rejections and not report.label_issues:
+        return
+    base = f"quarantine/{batch_id}"
+    for rej in report.rejections:
+        lake.write_bytes(f"{base}/{rej.key.split('/', 2)[2]}", images[rej.key])
+    if report.label_issues and labels_csv is not None:
+        lake.write_bytes(f"{base}/{LABELS_FILE}", labels_csv)
+    reasons = [asdict(r) for r in report.rejections + report.label_issues]
+    lake.write_bytes(f"{base}/_reasons.json", json.dumps(reasons, indent=2).encode())
+
+
+def _dump(report: BatchReport) -> bytes:
+    return json.dumps(asdict(report), indent=2, sort_keys=True).encode()

@@ -1,0 +1,215 @@
+"""MLflow tracking and registry: log every run, register every model, and let only a
+better one become ``champion``.
+
+Aliases, never stages. MLflow keeps no alias history, so each promotion records the
+champion it replaced as the tag ``previous_champion`` on the new champion: that is what
+``rollback`` follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlcore.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlcore.model import FashionCNN
+    from mlcore.settings import Settings
+    from mlcore.storage import Lake
+    from mlcore.train import TrainResult
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class NoChampion(LookupError):
+    """No model version carries the ``champion`` alias yet: run ``retrain_model`` first."""
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """One exact model version, resolved once and used for a whole scoring run."""
+
+    name: str
+    version: str
+    run_id: str
+    weights_sha256: str
+
+
+@dataclass
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+
+
+def code_version() -> str:
+    """The git commit of the code that is running ("unknown" outside a checkout)."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def client(settings: Settings, lake: Lake) -> MlflowClient:
+    """An MLflow client on the configured tracking server, with the experiment in place."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    if mlflow.get_experiment_by_name(settings.mlflow_experiment) is None:
+        mlflow.create_experiment(settings.mlflow_experiment, artifact_location=lake.url("mlflow"))
+    mlflow.set_experiment(settings.mlflow_experiment)
+    return mlflow.MlflowClient()
+
+
+def gate(candidate: dict[str, float], champion: dict[str, float] | None, settings: Settings,
+         num_classes: int = 10) -> GateDecision:
+    """The promotion rule. Every reason is written down, pass or fail."""
+    acc = candidate["holdout_accuracy"]
+    reasons = []
+    ok = acc >= settings.promote_floor
+    reasons.append(f"accuracy {acc:.4f} {'>=' if ok else '<'} floor {settings.promote_floor:.4f}")
+    if champion is not None:
+        need = champion["holdout_accuracy"] + settings.promote_margin
+        beat = acc >= need
+        ok &= beat
+        reasons.append(f"accuracy {acc:.4f} {'>=' if beat else '<'} champion "
+                       f"{champion['holdout_accuracy']:.4f} + margin {settings.promote_margin:.4f}")
+        for i in range(num_classes):
+            drop = champion[f"class_{i}_accuracy"] - candidate[f"class_{i}_accuracy"]
+            if drop > settings.max_class_drop:
+                ok = False
+                reasons.append(f"class {i} accuracy drops {drop:.4f} > {settings.max_class_drop:.4f}")
+    else:
+        reasons.append("no champion yet")
+    return GateDecision(ok, reasons)
+
+
+def version_metrics(mlc: MlflowClient, run_id: str) -> dict[str, float]:
+    return dict(mlc.get_run(run_id).data.metrics)
+
+
+def current_champion(mlc: MlflowClient, name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlc.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def log_and_register(settings: Settings, lake: Lake, result: TrainResult, dag_run_id: str):
+    """Log params, curves, metrics, plots, lineage and the model; register a new version."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from mlcore.data import CLASSES
+    from mlcore.model import predict_proba, sha256_hex, weights_bytes
+    from mlcore.train import confusion_figure, curves_figure
+
+    mlc = client(settings, lake)
+    weights = weights_bytes(result.model)
+    checksum = sha256_hex(weights)
+    params = {
+        "epochs": settings.train_epochs, "batch_size": settings.train_batch_size,
+        "learning_rate": settings.learning_rate, "seed": settings.seed,
+        "train_subset": settings.train_subset, "holdout_subset": settings.holdout_subset,
+        "architecture": "FashionCNN",
+    }
+    lineage = result.lineage
+    with mlflow.start_run(run_name=f"retrain {dag_run_id}") as run:
+        mlflow.log_params(params)
+        for row in result.history:
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        mlflow.log_metrics(result.evaluation.metrics())
+        mlflow.log_metric("train_seconds", result.seconds)
+        mlflow.log_figure(confusion_figure(result.evaluation.confusion), "plots/confusion_matrix.png")
+        mlflow.log_figure(curves_figure(result.history), "plots/training_curves.png")
+        mlflow.log_dict(lineage, "lineage.json")
+        mlflow.set_tags({
+            "code_version": code_version(),
+            "train_data_hash": lineage["train_data_hash"],
+            "holdout_hash": lineage["holdout_hash"],
+            "curated_shard_count": str(len(lineage["curated_shards"])),
+            "weights_sha256": checksum,
+            "airflow_dag_run_id": dag_run_id,
+        })
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.safetensors").write_bytes(weights)
+            (Path(tmp) / "model.sha256").write_text(checksum)
+            example = np.zeros((2, 28, 28), dtype=np.uint8)
+            model_info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={"weights": f"{tmp}/model.safetensors", "checksum": f"{tmp}/model.sha256"},
+                signature=infer_signature(example, predict_proba(result.model, example)),
+                input_example=example,
+                pip_requirements=str(REPO_ROOT / "requirements.txt"),
+                registered_model_name=settings.model_name,
+                metadata={"classes": list(CLASSES)},
+            )
+    version = str(model_info.registered_model_version)
+    for key, value in {"weights_sha256": checksum, "run_id": run.info.run_id,
+                       "holdout_accuracy": f"{result.evaluation.accuracy:.6f}"}.items():
+        mlc.set_model_version_tag(settings.model_name, version, key, value)
+    return mlc, version, run.info.run_id
+
+
+def decide_and_alias(settings: Settings, mlc: MlflowClient, version: str, run_id: str) -> GateDecision:
+    """Make the new version ``challenger``; move ``champion`` to it only if the gate passes."""
+    name = settings.model_name
+    champ = current_champion(mlc, name)
+    decision = gate(version_metrics(mlc, run_id),
+                    version_metrics(mlc, champ.run_id) if champ else None, settings)
+    mlc.set_registered_model_alias(name, CHALLENGER, version)
+    mlc.set_model_version_tag(name, version, "gate_decision", "promoted" if decision.promote else "rejected")
+    mlc.set_model_version_tag(name, version, "gate_reasons", json.dumps(decision.reasons))
+    if decision.promote:
+        _move_champion(mlc, name, version, champ.version if champ else None)
+    log.info("version %s %s: %s", version, "promoted" if decision.promote else "not promoted",
+             "; ".join(decision.reasons))
+    return decision
+
+
+def _move_champion(mlc: MlflowClient, name: str, version: str, previous: str | None) -> None:
+    if previous and previous != version:
+        mlc.set_model_version_tag(name, version, "previous_champion", previous)
+    mlc.set_registered_model_alias(name, CHAMPION, version)
+
+
+def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:
+    """Resolve ``champion`` to one exact version (raises :class:`NoChampion` if none)."""
+    mlc = client(settings, lake)
+    mv = current_champion(mlc, settings.model_name)
+    if mv is None:
+        raise NoChampion(
+            f"model {settings.model_name!r} has no champion; run the retrain_model DAG first"
+        )
+    return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"])
+
+
+def load_pinned(settings: Settings, lake: Lake, pinned: PinnedModel) -> FashionCNN:
+    """Download the version's safetensors and load them after checking the recorded sha256."""
+    import mlflow
+
+    from mlcore.model import load_weights
+
+    client(settings, lake)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{pinned.name}/{pinned.version}", dst_path=tmp
+        )
+        data = (Path(local) / "artifacts" / "model.safetensors").read_bytes()
+    return load_weights(data, pinned.weights_sha256)

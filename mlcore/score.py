@@ -1,0 +1,224 @@
+"""Batch scoring: curated shards -> ``predictions/dt=YYYY-MM-DD/`` with a manifest written last.
+
+Which images a run scores: those whose ``ingested_at`` lies in the run's data interval
+``[start, end)``. ``ingested_at`` is the logical date of the ingestion run that accepted
+them, so the rule never depends on the wall clock.
+
+Commit protocol: part files go to keys derived from (shard, model version, input hash), so
+a rerun with the same inputs rewrites identical bytes; ``_manifest.json`` is written last
+and lists the files with their row counts and sha256. Readers trust only the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlcore.data import CLASSES, read_shard, shard_pixels, shards_for_dates
+from mlcore.storage import parquet_bytes
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlcore.registry import PinnedModel
+    from mlcore.settings import Settings
+    from mlcore.storage import Lake
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+MANIFEST = "_manifest.json"
+
+
+class PartitionIncomplete(RuntimeError):
+    """A partition has no manifest, or its files do not match it."""
+
+
+def prediction_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("predicted_class", pa.int32(), nullable=False),
+        pa.field("predicted_label", pa.string(), nullable=False),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32(), 10), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("model_run_id", pa.string(), nullable=False),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("dag_run_id", pa.string(), nullable=False),
+    ])
+
+
+def partition_prefix(day: date) -> str:
+    return f"{PREDICTIONS}/dt={day:%Y-%m-%d}"
+
+
+def shards_in_interval(lake: Lake, start: datetime, end: datetime) -> list[str]:
+    """Curated shards that may hold images ingested in ``[start, end)``."""
+    days, day = [], start.date()
+    while datetime.combine(day, datetime.min.time(), start.tzinfo) < end:
+        days.append(f"{day:%Y-%m-%d}")
+        day += timedelta(days=1)
+    return shards_for_dates(lake, days)
+
+
+def inputs_hash(shards: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(shards)).encode()).hexdigest()
+
+
+def rows_to_score(lake: Lake, shard: str, start: datetime, end: datetime,
+                  columns: list[str]) -> pa.Table:
+    """The shard's unlabeled rows ingested in ``[start, end)`` (labeled rows train, not score)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = read_shard(lake, shard, [*columns, "label", "ingested_at"])
+    ts = table.column("ingested_at")
+    keep = pc.and_(
+        pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type))),
+        pc.is_null(table.column("label")),
+    )
+    return table.filter(keep).select(columns)
+
+
+def count_inputs(lake: Lake, shards: list[str], start: datetime, end: datetime) -> int:
+    """How many rows the partition must hold: the validation's expected row count."""
+    return sum(rows_to_score(lake, s, start, end, ["image_id"]).num_rows for s in shards)
+
+
+@dataclass
+class PartFile:
+    key: str
+    rows: int
+    sha256: str
+
+
+def score_shard(
+    lake: Lake,
+    settings: Settings,
+    pinned: PinnedModel,
+    shard: str,
+    start: datetime,
+    end: datetime,
+    scored_at: datetime,
+    dag_run_id: str,
+    model=None,
+) -> PartFile | None:
+    """Score one shard's rows in the interval into one part file; ``None`` if it has none."""
+    import pyarrow as pa
+
+    from mlcore.model import predict_proba
+    from mlcore.registry import load_pinned
+
+    table = rows_to_score(lake, shard, start, end,
+                          ["image_id", "pixels", "source_key", "batch_id"])
+    if table.num_rows == 0:
+        return None
+    table = table.sort_by("image_id")
+    model = model or load_pinned(settings, lake, pinned)
+    probs = predict_proba(model, shard_pixels(table), settings.score_batch_size).astype(np.float32)
+    classes = probs.argmax(axis=1).astype(np.int32)
+    n = table.num_rows
+    out = pa.Table.from_arrays(
+        [
+            table.column("image_id"), table.column("source_key"), table.column("batch_id"),
+            pa.array(classes),
+            pa.array(np.asarray(CLASSES, dtype=object)[classes], pa.string()),
+            pa.array(probs.max(axis=1)),
+            pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 10),
+            pa.array([pinned.name] * n), pa.array([pinned.version] * n),
+            pa.array([pinned.run_id] * n),
+            pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
+            pa.array([dag_run_id] * n),
+        ],
+        schema=prediction_schema(),
+    )
+    token = hashlib.sha256(f"{shard}|{pinned.version}|{pinned.weights_sha256}".encode()).hexdigest()
+    key = f"{partition_prefix(start.date())}/part-{token[:16]}.parquet"
+    data = parquet_bytes(out)
+    lake.write_bytes(key, data)
+    return PartFile(key, n, hashlib.sha256(data).hexdigest())
+
+
+def commit_partition(
+    lake: Lake,
+    settings: Settings,
+    pinned: PinnedModel,
+    day: date,
+    parts: list[PartFile],
+    shards: list[str],
+    expected_rows: int,
+    dag_run_id: str,
+    run_time: datetime,
+) -> dict:
+    """Validate the parts with GX, then write ``_manifest.json`` last: the commit point."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from mlcore.registry import code_version
+    from mlcore.storage import read_parquet
+    from mlcore.validation import ValidationFailed, run_suite
+
+    parts = sorted(parts, key=lambda p: p.key)
+    tables = [read_parquet(lake, p.key) for p in parts]
+    table = pa.concat_tables(tables) if tables else prediction_schema().empty_table()
+    frame = pd.DataFrame({
+        "image_id": table.column("image_id").to_pylist(),
+        "confidence": table.column("confidence").to_numpy(),
+        "predicted_label": table.column("predicted_label").to_pylist(),
+        "prob_sum": np.asarray(table.column("probabilities").combine_chunks().flatten())
+        .reshape(-1, 10).sum(axis=1) if table.num_rows else np.zeros(0),
+    })
+    check = run_suite(lake, settings.gx_suites_dir, "predictions", frame,
+                      f"predictions-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
+                      key_column="image_id")
+    if not check.success:
+        raise ValidationFailed(f"predictions for {day}", check.failed_expectations, check.docs_key)
+    manifest = {
+        "partition": partition_prefix(day),
+        "files": [asdict(p) for p in parts],
+        "rows": sum(p.rows for p in parts),
+        "schema": prediction_schema().to_string(),
+        "model": asdict(pinned),
+        "inputs": {"shards": sorted(shards), "hash": inputs_hash(shards)},
+        "code_version": code_version(),
+        "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
+        "dag_run_id": dag_run_id,
+    }
+    lake.write_bytes(f"{partition_prefix(day)}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+    log.info("committed %s: %d rows in %d files", partition_prefix(day), manifest["rows"], len(parts))
+    return manifest
+
+
+def read_manifest(lake: Lake, day: date) -> dict:
+    key = f"{partition_prefix(day)}/{MANIFEST}"
+    if not lake.exists(key):
+        raise PartitionIncomplete(f"{partition_prefix(day)} has no manifest: not committed yet")
+    return json.loads(lake.read_bytes(key))
+
+
+def read_predictions(lake: Lake, day: date) -> pa.Table:
+    """Exactly the manifest's files, each checked against its recorded sha256."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(lake, day)
+    tables = []
+    for part in manifest["files"]:
+        data = lake.read_bytes(part["key"])
+        if hashlib.sha256(data).hexdigest() != part["sha256"]:
+            raise PartitionIncomplete(f"{part['key']} does not match its manifest checksum")
+        tables.append(pq.read_table(io.BytesIO(data)))
+    return pa.concat_tables(tables) if tables else prediction_schema().empty_table()

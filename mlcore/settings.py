@@ -1,0 +1,98 @@
+"""One settings object for the whole platform, read from ``MLCORE_*`` environment variables.
+
+Nothing is read at import time: call :func:`get_settings` (cached) inside a task or
+command, or build ``Settings(...)`` with overrides in tests. ``docs/configuration.md``
+lists every field; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLCORE_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    home: Path = Field(
+        Path("var"), description="Local state folder: the default lake, MLflow DB, Airflow home."
+    )
+    lake_uri: str = Field(
+        "",
+        description="Lake root: a folder path, `file:///abs/path` or `s3://bucket/prefix`. "
+        "Empty means `<home>/lake`.",
+    )
+    s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO, moto); empty for AWS.")
+    s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key (secret).")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key (secret).")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_max_attempts: int = Field(4, description="boto3 retry attempts (retry mode `standard`).")
+    s3_timeout_s: float = Field(10.0, description="boto3 connect and read timeout, seconds.")
+    fmnist_dir: Path = Field(
+        Path("/usr/share/datasets/fashion-mnist"),
+        description="Folder with the four Fashion-MNIST IDX files (Debian `dataset-fashion-mnist`).",
+    )
+    gx_suites_dir: Path = Field(
+        REPO_ROOT / "expectations" / "suites",
+        description="Committed Great Expectations suites (JSON).",
+    )
+
+    # --- MLflow --------------------------------------------------------------------------
+    mlflow_tracking_uri: str = Field(
+        "", description="MLflow tracking URI. Empty means SQLite at `<home>/mlflow.db`."
+    )
+    mlflow_experiment: str = Field("fashion-classifier", description="MLflow experiment name.")
+    model_name: str = Field("fashion-classifier", description="Registered model name.")
+
+    # --- ingestion -----------------------------------------------------------------------
+    max_file_bytes: int = Field(5_000_000, description="Largest accepted upload, bytes.")
+    max_image_pixels: int = Field(
+        4_000_000, description="Largest width*height decoded; checked before decoding."
+    )
+    max_reject_rate: float = Field(
+        0.5, description="Batch fails (whole batch quarantined) above this reject rate."
+    )
+    max_batch_files: int = Field(200_000, description="Upper bound on files per batch.")
+    shard_rows: int = Field(50_000, description="Rows per curated Parquet shard.")
+
+    # --- training ------------------------------------------------------------------------
+    seed: int = Field(42, description="Seed for shuffling, init and subsets.")
+    train_epochs: int = Field(8, description="Training epochs.")
+    train_batch_size: int = Field(128, description="Training batch size.")
+    learning_rate: float = Field(3e-3, description="Peak learning rate (one-cycle).")
+    train_subset: int = Field(0, description="Use only N base training images (0 = all 60,000).")
+    holdout_subset: int = Field(0, description="Evaluate on N holdout images (0 = all 10,000).")
+    torch_threads: int = Field(0, description="torch intra-op threads (0 = torch default).")
+    train_queue: str = Field("default", description="Airflow queue for training (e.g. `gpu`).")
+
+    # --- promotion gate ------------------------------------------------------------------
+    promote_floor: float = Field(0.85, description="Minimum holdout accuracy to be champion.")
+    promote_margin: float = Field(
+        0.0, description="A challenger must beat the champion by at least this much."
+    )
+    max_class_drop: float = Field(
+        0.03, description="Largest allowed per-class accuracy drop vs the champion."
+    )
+
+    # --- scoring -------------------------------------------------------------------------
+    score_batch_size: int = Field(1024, description="Images per forward pass when scoring.")
+
+    @property
+    def resolved_lake_uri(self) -> str:
+        return self.lake_uri or str((self.home / "lake").resolve())
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built from the environment on first use."""
+    return Settings()

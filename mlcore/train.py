@@ -1,0 +1,199 @@
+"""Training and holdout evaluation: deterministic given the seed, data and thread count."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from mlcore.data import CLASSES, array_hash, labeled_curated, load_fashion_mnist, pixel_sha256
+from mlcore.model import FashionCNN, predict_proba, to_input
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from mlcore.settings import Settings
+    from mlcore.storage import Lake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    images: np.ndarray
+    labels: np.ndarray
+    holdout_images: np.ndarray
+    holdout_labels: np.ndarray
+    lineage: dict = field(default_factory=dict)
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    macro_f1: float
+    per_class_accuracy: list[float]
+    confusion: np.ndarray
+
+    def metrics(self) -> dict[str, float]:
+        out = {"holdout_accuracy": self.accuracy, "holdout_macro_f1": self.macro_f1}
+        out |= {f"class_{i}_accuracy": a for i, a in enumerate(self.per_class_accuracy)}
+        return out
+
+
+@dataclass
+class TrainResult:
+    model: FashionCNN
+    evaluation: Evaluation
+    history: list[dict]
+    seconds: float
+    lineage: dict
+
+
+def _subset(images: np.ndarray, labels: np.ndarray, n: int, seed: int):
+    if not n or n >= len(images):
+        return images, labels
+    idx = np.sort(np.random.default_rng(seed).permutation(len(images))[:n])
+    return images[idx], labels[idx]
+
+
+def build_training_data(settings: Settings, lake: Lake) -> TrainingData:
+    """Base train split + curated labeled images, minus anything that is in the holdout."""
+    base_x, base_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "train"),
+                             settings.train_subset, settings.seed)
+    hold_x, hold_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "test"),
+                             settings.holdout_subset, settings.seed)
+    full_hold_x, full_hold_y = load_fashion_mnist(settings.fmnist_dir, "test")
+    cur_x, cur_y, shards = labeled_curated(lake)
+    holdout_ids = set(pixel_sha256(full_hold_x))
+    keep = np.array([h not in holdout_ids for h in pixel_sha256(cur_x)], dtype=bool)
+    if (~keep).any():
+        log.warning("dropped %d curated images that are in the frozen holdout", int((~keep).sum()))
+    cur_x, cur_y = cur_x[keep], cur_y[keep]
+    lineage = {
+        "base_train_images": int(len(base_x)),
+        "curated_labeled_images": int(len(cur_x)),
+        "curated_dropped_holdout": int((~keep).sum()),
+        "curated_shards": shards,
+        "train_data_hash": array_hash(base_x, base_y, cur_x, cur_y),
+        "holdout_hash": array_hash(full_hold_x, full_hold_y),
+        "holdout_images": int(len(hold_x)),
+    }
+    return TrainingData(
+        np.concatenate([base_x, cur_x]), np.concatenate([base_y, cur_y]), hold_x, hold_y, lineage
+    )
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> Evaluation:
+    pred = predict_proba(model, images).argmax(axis=1)
+    k = len(CLASSES)
+    confusion = np.bincount(labels.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    tp = np.diag(confusion).astype(np.float64)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
+                   where=(precision + recall) > 0)
+    return Evaluation(
+        accuracy=float(tp.sum() / max(len(labels), 1)),
+        macro_f1=float(f1.mean()),
+        per_class_accuracy=[float(r) for r in recall],
+        confusion=confusion,
+    )
+
+
+def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
+    """Train a fresh :class:`FashionCNN` with one-cycle SGD; ``progress(epoch, metrics)`` per epoch."""
+    torch.manual_seed(settings.seed)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    torch.use_deterministic_algorithms(True)
+    model = FashionCNN()
+    x_all, y_all = to_input(data.images), torch.from_numpy(data.labels.astype(np.int64))
+    steps_per_epoch = -(-len(x_all) // settings.train_batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate, total_steps=steps_per_epoch * settings.train_epochs
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    generator = torch.Generator().manual_seed(settings.seed)
+    history: list[dict] = []
+    started = time.perf_counter()
+    for epoch in range(1, settings.train_epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_all), generator=generator)
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(order), settings.train_batch_size):
+            idx = order[start : start + settings.train_batch_size]
+            xb, yb = x_all[idx], y_all[idx]
+            flip = torch.rand(len(idx), generator=generator) < 0.5  # mirror half the batch
+            xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        ev = evaluate(model, data.holdout_images, data.holdout_labels)
+        row = {
+            "epoch": epoch,
+            "train_loss": total_loss / len(order),
+            "train_accuracy": correct / len(order),
+            "holdout_accuracy": ev.accuracy,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        log.info("epoch %d/%d: %s", epoch, settings.train_epochs, row)
+        if progress:
+            progress(epoch, row)
+    final = evaluate(model, data.holdout_images, data.holdout_labels)
+    return TrainResult(model, final, history, time.perf_counter() - started, data.lineage)
+
+
+def confusion_figure(confusion: np.ndarray) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    im = ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(confusion):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                color="white" if v > confusion.max() / 2 else "black")
+    fig.colorbar(im)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(history: list[dict]) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    loss_ax.set_title("train loss")
+    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
+    acc_ax.plot(epochs, [h["holdout_accuracy"] for h in history], marker="o", label="holdout")
+    acc_ax.set_title("accuracy")
+    acc_ax.legend()
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    return fig

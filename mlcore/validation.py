@@ -1,0 +1,162 @@
+"""Great Expectations: the committed suites decide what is accepted, and why.
+
+We call GX directly (the Airflow GX provider lags Airflow 3). The context is ephemeral
+but its validation results and Data Docs stores live in the lake, so every worker writes
+to one shared history and the Data Docs index lists every batch ever validated.
+Validation always uses ``result_format=COMPLETE`` keyed by ``key``: GX otherwise reports
+only a sample of failing rows, and we must quarantine exactly the failing files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlcore.storage import Lake
+
+log = logging.getLogger(__name__)
+
+DOCS_PREFIX = "validation/data_docs"
+RESULTS_PREFIX = "validation/results"
+
+
+@dataclass
+class ValidationOutcome:
+    """One suite run: overall success, failing keys with reason codes, and where to read more."""
+
+    suite: str
+    success: bool
+    failed_expectations: list[str]
+    failures: dict[str, list[str]] = field(default_factory=dict)  # key -> reason codes
+    docs_key: str | None = None  # lake key of this run's Data Docs page
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+
+class ValidationFailed(RuntimeError):
+    """A batch- or partition-level suite failed; the message names the rules and the docs page."""
+
+    def __init__(self, subject: str, failed_expectations: list[str], docs_url: str | None):
+        self.subject, self.failed_expectations, self.docs_url = subject, failed_expectations, docs_url
+        super().__init__(
+            f"{subject} failed validation: {', '.join(failed_expectations)}. "
+            f"Data Docs: {docs_url or 'not built'}"
+        )
+
+
+def _context(lake: Lake):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import DataContextConfig
+
+    memory = {"class_name": "InMemoryStoreBackend"}
+    config = DataContextConfig(
+        stores={
+            "expectations_store": {"class_name": "ExpectationsStore", "store_backend": memory},
+            "validation_results_store": {
+                "class_name": "ValidationResultsStore",
+                "store_backend": lake.gx_store_backend(RESULTS_PREFIX),
+            },
+            "checkpoint_store": {"class_name": "CheckpointStore", "store_backend": memory},
+            "validation_definition_store": {
+                "class_name": "ValidationDefinitionStore",
+                "store_backend": memory,
+            },
+        },
+        expectations_store_name="expectations_store",
+        validation_results_store_name="validation_results_store",
+        checkpoint_store_name="checkpoint_store",
+        data_docs_sites={
+            "lake": {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": lake.gx_store_backend(DOCS_PREFIX),
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        },
+        analytics_enabled=False,
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def load_suite(suites_dir: Path, name: str):
+    import great_expectations as gx
+
+    spec = json.loads((suites_dir / f"{name}.json").read_text())
+    return gx.ExpectationSuite(
+        name=spec["name"],
+        expectations=[
+            gx.expectations.registry.get_expectation_impl(e["type"])(**e["kwargs"], meta=e["meta"])
+            for e in spec["expectations"]
+        ],
+        meta=spec.get("meta", {}),
+    )
+
+
+def run_suite(
+    lake: Lake,
+    suites_dir: Path,
+    suite_name: str,
+    frame: pd.DataFrame,
+    run_name: str,
+    run_time: datetime,
+    parameters: dict[str, Any] | None = None,
+    key_column: str = "key",
+) -> ValidationOutcome:
+    """Validate ``frame`` against a committed suite, store the result and rebuild Data Docs."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    ctx = _context(lake)
+    suite = ctx.suites.add(load_suite(suites_dir, suite_name))
+    batch_def = (
+        ctx.data_sources.add_pandas("lake")
+        .add_dataframe_asset(suite_name)
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch_def, suite=suite)
+    )
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=suite_name,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [key_column],
+            },
+        )
+    )
+    result = checkpoint.run(
+        batch_parameters={"dataframe": frame},
+        expectation_parameters=parameters or {},
+        run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+    )
+    (identifier, run_result), = result.run_results.items()
+    failures: dict[str, list[str]] = {}
+    failed = []
+    for r in run_result.results:
+        if r.success:
+            continue
+        reason = r.expectation_config.meta.get("reason", r.expectation_config.type)
+        failed.append(f"{r.expectation_config.type}({r.expectation_config.kwargs.get('column', '')})"
+                      f" [{reason}]")
+        for row in r.result.get("unexpected_index_list") or []:
+            failures.setdefault(str(row[key_column]), []).append(reason)
+    docs_key = "{}/validations/{}.html".format(DOCS_PREFIX, "/".join(identifier.to_tuple()))
+    log.info("suite %s on %s: success=%s, %d failing rows", suite_name, run_name,
+             result.success, len(failures))
+    return ValidationOutcome(
+        suite=suite_name,
+        success=bool(result.success),
+        failed_expectations=failed,
+        failures=failures,
+        docs_key=docs_key,
+        statistics=dict(run_result.statistics),
+    )
