@@ -18,7 +18,7 @@ from mlcore.storage import open_lake
 # The fast profile: a subset and fewer epochs, so the demo finishes in a few minutes.
 PROFILES = {
     "demo": {"train_epochs": 2, "train_subset": 12_000, "promote_floor": 0.80},
-    "test": {"train_epochs": 1, "train_subset": 3_000, "holdout_subset": 2_000,
+    "test": {"train_epochs": 2, "train_subset": 4_000, "holdout_subset": 2_000,
              "promote_floor": 0.50},
     "full": {},
 }
@@ -31,7 +31,8 @@ def schedule_for(day: date) -> dict[str, str]:
     return {
         "ingest_landing": f"{day}T12:00:00+00:00",
         "retrain_model": f"{nxt}T02:00:00+00:00",
-        "batch_score": f"{day}T03:00:00+00:00",  # data interval [day 03:00, next day 03:00)
+        # A manual run's data interval ends at its logical date: [day 03:00, next day 03:00).
+        "batch_score": f"{nxt}T03:00:00+00:00",
     }
 
 
