@@ -243,7 +243,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     log.info("batch %s: %s", batch_id, report.summary())
     if report.status == "rejected":
         raise ValidationFailed(f"batch {batch_id}", report.failed_expectations,
-                               batch.docs_key)
+                               lake.url(batch.docs_key))
     return report
 
 

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # --- promotion gate ------------------------------------------------------------------
     promote_floor: float = Field(0.85, description="Minimum holdout accuracy to be champion.")
     promote_margin: float = Field(
-        0.0, description="A challenger must beat the champion by at least this much."
+        0.001, description="A challenger must beat the champion by at least this much."
     )
     max_class_drop: float = Field(
         0.03, description="Largest allowed per-class accuracy drop vs the champion."

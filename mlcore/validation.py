@@ -52,7 +52,7 @@ class ValidationFailed(RuntimeError):
 
 def _context(lake: Lake):
     import great_expectations as gx
-    from great_expectations.data_context.types.base import DataContextConfig
+    from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
     memory = {"class_name": "InMemoryStoreBackend"}
     config = DataContextConfig(
@@ -80,6 +80,7 @@ def _context(lake: Lake):
             }
         },
         analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
     )
     return gx.get_context(project_config=config, mode="ephemeral")
 

@@ -1,0 +1,87 @@
+"""The whole pipeline through real Airflow (``airflow dags test``), real GX, real PyTorch,
+real MLflow (SQLite) and real Parquet on a local-folder lake, with the test profile."""
+
+import json
+from datetime import date
+
+import pytest
+from rich.console import Console
+
+from mlcore.data import list_shards, read_shard
+from mlcore.demo import PROFILES, run_pipeline
+from mlcore.ingest import BatchReport, ledger_key
+from mlcore.registry import client
+from mlcore.score import read_manifest, read_predictions
+from mlcore.settings import Settings
+from mlcore.storage import open_lake
+
+DAY = date(2026, 11, 22)
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("e2e"), **PROFILES["test"])
+    console = Console(quiet=True)
+    first = run_pipeline(settings, DAY, console, per_batch=12)
+    shards_after_first = list_shards(open_lake(settings))
+    second = run_pipeline(settings, DAY, console, per_batch=12)  # idempotent rerun
+    return settings, first, second, shards_after_first
+
+
+def test_prediction_rows_equal_the_accepted_unlabeled_images(run):
+    settings, first, _, _ = run
+    lake = open_lake(settings)
+    unlabeled = set()
+    for key in list_shards(lake):
+        rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
+        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"]) if lab is None}
+    accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in first["batches"])
+    predictions = read_predictions(lake, DAY)
+    assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0
+    assert set(predictions.column("image_id").to_pylist()) == unlabeled
+
+
+def test_quarantine_holds_the_bad_files_with_reasons(run):
+    settings = run[0]
+    lake = open_lake(settings)
+    report = BatchReport.from_json(lake.read_bytes(ledger_key("mixed-bad-01")))
+    reasons = json.loads(lake.read_bytes("quarantine/mixed-bad-01/_reasons.json"))
+    assert {r["reason"] for r in reasons} == {
+        "truncated", "unsupported_format", "decompression_bomb", "intensity_out_of_range"}
+    for r in reasons:
+        name = r["key"].split("/")[-1]
+        assert lake.read_bytes(f"quarantine/mixed-bad-01/{name}") == lake.read_bytes(r["key"])
+    assert report.accepted + report.quarantined + report.duplicates == report.files
+
+
+def test_mlflow_has_a_registered_champion_with_metrics_and_plots(run):
+    settings, first, second, _ = run
+    mlc = client(settings, open_lake(settings))
+    champion = mlc.get_model_version_by_alias(settings.model_name, "champion")
+    # The rerun trains an identical model: it is registered but not promoted (no better).
+    assert str(champion.version) == str(first["model"]["champion"]) == str(second["model"]["champion"])
+    challenger = mlc.get_model_version_by_alias(settings.model_name, "challenger")
+    assert challenger.tags["gate_decision"] == "rejected" and challenger.version != champion.version
+    metrics = mlc.get_run(champion.run_id).data.metrics
+    assert metrics["holdout_accuracy"] >= settings.promote_floor
+    artifacts = {a.path for a in mlc.list_artifacts(champion.run_id, "plots")}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/training_curves.png"}
+    assert champion.tags["gate_decision"] == "promoted"
+
+
+def test_manifest_lists_exactly_the_files_present(run):
+    settings = run[0]
+    lake = open_lake(settings)
+    manifest = read_manifest(lake, DAY)
+    present = [k for k in lake.list(manifest["partition"]) if not k.endswith("_manifest.json")]
+    assert sorted(f["key"] for f in manifest["files"]) == present
+    assert manifest["validation"]["success"] is True
+
+
+def test_rerun_ingests_nothing_twice_and_keeps_the_partition_whole(run):
+    settings, first, second, shards_after_first = run
+    assert list_shards(open_lake(settings)) == shards_after_first
+    assert second["batches"] == first["batches"]
+    assert second["predictions"]["rows"] == first["predictions"]["rows"]
+    assert second["model"]["versions"] == first["model"]["versions"] + 1

@@ -1,0 +1,97 @@
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import torch
+
+from mlcore.data import CuratedRow, write_shards
+from mlcore.model import FashionCNN
+from mlcore.registry import PinnedModel
+from mlcore.score import (
+    PartitionIncomplete,
+    commit_partition,
+    count_inputs,
+    prediction_schema,
+    read_predictions,
+    score_shard,
+    shards_in_interval,
+)
+from tests.conftest import DAY
+
+START = datetime(2026, 11, 22, 3, tzinfo=UTC)
+END = START + timedelta(days=1)
+PINNED = PinnedModel("fashion-classifier", "3", "run-abc", "0" * 64)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return FashionCNN().eval()
+
+
+def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1"):
+    rng = np.random.default_rng(len(batch))
+    rows = [CuratedRow(f"{batch}-{i:03d}", rng.integers(0, 255, 784, dtype=np.uint8).tobytes(),
+                       f"landing/{batch}/{i}.png", 1 if i < labeled else None) for i in range(n)]
+    return write_shards(lake, rows, batch, when, settings.shard_rows)
+
+
+def _score_day(lake, settings, model):
+    shards = shards_in_interval(lake, START, END)
+    parts = [p for s in shards
+             if (p := score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model))]
+    return commit_partition(lake, settings, PINNED, START.date(), parts, shards,
+                            count_inputs(lake, shards, START, END), "run-1", END)
+
+
+def test_only_unlabeled_images_of_the_interval_are_scored(lake, settings, model):
+    _curate(lake, settings, n=7, labeled=2)
+    _curate(lake, settings, n=4, labeled=0, when=END + timedelta(hours=1), batch="later")
+    manifest = _score_day(lake, settings, model)
+    table = read_predictions(lake, START.date())
+    assert manifest["rows"] == table.num_rows == 5
+    assert set(table.column("image_id").to_pylist()) == {f"b1-{i:03d}" for i in range(2, 7)}
+
+
+def test_schema_is_exactly_the_documented_one(lake, settings, model):
+    _curate(lake, settings)
+    _score_day(lake, settings, model)
+    assert read_predictions(lake, START.date()).schema.equals(prediction_schema())
+
+
+def test_manifest_lists_exactly_the_files_present_and_rerun_is_identical(lake, settings, model):
+    _curate(lake, settings)
+    first = _score_day(lake, settings, model)
+    files = [k for k in lake.list("predictions/dt=2026-11-22") if k.endswith(".parquet")]
+    assert sorted(f["key"] for f in first["files"]) == files
+    before = {k: lake.read_bytes(k) for k in files}
+    second = _score_day(lake, settings, model)
+    assert second["files"] == first["files"]
+    assert {k: lake.read_bytes(k) for k in files} == before  # byte-identical rerun
+
+
+def test_consumers_with_pyarrow_dataset_and_pandas_get_the_manifest_rows(lake, settings, model):
+    _curate(lake, settings)
+    manifest = _score_day(lake, settings, model)
+    fs, root = lake.arrow_fs()
+    dataset = ds.dataset([f"{root}/{f['key']}" for f in manifest["files"]], filesystem=fs,
+                         format="parquet")
+    assert dataset.count_rows() == manifest["rows"]
+    frame = read_predictions(lake, START.date()).to_pandas()
+    np.testing.assert_allclose(np.stack(frame["probabilities"]).sum(axis=1), 1, atol=1e-4)
+    assert (frame["model_version"] == "3").all()
+
+
+def test_partition_without_manifest_does_not_exist(lake):
+    with pytest.raises(PartitionIncomplete):
+        read_predictions(lake, START.date())
+
+
+def test_tampered_part_file_is_refused_by_the_reader(lake, settings, model):
+    _curate(lake, settings)
+    manifest = _score_day(lake, settings, model)
+    key = manifest["files"][0]["key"]
+    (lake.root / key).write_bytes(lake.read_bytes(key) + b"x")
+    with pytest.raises(PartitionIncomplete):
+        read_predictions(lake, START.date())
