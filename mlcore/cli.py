@@ -85,6 +85,20 @@ def cmd_predictions_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_airflow_env(args: argparse.Namespace) -> int:
+    """Print the Airflow/mlcore environment as shell exports (for scripts/up.sh)."""
+    import shlex
+
+    from mlcore.airflow_local import airflow_env, ensure_db
+
+    env = airflow_env(Settings())
+    ensure_db(env)
+    for key, value in sorted(env.items()):
+        if key.startswith(("AIRFLOW", "MLCORE_", "GX_", "MLFLOW_")) or key == "PATH":
+            print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlcore", description=__doc__)
     nouns = parser.add_subparsers(dest="noun", required=True)
@@ -106,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     mlist = model.add_parser("list", help="versions with metrics and aliases")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=cmd_model_list)
+
+    aenv = nouns.add_parser("airflow-env", help="shell exports for running Airflow over var/")
+    aenv.set_defaults(func=cmd_airflow_env)
 
     preds = nouns.add_parser("predictions", help="prediction partitions").add_subparsers(
         dest="verb", required=True)
