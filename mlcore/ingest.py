@@ -242,8 +242,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     lake.write_bytes(ledger_key(batch_id), _dump(report))
     log.info("batch %s: %s", batch_id, report.summary())
     if report.status == "rejected":
-        raise ValidationFailed(f"batch {batch_id}", report.failed_expectations,
-                               lake.url(batch.docs_key))
+        raise ValidationFailed.from_outcome(f"batch {batch_id}", batch, lake, settings.data_docs_url)
     return report
 
 

@@ -183,7 +183,8 @@ def commit_partition(
                       f"predictions-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
                       key_column="image_id")
     if not check.success:
-        raise ValidationFailed(f"predictions for {day}", check.failed_expectations, check.docs_key)
+        raise ValidationFailed.from_outcome(f"predictions for {day}", check, lake,
+                                            settings.data_docs_url)
     manifest = {
         "partition": partition_prefix(day),
         "files": [asdict(p) for p in parts],

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         description="Committed Great Expectations suites (JSON).",
     )
 
+    data_docs_url: str = Field(
+        "http://localhost:8080/data-docs",
+        description="Where people open Data Docs: the Airflow plugin's route (used in task logs).",
+    )
+
     # --- MLflow --------------------------------------------------------------------------
     mlflow_tracking_uri: str = Field(
         "", description="MLflow tracking URI. Empty means SQLite at `<home>/mlflow.db`."

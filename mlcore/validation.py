@@ -42,12 +42,21 @@ class ValidationOutcome:
 class ValidationFailed(RuntimeError):
     """A batch- or partition-level suite failed; the message names the rules and the docs page."""
 
-    def __init__(self, subject: str, failed_expectations: list[str], docs_url: str | None):
-        self.subject, self.failed_expectations, self.docs_url = subject, failed_expectations, docs_url
+    def __init__(self, subject: str, failed_expectations: list[str], docs_url: str,
+                 docs_location: str):
+        self.subject, self.failed_expectations = subject, failed_expectations
+        self.docs_url, self.docs_location = docs_url, docs_location
         super().__init__(
             f"{subject} failed validation: {', '.join(failed_expectations)}. "
-            f"Data Docs: {docs_url or 'not built'}"
+            f"Data Docs: {docs_url} (stored at {docs_location})"
         )
+
+    @classmethod
+    def from_outcome(cls, subject: str, outcome: ValidationOutcome, lake: Lake,
+                     data_docs_url: str) -> ValidationFailed:
+        page = outcome.docs_key.removeprefix(DOCS_PREFIX + "/")
+        return cls(subject, outcome.failed_expectations, f"{data_docs_url.rstrip('/')}/{page}",
+                   lake.url(outcome.docs_key))
 
 
 def _context(lake: Lake):

@@ -101,8 +101,9 @@ def test_batch_level_failure_quarantines_whole_batch_and_names_rules(lake, setti
     _drop(lake, "b1", {**bad, "ok.png": _img(1)})
     with pytest.raises(ValidationFailed) as err:
         ingest_batch(lake, settings, "b1", DAY)
-    assert "reject_rate" in str(err.value) and "data_docs" in str(err.value)
+    assert "reject_rate" in str(err.value)
+    assert err.value.docs_url.startswith(settings.data_docs_url + "/validations/batch_summary/b1/")
     reasons = json.loads(lake.read_bytes("quarantine/b1/_reasons.json"))
     assert len(reasons) == 4 and {r["reason"] for r in reasons} == {"unsupported_format", "batch_rejected"}
     assert known_image_ids(lake) == set()
-    assert Path(urlparse(err.value.docs_url).path).is_file()  # the Data Docs page exists
+    assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
