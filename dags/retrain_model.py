@@ -47,15 +47,16 @@ def retrain_model():
                 "holdout_accuracy": result.evaluation.accuracy}
 
     @task
-    def promote_if_better(candidate: dict) -> dict:
+    def promote_if_better(candidate: dict, dag_run=None, logical_date=None) -> dict:
         """Make it `challenger`; move `champion` only when the gate passes."""
         from mlcore.registry import client, decide_and_alias
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
-        mlc = client(settings, open_lake(settings))
-        decision = decide_and_alias(settings, mlc, candidate["version"], candidate["mlflow_run_id"])
+        lake = open_lake(settings)
+        decision = decide_and_alias(settings, lake, client(settings, lake), candidate["version"],
+                                    f"airflow:retrain_model/{dag_run.run_id}", logical_date)
         return {**candidate, "promoted": decision.promote, "reasons": decision.reasons}
 
     promote_if_better(train_and_register())

@@ -6,9 +6,10 @@ Human-readable output by default, ``--json`` for machines, non-zero exit codes o
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from rich.console import Console
 
@@ -42,32 +43,65 @@ def cmd_batch_seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_model_list(args: argparse.Namespace) -> int:
-    from mlcore.registry import client
+def _lake_settings():
     from mlcore.storage import open_lake
 
     settings = Settings()
-    mlc = client(settings, open_lake(settings))
-    aliases: dict[str, list[str]] = {}
-    for alias, version in mlc.get_registered_model(settings.model_name).aliases.items():
-        aliases.setdefault(str(version), []).append(alias)
-    rows = [
-        {
-            "version": mv.version,
-            "aliases": aliases.get(str(mv.version), []),
-            "holdout_accuracy": mv.tags.get("holdout_accuracy"),
-            "gate_decision": mv.tags.get("gate_decision"),
-            "run_id": mv.run_id,
-        }
-        for mv in sorted(mlc.search_model_versions(f"name='{settings.model_name}'"),
-                         key=lambda v: int(v.version))
-    ]
+    return settings, open_lake(settings)
+
+
+def _now() -> datetime:
+    # A person acting from the CLI: the wall clock is the true time of the action.
+    return datetime.now(UTC)
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from mlcore.registry import list_versions
+
+    rows = list_versions(*_lake_settings())
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"v{r['version']:<4} acc={r['holdout_accuracy']}  {r['gate_decision'] or '-':9}"
-                  f" {','.join(r['aliases']) or '-':20} run={r['run_id']}")
+        return 0
+    print(f"{'version':>7}  {'holdout acc':>11}  {'gate':9} {'aliases':20} run")
+    for r in rows:
+        print(f"{r['version']:>7}  {r['holdout_accuracy']:>11.4f}  {r['gate_decision'] or '-':9} "
+              f"{','.join(r['aliases']) or '-':20} {r['run_id']}")
+    return 0
+
+
+def cmd_model_promote(args: argparse.Namespace) -> int:
+    from mlcore.registry import promote
+
+    settings, lake = _lake_settings()
+    decision = promote(settings, lake, args.version, args.actor, _now(), args.force, args.reason)
+    print(f"version {args.version} is now champion")
+    for reason in decision.reasons:
+        print(f"  - {reason}")
+    return 0
+
+
+def cmd_model_rollback(args: argparse.Namespace) -> int:
+    from mlcore.registry import rollback
+
+    settings, lake = _lake_settings()
+    version = rollback(settings, lake, args.actor, _now(), args.reason)
+    print(f"champion rolled back to version {version}")
+    return 0
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from mlcore.audit import entries
+
+    _, lake = _lake_settings()
+    since = datetime.fromisoformat(args.since) if args.since else None
+    until = datetime.fromisoformat(args.until) if args.until else None
+    found = entries(lake, args.action, since, until)
+    if args.json:
+        print(json.dumps([asdict(e) for e in found], indent=2))
+    for e in [] if args.json else found:
+        print(f"{e.at}  {e.action:15} {e.target:28} by {e.actor}: {e.reason}")
     return 0
 
 
@@ -120,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     mlist = model.add_parser("list", help="versions with metrics and aliases")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=cmd_model_list)
+    prom = model.add_parser("promote", help="make a version champion (through the gate)")
+    prom.add_argument("version")
+    prom.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
+    prom.add_argument("--reason", default="", help="why; recorded in the audit trail")
+    prom.add_argument("--actor", default=getpass.getuser(), help="who (default: you)")
+    prom.set_defaults(func=cmd_model_promote)
+    roll = model.add_parser("rollback", help="move champion back to the previous one")
+    roll.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    roll.add_argument("--actor", default=getpass.getuser())
+    roll.set_defaults(func=cmd_model_rollback)
+
+    aud = nouns.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
+    alist = aud.add_parser("list", help="promotions, rollbacks, reprocessing, manual triggers")
+    alist.add_argument("--action", help="only this action")
+    alist.add_argument("--since", help="ISO time, inclusive")
+    alist.add_argument("--until", help="ISO time, exclusive")
+    alist.add_argument("--json", action="store_true")
+    alist.set_defaults(func=cmd_audit_list)
 
     aenv = nouns.add_parser("airflow-env", help="shell exports for running Airflow over var/")
     aenv.set_defaults(func=cmd_airflow_env)

@@ -13,9 +13,11 @@ import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlcore import audit
 from mlcore.settings import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -167,26 +169,108 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, dag_ru
     return mlc, version, run.info.run_id
 
 
-def decide_and_alias(settings: Settings, mlc: MlflowClient, version: str, run_id: str) -> GateDecision:
+class PromotionRefused(RuntimeError):
+    """The gate said no, or there is nothing to roll back to."""
+
+
+def decide_and_alias(settings: Settings, lake: Lake, mlc: MlflowClient, version: str,
+                     actor: str, at: datetime) -> GateDecision:
     """Make the new version ``challenger``; move ``champion`` to it only if the gate passes."""
     name = settings.model_name
-    champ = current_champion(mlc, name)
-    decision = gate(version_metrics(mlc, run_id),
-                    version_metrics(mlc, champ.run_id) if champ else None, settings)
     mlc.set_registered_model_alias(name, CHALLENGER, version)
-    mlc.set_model_version_tag(name, version, "gate_decision", "promoted" if decision.promote else "rejected")
-    mlc.set_model_version_tag(name, version, "gate_reasons", json.dumps(decision.reasons))
+    decision = _gate_version(settings, mlc, version)
+    _record_decision(mlc, name, version, decision)
     if decision.promote:
-        _move_champion(mlc, name, version, champ.version if champ else None)
+        _move_champion(settings, lake, mlc, version, actor, at, "promote", "; ".join(decision.reasons))
+    else:
+        audit.record(lake, actor, at, "gate_reject", f"{name}/{version}", "; ".join(decision.reasons))
     log.info("version %s %s: %s", version, "promoted" if decision.promote else "not promoted",
              "; ".join(decision.reasons))
     return decision
 
 
-def _move_champion(mlc: MlflowClient, name: str, version: str, previous: str | None) -> None:
-    if previous and previous != version:
-        mlc.set_model_version_tag(name, version, "previous_champion", previous)
+def promote(settings: Settings, lake: Lake, version: str, actor: str, at: datetime,
+            force: bool = False, reason: str = "") -> GateDecision:
+    """Promote by hand: through the gate, or with ``force`` (needs a reason; audited)."""
+    mlc = client(settings, lake)
+    name = settings.model_name
+    decision = _gate_version(settings, mlc, version)
+    if force:
+        if not reason:
+            raise PromotionRefused("a forced promotion needs --reason")
+        mlc.set_model_version_tag(name, version, "forced_by", actor)
+        mlc.set_model_version_tag(name, version, "forced_reason", reason)
+        _move_champion(settings, lake, mlc, version, actor, at, "force_promote", reason,
+                       gate=decision.reasons)
+        return GateDecision(True, [f"forced by {actor}: {reason}", *decision.reasons])
+    _record_decision(mlc, name, version, decision)
+    if not decision.promote:
+        raise PromotionRefused(f"version {version} does not pass the gate: "
+                               + "; ".join(decision.reasons))
+    _move_champion(settings, lake, mlc, version, actor, at, "promote",
+                   reason or "; ".join(decision.reasons))
+    return decision
+
+
+def rollback(settings: Settings, lake: Lake, actor: str, at: datetime, reason: str) -> str:
+    """Move ``champion`` back to the version it replaced; returns that version."""
+    mlc = client(settings, lake)
+    name = settings.model_name
+    champ = current_champion(mlc, name)
+    previous = champ.tags.get("previous_champion") if champ else None
+    if not previous:
+        raise PromotionRefused("no previous champion recorded: nothing to roll back to")
+    mlc.set_registered_model_alias(name, CHAMPION, previous)
+    mlc.set_model_version_tag(name, champ.version, "rolled_back_by", actor)
+    audit.record(lake, actor, at, "rollback", f"{name}/{previous}", reason,
+                 from_version=str(champ.version))
+    log.info("champion rolled back from %s to %s by %s", champ.version, previous, actor)
+    return previous
+
+
+def list_versions(settings: Settings, lake: Lake) -> list[dict]:
+    """Every version with its holdout accuracy, gate decision and aliases."""
+    mlc = client(settings, lake)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in mlc.get_registered_model(settings.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    return [
+        {
+            "version": str(mv.version),
+            "aliases": sorted(aliases.get(str(mv.version), [])),
+            "holdout_accuracy": float(mv.tags.get("holdout_accuracy", "nan")),
+            "gate_decision": mv.tags.get("gate_decision"),
+            "run_id": mv.run_id,
+        }
+        for mv in sorted(mlc.search_model_versions(f"name='{settings.model_name}'"),
+                         key=lambda v: int(v.version))
+    ]
+
+
+def _gate_version(settings: Settings, mlc: MlflowClient, version: str) -> GateDecision:
+    candidate = mlc.get_model_version(settings.model_name, version)
+    champ = current_champion(mlc, settings.model_name)
+    if champ is not None and str(champ.version) == str(version):
+        return GateDecision(False, [f"version {version} is already champion"])
+    return gate(version_metrics(mlc, candidate.run_id),
+                version_metrics(mlc, champ.run_id) if champ else None, settings)
+
+
+def _record_decision(mlc: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
+    mlc.set_model_version_tag(name, version, "gate_decision",
+                              "promoted" if decision.promote else "rejected")
+    mlc.set_model_version_tag(name, version, "gate_reasons", json.dumps(decision.reasons))
+
+
+def _move_champion(settings: Settings, lake: Lake, mlc: MlflowClient, version: str, actor: str,
+                   at: datetime, action: str, reason: str, **details) -> None:
+    name = settings.model_name
+    previous = current_champion(mlc, name)
+    if previous is not None and str(previous.version) != str(version):
+        mlc.set_model_version_tag(name, version, "previous_champion", str(previous.version))
     mlc.set_registered_model_alias(name, CHAMPION, version)
+    audit.record(lake, actor, at, action, f"{name}/{version}", reason,
+                 previous_champion=str(previous.version) if previous else None, **details)
 
 
 def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:

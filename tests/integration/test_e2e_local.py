@@ -35,7 +35,7 @@ def test_prediction_rows_equal_the_accepted_unlabeled_images(run):
     unlabeled = set()
     for key in list_shards(lake):
         rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
-        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"]) if lab is None}
+        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
     accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in first["batches"])
     predictions = read_predictions(lake, DAY)
     assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0

@@ -78,15 +78,15 @@ def test_labels_become_curated_labels_and_unknown_label_is_quarantined(lake, set
     assert {r.key: r.reason for r in report.rejections} == {"landing/b1/c.png": "unknown_label"}
     assert [(i.reason, i.detail) for i in report.label_issues] == [("label_for_missing_file", "ghost.png")]
     table = read_shard(lake, report.shards[0]).to_pydict()
-    assert dict(zip([k.split("/")[-1] for k in table["source_key"]], table["label"])) == {
+    assert dict(zip([k.split("/")[-1] for k in table["source_key"]], table["label"], strict=True)) == {
         "a.png": 7, "b.png": 3}
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
-    ("filename,label\na.png,1\na.png,1\n".encode(), "duplicate_label_row"),
-    ("filename,label\na.png,1\na.png,2\n".encode(), "conflicting_labels"),
-    ("filename,label\na.png,1,extra\n".encode(), "labels_malformed"),
-    ("filename,label\na.png,\"unterminated\n".encode(), "labels_malformed"),
+    (b"filename,label\na.png,1\na.png,1\n", "duplicate_label_row"),
+    (b"filename,label\na.png,1\na.png,2\n", "conflicting_labels"),
+    (b"filename,label\na.png,1,extra\n", "labels_malformed"),
+    (b"filename,label\na.png,\"unterminated\n", "labels_malformed"),
     ("filename,label\na.png,Sneaker\n".encode("utf-16"), "labels_encoding"),
 ])
 def test_labels_csv_problems_get_a_clear_reason(raw, reason):

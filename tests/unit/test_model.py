@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from mlcore.model import FashionCNN, WeightsTampered, load_weights, predict_proba, sha256_hex, weights_bytes
+from mlcore.model import (
+    FashionCNN,
+    WeightsTampered,
+    load_weights,
+    predict_proba,
+    sha256_hex,
+    weights_bytes,
+)
 
 
 def test_weights_roundtrip_through_safetensors_gives_same_predictions():
