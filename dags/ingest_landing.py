@@ -57,9 +57,17 @@ def ingest_landing():
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
-        get_current_context()["batch_id"] = batch_id  # names the mapped task in the UI
+        from mlcore.validation import ValidationFailed
+
+        context = get_current_context()
+        context["batch_id"] = batch_id  # names the mapped task in the UI
         settings = get_settings()
-        return ingest_batch(open_lake(settings), settings, batch_id, logical_date).summary()
+        try:
+            return ingest_batch(open_lake(settings), settings, batch_id, logical_date).summary()
+        except ValidationFailed as exc:
+            # The plugin's "Data Docs" button on this task reads this key.
+            context["ti"].xcom_push(key="data_docs_url", value=exc.docs_url)
+            raise
 
     @task(outlets=[CURATED_IMAGES, LABELED_IMAGES])
     def publish(reports: list[dict], outlet_events=None) -> dict:

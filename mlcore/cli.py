@@ -89,6 +89,16 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine_reprocess(args: argparse.Namespace) -> int:
+    from mlcore.ingest import reprocess
+
+    _, lake = _lake_settings()
+    archive = reprocess(lake, args.batch_id, args.actor, _now(), args.reason)
+    print(f"batch {args.batch_id} released for re-ingestion (previous ledger: {archive}).")
+    print(f"Run: airflow dags trigger ingest_landing --conf '{{\"batch_id\": \"{args.batch_id}\"}}'")
+    return 0
+
+
 def cmd_audit_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -164,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     roll.add_argument("--actor", default=getpass.getuser())
     roll.set_defaults(func=cmd_model_rollback)
+
+    quar = nouns.add_parser("quarantine", help="quarantined batches").add_subparsers(
+        dest="verb", required=True)
+    rep = quar.add_parser("reprocess", help="release a rejected batch for re-validation")
+    rep.add_argument("batch_id")
+    rep.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    rep.add_argument("--actor", default=getpass.getuser())
+    rep.set_defaults(func=cmd_quarantine_reprocess)
 
     aud = nouns.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     alist = aud.add_parser("list", help="promotions, rollbacks, reprocessing, manual triggers")

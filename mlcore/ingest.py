@@ -262,3 +262,26 @@ def _quarantine(lake: Lake, batch_id: str, report: BatchReport, images: dict[str
 
 def _dump(report: BatchReport) -> bytes:
     return json.dumps(asdict(report), indent=2, sort_keys=True).encode()
+
+
+def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) -> str:
+    """Release a batch for ingestion again (after a threshold or suite fix); returns the archive key.
+
+    The ledger entry moves to ``_state/ingest_history/`` and the action is audited; the next
+    ``ingest_landing`` run (or a manual trigger with ``batch_id``) validates the batch anew.
+    """
+    from mlcore import audit
+
+    key = ledger_key(batch_id)
+    if not lake.exists(key):
+        raise LookupError(f"batch {batch_id} has no ledger entry: it was never ingested")
+    previous = BatchReport.from_json(lake.read_bytes(key))
+    if previous.accepted:
+        raise ValueError(f"batch {batch_id} already has {previous.accepted} accepted images; "
+                         "upload the corrected files as a new batch instead")
+    archive = f"_state/ingest_history/{batch_id}/{at:%Y%m%dT%H%M%S}-{previous.content_hash[:12]}.json"
+    lake.write_bytes(archive, lake.read_bytes(key))
+    lake.delete(key)
+    audit.record(lake, actor, at, "quarantine_reprocess", f"batch/{batch_id}", reason,
+                 previous_status=previous.status, quarantined=previous.quarantined)
+    return archive

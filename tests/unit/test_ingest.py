@@ -107,3 +107,20 @@ def test_batch_level_failure_quarantines_whole_batch_and_names_rules(lake, setti
     assert len(reasons) == 4 and {r["reason"] for r in reasons} == {"unsupported_format", "batch_rejected"}
     assert known_image_ids(lake) == set()
     assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
+
+
+def test_rejected_batch_can_be_reprocessed_after_a_threshold_change(lake, settings):
+    from mlcore import audit
+    from mlcore.ingest import reprocess
+
+    bad = {f"junk-{i}.png": b"not an image" * 9 + bytes([i]) for i in range(2)}
+    _drop(lake, "b1", {**bad, "ok.png": _img(1)})
+    with pytest.raises(ValidationFailed):
+        ingest_batch(lake, settings, "b1", DAY)
+    reprocess(lake, "b1", "carol", DAY, "reject rate limit raised for this supplier")
+    assert ready_batches(lake) == ["b1"]
+    looser = settings.model_copy(update={"max_reject_rate": 0.9})
+    report = ingest_batch(lake, looser, "b1", DAY)
+    assert (report.status, report.accepted, report.quarantined) == ("ingested", 1, 2)
+    [entry] = audit.entries(lake, "quarantine_reprocess")
+    assert (entry.actor, entry.target) == ("carol", "batch/b1")
