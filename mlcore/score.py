@@ -40,6 +40,10 @@ class PartitionIncomplete(RuntimeError):
     """A partition has no manifest, or its files do not match it."""
 
 
+class ConcurrentCommit(RuntimeError):
+    """Another run committed this partition at the same time; this run did not publish."""
+
+
 def prediction_schema() -> pa.Schema:
     import pyarrow as pa
 
@@ -185,8 +189,12 @@ def commit_partition(
     if not check.success:
         raise ValidationFailed.from_outcome(f"predictions for {day}", check, lake,
                                             settings.data_docs_url)
+    prefix = partition_prefix(day)
+    current = _current_manifest(lake, day)
+    generation = current["generation"] + 1 if current else 1
     manifest = {
-        "partition": partition_prefix(day),
+        "partition": prefix,
+        "generation": generation,
         "files": [asdict(p) for p in parts],
         "rows": sum(p.rows for p in parts),
         "schema": prediction_schema().to_string(),
@@ -196,9 +204,34 @@ def commit_partition(
         "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
         "dag_run_id": dag_run_id,
     }
-    lake.write_bytes(f"{partition_prefix(day)}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
-    log.info("committed %s: %d rows in %d files", partition_prefix(day), manifest["rows"], len(parts))
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    # Optimistic concurrency: one writer wins each generation; a concurrent run loses here.
+    if not lake.write_if_absent(f"{prefix}/_manifests/{generation:06d}.json", body):
+        raise ConcurrentCommit(f"{prefix}: generation {generation} was committed by another run")
+    lake.write_bytes(f"{prefix}/{MANIFEST}", body)  # the commit point: readers trust only this
+    _remove_unreferenced_parts(lake, prefix, manifest, current)
+    log.info("committed %s (generation %d): %d rows in %d files", prefix, generation,
+             manifest["rows"], len(parts))
     return manifest
+
+
+def _current_manifest(lake: Lake, day: date) -> dict | None:
+    try:
+        return read_manifest(lake, day)
+    except PartitionIncomplete:
+        return None
+
+
+def _remove_unreferenced_parts(lake: Lake, prefix: str, manifest: dict, previous: dict | None):
+    """Delete parts neither generation references: leftovers of killed or superseded runs.
+
+    The previous generation's files are kept, so a reader that fetched the old manifest a
+    moment ago can still read it.
+    """
+    keep = {f["key"] for m in (manifest, previous) if m for f in m["files"]}
+    for key in lake.list(prefix):
+        if key.endswith(".parquet") and key not in keep:
+            lake.delete(key)
 
 
 def read_manifest(lake: Lake, day: date) -> dict:

@@ -37,11 +37,11 @@ def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1"):
     return write_shards(lake, rows, batch, when, settings.shard_rows)
 
 
-def _score_day(lake, settings, model):
+def _score_day(lake, settings, model, pinned=PINNED):
     shards = shards_in_interval(lake, START, END)
     parts = [p for s in shards
-             if (p := score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model))]
-    return commit_partition(lake, settings, PINNED, START.date(), parts, shards,
+             if (p := score_shard(lake, settings, pinned, s, START, END, END, "run-1", model))]
+    return commit_partition(lake, settings, pinned, START.date(), parts, shards,
                             count_inputs(lake, shards, START, END), "run-1", END)
 
 
@@ -95,3 +95,29 @@ def test_tampered_part_file_is_refused_by_the_reader(lake, settings, model):
     (lake.root / key).write_bytes(lake.read_bytes(key) + b"x")
     with pytest.raises(PartitionIncomplete):
         read_predictions(lake, START.date())
+
+
+def test_two_concurrent_commits_for_one_date_only_one_publishes(lake, settings, model):
+    from mlcore.score import ConcurrentCommit
+
+    _curate(lake, settings)
+    shards = shards_in_interval(lake, START, END)
+    parts = [score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model) for s in shards]
+    expected = count_inputs(lake, shards, START, END)
+    # Both runs read "no manifest yet" before either commits: simulate by pre-claiming generation 1.
+    assert lake.write_if_absent("predictions/dt=2026-11-22/_manifests/000001.json", b"{}")
+    with pytest.raises(ConcurrentCommit):
+        commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected, "run-2", END)
+    assert not lake.exists("predictions/dt=2026-11-22/_manifest.json")
+
+
+def test_parts_of_a_superseded_model_are_cleaned_after_two_generations(lake, settings, model):
+    _curate(lake, settings)
+    first = _score_day(lake, settings, model)
+    newer = PinnedModel("fashion-classifier", "4", "run-def", "1" * 64)
+    _score_day(lake, settings, model, newer)
+    third = _score_day(lake, settings, model, newer)
+    present = {k for k in lake.list("predictions/dt=2026-11-22") if k.endswith(".parquet")}
+    assert present == {f["key"] for f in third["files"]}
+    assert not present & {f["key"] for f in first["files"]}
+    assert third["generation"] == 3
