@@ -84,10 +84,45 @@ def batch_score():
         return {"partition": manifest["partition"], "rows": manifest["rows"],
                 "files": len(manifest["files"])}
 
+    @task
+    def monitor_drift(pinned: dict, shards: list[str], committed: dict, data_interval_start=None,
+                      data_interval_end=None) -> dict:
+        """Prediction and input drift of the committed partition vs the holdout."""
+        from mlcore.monitor import monitor_partition
+        from mlcore.registry import PinnedModel
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+
+        settings = get_settings()
+        report = monitor_partition(settings, open_lake(settings), PinnedModel(**pinned),
+                                   data_interval_start.date(), shards, data_interval_start,
+                                   data_interval_end)
+        return {**report.metrics(), "breached": report.breached}
+
+    @task
+    def shadow_score(pinned: dict, shards: list[str], committed: dict, data_interval_start=None,
+                     data_interval_end=None, run_id=None) -> dict:
+        """Score the same shards with the `challenger` (if any) in shadow; record agreement."""
+        from mlcore.registry import PinnedModel, pin_challenger
+        from mlcore.score import shadow_score as shadow
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+
+        settings = get_settings()
+        lake = open_lake(settings)
+        challenger = pin_challenger(settings, lake)
+        if challenger is None:
+            return {"challenger": None}
+        return shadow(lake, settings, PinnedModel(**pinned), challenger,
+                      data_interval_start.date(), shards, data_interval_start, data_interval_end,
+                      run_id)
+
     pinned = pin_champion()
     shards = list_input_shards()
     parts = score_shard.partial(pinned=pinned).expand(shard=shards)
-    commit(pinned, parts, shards)
+    committed = commit(pinned, parts, shards)
+    monitor_drift(pinned, shards, committed)
+    shadow_score(pinned, shards, committed)
 
 
 batch_score()

@@ -38,14 +38,20 @@ from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
 )
 def ingest_landing():
     @task
-    def find_ready_batches(params=None) -> list[str]:
+    def find_ready_batches(params=None, dag_run=None, logical_date=None) -> list[str]:
         """Batches with a `_READY` marker and no ledger entry."""
+        from mlcore import audit
         from mlcore.ingest import ready_batches
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
-        ready = ready_batches(open_lake(get_settings()))
+        lake = open_lake(get_settings())
+        ready = ready_batches(lake)
         wanted = (params or {}).get("batch_id")
+        if wanted and dag_run.run_type == "manual":
+            user = getattr(dag_run, "triggering_user_name", None) or "unknown"
+            audit.record(lake, user, logical_date, "manual_trigger", f"ingest_landing/{wanted}",
+                         "manual trigger with params", params=dict(params), run_id=dag_run.run_id)
         return [b for b in ready if b == wanted] if wanted else ready
 
     @task(map_index_template="{{ batch_id }}")

@@ -31,6 +31,27 @@ from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
     doc_md=__doc__,
 )
 def retrain_model():
+    @task.short_circuit
+    def enough_new_labels(dag_run=None) -> bool:
+        """Scheduled and manual runs always train; a run triggered by new labels only when
+        at least `MLCORE_RETRAIN_MIN_NEW_LABELS` arrived since the last training."""
+        if dag_run.run_type != "asset_triggered":
+            return True
+        import logging
+
+        from mlcore.data import count_labeled
+        from mlcore.registry import labeled_images_at_last_training
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+
+        settings = get_settings()
+        lake = open_lake(settings)
+        new = count_labeled(lake) - labeled_images_at_last_training(settings, lake)
+        logging.getLogger(__name__).info(
+            "%d new labeled images since the last training (threshold %d)",
+            new, settings.retrain_min_new_labels)
+        return new >= settings.retrain_min_new_labels
+
     @task
     def train_and_register(run_id=None) -> dict:
         """Train, evaluate on the holdout, log to MLflow and register a version."""
@@ -56,10 +77,12 @@ def retrain_model():
         settings = get_settings()
         lake = open_lake(settings)
         decision = decide_and_alias(settings, lake, client(settings, lake), candidate["version"],
-                                    f"airflow:retrain_model/{dag_run.run_id}", logical_date)
+                                    "airflow:retrain_model", logical_date)
         return {**candidate, "promoted": decision.promote, "reasons": decision.reasons}
 
-    promote_if_better(train_and_register())
+    trained = train_and_register()
+    enough_new_labels() >> trained
+    promote_if_better(trained)
 
 
 retrain_model()

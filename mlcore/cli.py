@@ -99,6 +99,34 @@ def cmd_quarantine_reprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from mlcore.trace import BrokenLink, render, resolve, trace
+
+    settings, lake = _lake_settings()
+    try:
+        chain = trace(settings, lake, resolve(lake, args.ref, args.row))
+    except BrokenLink as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(chain, indent=2) if args.json else render(chain))
+    return 0
+
+
+def cmd_model_reproduce(args: argparse.Namespace) -> int:
+    from mlcore.registry import reproduce
+
+    report = reproduce(*_lake_settings(), args.version)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"version {report['version']} (run {report['run_id']}) retrained from its lineage:")
+        for name, m in report["metrics"].items():
+            print(f"  {name:22} registered {m['registered']:.6f}  reproduced {m['reproduced']:.6f}"
+                  f"  diff {m['diff']:+.6f}")
+        print("identical metrics" if report["identical"] else "metrics differ")
+    return 0 if report["identical"] else 3
+
+
 def cmd_audit_list(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -182,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     rep.add_argument("--actor", default=getpass.getuser())
     rep.set_defaults(func=cmd_quarantine_reprocess)
+
+    tr = nouns.add_parser("trace", help="follow an image from upload to its predictions and model")
+    tr.add_argument("ref", help="image id (sha256), landing key, or partition date YYYY-MM-DD")
+    tr.add_argument("--row", type=int, help="row index, with a partition date")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
+
+    repro = model.add_parser("reproduce", help="retrain a version from its recorded lineage")
+    repro.add_argument("version")
+    repro.add_argument("--json", action="store_true")
+    repro.set_defaults(func=cmd_model_reproduce)
 
     aud = nouns.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     alist = aud.add_parser("list", help="promotions, rollbacks, reprocessing, manual triggers")

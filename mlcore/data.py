@@ -175,10 +175,17 @@ def known_image_ids(lake: Lake) -> set[str]:
     return ids
 
 
-def labeled_curated(lake: Lake) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """All curated images that carry a label, with the shard keys they came from."""
+def count_labeled(lake: Lake) -> int:
+    """How many curated images carry a label (reads only the label column)."""
+    return sum(read_shard(lake, k, ["label"]).column("label").is_valid().sum().as_py()
+               for k in list_shards(lake))
+
+
+def labeled_curated(lake: Lake, shards: list[str] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Curated images that carry a label (from ``shards``, default all), with their shard keys."""
     images, labels, used = [], [], []
-    for key in list_shards(lake):
+    for key in list_shards(lake) if shards is None else shards:
         table = read_shard(lake, key, columns=["pixels", "label"])
         mask = table.column("label").is_valid()
         table = table.filter(mask)

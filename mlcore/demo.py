@@ -77,9 +77,20 @@ def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
         },
         "predictions": {"partition": manifest["partition"], "rows": manifest["rows"],
                         "files": [f["key"] for f in manifest["files"]]},
+        "drift": _drift(lake, day),
         "lake": lake.uri,
         "tracking_uri": settings.resolved_tracking_uri,
     }
+
+
+def _drift(lake, day: date) -> dict:
+    from mlcore.storage import read_parquet
+
+    key = f"monitoring/dt={day}/drift.parquet"
+    if not lake.exists(key):
+        return {}
+    row = read_parquet(lake, key).to_pylist()[0]
+    return {k: row[k] for k in ("class_psi", "confidence_js", "intensity_psi", "breached")}
 
 
 def print_summary(summary: dict, console: Console) -> None:
@@ -95,6 +106,11 @@ def print_summary(summary: dict, console: Console) -> None:
                   f"{m['champion']} (holdout accuracy {m['champion_holdout_accuracy']:.4f})")
     p = summary["predictions"]
     console.print(f"predictions: {p['partition']} with {p['rows']} rows in {len(p['files'])} file(s)")
+    d = summary["drift"]
+    if d:
+        console.print(f"drift vs holdout: class PSI {d['class_psi']:.3f}, confidence JS "
+                      f"{d['confidence_js']:.3f}, intensity PSI {d['intensity_psi']:.3f}"
+                      f" (breached: {d['breached'] or 'none'})")
     console.rule("where to look next")
     lake = summary["lake"]
     console.print(f"lake:        {lake}  (landing/, quarantine/, curated/, predictions/)")

@@ -17,6 +17,8 @@ other          rejected: ``unsupported_mode``
 multi-frame    rejected: ``multi_frame``
 =============  ==========================================================
 
+JPEGs are turned upright by their EXIF orientation first.
+
 Size policy: images that are not 28x28 are resized (Lanczos) to 28x28 and their
 original size is kept in the profile, as long as each side is at most ``MAX_SIDE``.
 """
@@ -29,7 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 SIDE = 28
 MAX_SIDE = 4096
@@ -91,6 +93,8 @@ def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> Fil
         prof.reason, prof.detail = reason, detail
         return prof
 
+    if not data:
+        return reject("empty_file", "zero bytes")
     if len(data) > max_bytes:
         return reject("too_large", f"{len(data)} bytes > limit {max_bytes}")
     prof.format = sniff_format(data)
@@ -103,7 +107,7 @@ def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> Fil
             prof.mode, (prof.width, prof.height) = img.mode, img.size
             if prof.width * prof.height > max_pixels or max(img.size) > MAX_SIDE:
                 return reject(
-                    "decompression_bomb",
+                    "too_many_pixels",
                     f"{prof.width}x{prof.height} exceeds {max_pixels} pixels / side {MAX_SIDE}",
                 )
             if getattr(img, "n_frames", 1) > 1:
@@ -117,7 +121,7 @@ def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> Fil
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         return reject(reason, f"{type(exc).__name__}: {exc}")
 
-    gray = _to_gray(img)
+    gray = _to_gray(ImageOps.exif_transpose(img) if prof.format == "JPEG" else img)
     if gray.size != (SIDE, SIDE):
         gray = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
     arr = np.asarray(gray, dtype=np.uint8)

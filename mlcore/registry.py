@@ -137,6 +137,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, dag_ru
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         mlflow.log_metrics(result.evaluation.metrics())
         mlflow.log_metric("train_seconds", result.seconds)
+        mlflow.log_metric("curated_labeled_images", lineage.get("curated_labeled_images", 0))
         mlflow.log_figure(confusion_figure(result.evaluation.confusion), "plots/confusion_matrix.png")
         mlflow.log_figure(curves_figure(result.history), "plots/training_curves.png")
         mlflow.log_dict(lineage, "lineage.json")
@@ -273,6 +274,55 @@ def _move_champion(settings: Settings, lake: Lake, mlc: MlflowClient, version: s
                  previous_champion=str(previous.version) if previous else None, **details)
 
 
+class DataChanged(RuntimeError):
+    """The recorded training data can no longer be rebuilt identically."""
+
+
+def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
+    """Retrain a version from its recorded lineage and parameters; report metric differences."""
+    from mlcore.train import build_training_data, train
+
+    mlc = client(settings, lake)
+    mv = mlc.get_model_version(settings.model_name, version)
+    run = mlc.get_run(mv.run_id)
+    with open(mlc.download_artifacts(mv.run_id, "lineage.json")) as fh:
+        lineage = json.load(fh)
+    p = run.data.params
+    recorded = settings.model_copy(update={
+        "train_epochs": int(p["epochs"]), "train_batch_size": int(p["batch_size"]),
+        "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
+        "train_subset": int(p["train_subset"]), "holdout_subset": int(p["holdout_subset"]),
+    })
+    missing = [s for s in lineage["curated_shards"] if not lake.exists(s)]
+    if missing:
+        raise DataChanged(f"version {version} trained on shards that are gone: {missing}")
+    data = build_training_data(recorded, lake, lineage["curated_shards"])
+    if data.lineage["train_data_hash"] != lineage["train_data_hash"]:
+        raise DataChanged(
+            f"training data hash {data.lineage['train_data_hash'][:12]}… differs from the "
+            f"recorded {lineage['train_data_hash'][:12]}…: refusing to reproduce version {version}")
+    result = train(recorded, data)
+    then = run.data.metrics
+    now = result.evaluation.metrics()
+    return {
+        "version": version, "run_id": mv.run_id, "code_version_then": run.data.tags.get("code_version"),
+        "code_version_now": code_version(),
+        "metrics": {k: {"registered": then.get(k), "reproduced": v, "diff": v - then.get(k, float("nan"))}
+                    for k, v in now.items()},
+        "identical": all(then.get(k) == v for k, v in now.items()),
+    }
+
+
+def labeled_images_at_last_training(settings: Settings, lake: Lake) -> int:
+    """The curated labeled image count the most recent training run used (0 if none)."""
+    import mlflow
+
+    client(settings, lake)
+    runs = mlflow.search_runs(experiment_names=[settings.mlflow_experiment],
+                              order_by=["start_time DESC"], max_results=1, output_format="list")
+    return int(runs[0].data.metrics.get("curated_labeled_images", 0)) if runs else 0
+
+
 def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:
     """Resolve ``champion`` to one exact version (raises :class:`NoChampion` if none)."""
     mlc = client(settings, lake)
@@ -281,6 +331,21 @@ def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:
         raise NoChampion(
             f"model {settings.model_name!r} has no champion; run the retrain_model DAG first"
         )
+    return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"])
+
+
+def pin_challenger(settings: Settings, lake: Lake) -> PinnedModel | None:
+    """The ``challenger`` version when it exists and is not also the champion."""
+    from mlflow.exceptions import MlflowException
+
+    mlc = client(settings, lake)
+    champ = current_champion(mlc, settings.model_name)
+    try:
+        mv = mlc.get_model_version_by_alias(settings.model_name, CHALLENGER)
+    except MlflowException:
+        return None
+    if champ is not None and str(champ.version) == str(mv.version):
+        return None
     return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"])
 
 

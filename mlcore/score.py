@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions"
+SHADOW = "predictions_shadow"  # the challenger's predictions: same layout, never for consumers
 MANIFEST = "_manifest.json"
 
 
@@ -63,8 +64,8 @@ def prediction_schema() -> pa.Schema:
     ])
 
 
-def partition_prefix(day: date) -> str:
-    return f"{PREDICTIONS}/dt={day:%Y-%m-%d}"
+def partition_prefix(day: date, root: str = PREDICTIONS) -> str:
+    return f"{root}/dt={day:%Y-%m-%d}"
 
 
 def shards_in_interval(lake: Lake, start: datetime, end: datetime) -> list[str]:
@@ -117,6 +118,7 @@ def score_shard(
     scored_at: datetime,
     dag_run_id: str,
     model=None,
+    root: str = PREDICTIONS,
 ) -> PartFile | None:
     """Score one shard's rows in the interval into one part file; ``None`` if it has none."""
     import pyarrow as pa
@@ -148,7 +150,7 @@ def score_shard(
         schema=prediction_schema(),
     )
     token = hashlib.sha256(f"{shard}|{pinned.version}|{pinned.weights_sha256}".encode()).hexdigest()
-    key = f"{partition_prefix(start.date())}/part-{token[:16]}.parquet"
+    key = f"{partition_prefix(start.date(), root)}/part-{token[:16]}.parquet"
     data = parquet_bytes(out)
     lake.write_bytes(key, data)
     return PartFile(key, n, hashlib.sha256(data).hexdigest())
@@ -164,6 +166,7 @@ def commit_partition(
     expected_rows: int,
     dag_run_id: str,
     run_time: datetime,
+    root: str = PREDICTIONS,
 ) -> dict:
     """Validate the parts with GX, then write ``_manifest.json`` last: the commit point."""
     import pandas as pd
@@ -184,13 +187,13 @@ def commit_partition(
         .reshape(-1, 10).sum(axis=1) if table.num_rows else np.zeros(0),
     })
     check = run_suite(lake, settings.gx_suites_dir, "predictions", frame,
-                      f"predictions-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
+                      f"{root}-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
                       key_column="image_id")
     if not check.success:
         raise ValidationFailed.from_outcome(f"predictions for {day}", check, lake,
                                             settings.data_docs_url)
-    prefix = partition_prefix(day)
-    current = _current_manifest(lake, day)
+    prefix = partition_prefix(day, root)
+    current = _current_manifest(lake, day, root)
     generation = current["generation"] + 1 if current else 1
     manifest = {
         "partition": prefix,
@@ -215,9 +218,9 @@ def commit_partition(
     return manifest
 
 
-def _current_manifest(lake: Lake, day: date) -> dict | None:
+def _current_manifest(lake: Lake, day: date, root: str) -> dict | None:
     try:
-        return read_manifest(lake, day)
+        return read_manifest(lake, day, root)
     except PartitionIncomplete:
         return None
 
@@ -234,21 +237,21 @@ def _remove_unreferenced_parts(lake: Lake, prefix: str, manifest: dict, previous
             lake.delete(key)
 
 
-def read_manifest(lake: Lake, day: date) -> dict:
-    key = f"{partition_prefix(day)}/{MANIFEST}"
+def read_manifest(lake: Lake, day: date, root: str = PREDICTIONS) -> dict:
+    key = f"{partition_prefix(day, root)}/{MANIFEST}"
     if not lake.exists(key):
-        raise PartitionIncomplete(f"{partition_prefix(day)} has no manifest: not committed yet")
+        raise PartitionIncomplete(f"{partition_prefix(day, root)} has no manifest: not committed yet")
     return json.loads(lake.read_bytes(key))
 
 
-def read_predictions(lake: Lake, day: date) -> pa.Table:
+def read_predictions(lake: Lake, day: date, root: str = PREDICTIONS) -> pa.Table:
     """Exactly the manifest's files, each checked against its recorded sha256."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    manifest = read_manifest(lake, day)
+    manifest = read_manifest(lake, day, root)
     tables = []
     for part in manifest["files"]:
         data = lake.read_bytes(part["key"])
@@ -256,3 +259,33 @@ def read_predictions(lake: Lake, day: date) -> pa.Table:
             raise PartitionIncomplete(f"{part['key']} does not match its manifest checksum")
         tables.append(pq.read_table(io.BytesIO(data)))
     return pa.concat_tables(tables) if tables else prediction_schema().empty_table()
+
+
+def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challenger: PinnedModel,
+                 day: date, shards: list[str], start: datetime, end: datetime,
+                 dag_run_id: str) -> dict:
+    """Score the same shards with the challenger under ``predictions_shadow/`` and record how
+    often it agrees with the champion's committed predictions."""
+    import pyarrow as pa
+
+    from mlcore.registry import load_pinned
+
+    model = load_pinned(settings, lake, challenger)
+    parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, start, end, end,
+                                                    dag_run_id, model, root=SHADOW))]
+    commit_partition(lake, settings, challenger, day, parts, shards,
+                     count_inputs(lake, shards, start, end), dag_run_id, end, root=SHADOW)
+    ours = read_predictions(lake, day).select(["image_id", "predicted_class"])
+    theirs = read_predictions(lake, day, SHADOW).select(["image_id", "predicted_class"])
+    joined = ours.join(theirs, "image_id", right_suffix="_challenger")
+    agree = sum(a == b for a, b in zip(joined.column("predicted_class").to_pylist(),
+                                       joined.column("predicted_class_challenger").to_pylist(),
+                                       strict=True))
+    result = {"dt": str(day), "champion_version": champion.version,
+              "challenger_version": challenger.version, "rows": joined.num_rows,
+              "agreement": agree / joined.num_rows if joined.num_rows else None}
+    lake.write_bytes(f"monitoring/dt={day}/shadow.parquet",
+                     parquet_bytes(pa.Table.from_pylist([result])))
+    log.info("shadow: challenger v%s agrees with champion v%s on %s of %d rows",
+             challenger.version, champion.version, result["agreement"], joined.num_rows)
+    return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     train_subset: int = Field(0, description="Use only N base training images (0 = all 60,000).")
     holdout_subset: int = Field(0, description="Evaluate on N holdout images (0 = all 10,000).")
     torch_threads: int = Field(0, description="torch intra-op threads (0 = torch default).")
+    retrain_min_new_labels: int = Field(
+        100, description="An asset-triggered retrain runs only with this many new labeled images."
+    )
     train_queue: str = Field("default", description="Airflow queue for training (e.g. `gpu`).")
 
     # --- promotion gate ------------------------------------------------------------------
@@ -87,6 +91,12 @@ class Settings(BaseSettings):
 
     # --- scoring -------------------------------------------------------------------------
     score_batch_size: int = Field(1024, description="Images per forward pass when scoring.")
+    drift_threshold: float = Field(
+        0.25, description="Drift score (PSI / JS) above which a scoring run's drift is a breach."
+    )
+    drift_action: Literal["warn", "fail"] = Field(
+        "warn", description="On a drift breach: `warn` in the log, or `fail` the monitor task."
+    )
 
     @property
     def resolved_lake_uri(self) -> str:

@@ -61,14 +61,16 @@ def _subset(images: np.ndarray, labels: np.ndarray, n: int, seed: int):
     return images[idx], labels[idx]
 
 
-def build_training_data(settings: Settings, lake: Lake) -> TrainingData:
-    """Base train split + curated labeled images, minus anything that is in the holdout."""
+def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None = None
+                        ) -> TrainingData:
+    """Base train split + curated labeled images (from ``shards``, default all), minus
+    anything that is in the holdout."""
     base_x, base_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "train"),
                              settings.train_subset, settings.seed)
     hold_x, hold_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "test"),
                              settings.holdout_subset, settings.seed)
     full_hold_x, full_hold_y = load_fashion_mnist(settings.fmnist_dir, "test")
-    cur_x, cur_y, shards = labeled_curated(lake)
+    cur_x, cur_y, shards = labeled_curated(lake, shards)
     holdout_ids = set(pixel_sha256(full_hold_x))
     keep = np.array([h not in holdout_ids for h in pixel_sha256(cur_x)], dtype=bool)
     if (~keep).any():

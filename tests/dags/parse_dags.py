@@ -26,7 +26,8 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
         "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
         "dags": {
             dag_id: {"tags": sorted(dag.tags), "retries": [t.retries for t in dag.tasks],
-                     "timeouts": [str(t.execution_timeout) for t in dag.tasks]}
+                     "timeouts": [str(t.execution_timeout) for t in dag.tasks],
+                     "queues": {t.task_id: t.queue for t in dag.tasks}}
             for dag_id, dag in bag.dags.items()
         },
     }

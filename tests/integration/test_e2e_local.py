@@ -85,3 +85,82 @@ def test_rerun_ingests_nothing_twice_and_keeps_the_partition_whole(run):
     assert second["batches"] == first["batches"]
     assert second["predictions"]["rows"] == first["predictions"]["rows"]
     assert second["model"]["versions"] == first["model"]["versions"] + 1
+
+
+def test_trace_of_a_prediction_row_shows_every_link(run):
+    from mlcore.trace import resolve, trace
+
+    settings = run[0]
+    lake = open_lake(settings)
+    row = read_predictions(lake, DAY).slice(0, 1).to_pylist()[0]
+    chain = trace(settings, lake, resolve(lake, str(DAY), 0))
+    assert chain["image_id"] == row["image_id"]
+    assert chain["landing"]["key"] == row["source_key"]
+    assert chain["landing"]["batch_id"] == row["batch_id"]
+    assert [v["suite"] for v in chain["validation"]] == ["file_profiles", "batch_summary"]
+    assert all(v["success"] for v in chain["validation"])
+    assert chain["curated"]["shard"].startswith(f"curated/images/dt={DAY}/batch={row['batch_id']}/")
+    [pred] = chain["predictions"]
+    assert (pred["predicted_label"], pred["model_version"]) == (row["predicted_label"],
+                                                              row["model_version"])
+    [model] = chain["models"]
+    assert model["run_id"] == row["model_run_id"] and len(model["code_version"]) == 40
+    assert model["gate_decision"] == "promoted" and model["seed"] == str(settings.seed)
+    assert [a["action"] for a in model["audit"]] == ["promote"]
+    assert len(model["curated_shards"]) == 2  # the two labeled batches
+
+
+def test_trace_names_the_missing_link_and_exits_non_zero(run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from mlcore.cli import main
+    from mlcore.settings import get_settings
+
+    settings = run[0]
+    copy = tmp_path / "lake"
+    shutil.copytree(settings.home / "lake", copy)  # break a copy, not the shared lake
+    monkeypatch.setenv("MLCORE_HOME", str(settings.home))
+    monkeypatch.setenv("MLCORE_LAKE_URI", str(copy))
+    get_settings.cache_clear()
+    row = read_predictions(open_lake(settings), DAY).slice(0, 1).to_pylist()[0]
+    shard = next(k for k in list_shards(open_lake(settings)) if f"batch={row['batch_id']}/" in k)
+    (copy / shard).unlink()
+    assert main(["trace", row["image_id"]]) == 2
+    assert "broken link: curated shard" in capsys.readouterr().err
+    assert main(["trace", "0" * 64]) == 2
+    assert "broken link: image" in capsys.readouterr().err
+
+
+def test_audit_trail_has_no_duplicates_after_rerunning_every_dag(run):
+    from mlcore.audit import entries
+
+    found = entries(open_lake(run[0]))
+    assert [(e.action, e.target) for e in found] == [
+        ("promote", "fashion-classifier/1"), ("gate_reject", "fashion-classifier/2")]
+
+
+def test_challenger_is_scored_in_shadow_and_agreement_recorded(run):
+    from mlcore.score import SHADOW
+    from mlcore.storage import read_parquet
+
+    settings, first, _, _ = run
+    lake = open_lake(settings)
+    [shadow] = read_parquet(lake, f"monitoring/dt={DAY}/shadow.parquet").to_pylist()
+    assert (shadow["champion_version"], shadow["challenger_version"]) == ("1", "2")
+    assert shadow["rows"] == first["predictions"]["rows"]
+    assert shadow["agreement"] == 1.0  # v2 retrained on the same data with the same seed
+    assert read_predictions(lake, DAY, SHADOW).column("model_version").unique().to_pylist() == ["2"]
+
+
+def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
+    import mlflow
+
+    from mlcore.storage import read_parquet
+
+    settings = run[0]
+    [row] = read_parquet(open_lake(settings), f"monitoring/dt={DAY}/drift.parquet").to_pylist()
+    assert {"class_psi", "confidence_js", "intensity_psi"} <= set(row)
+    client(settings, open_lake(settings))
+    runs = mlflow.search_runs(experiment_names=[f"{settings.mlflow_experiment}-monitoring"],
+                              output_format="list")
+    assert runs and "intensity_psi" in runs[0].data.metrics

@@ -41,7 +41,8 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
         FashionCNN(), Evaluation(acc, acc, per_class, np.eye(10, dtype=np.int64)),
         [{"epoch": 1, "train_loss": 1.0, "train_accuracy": acc, "holdout_accuracy": acc, "seconds": 1}],
         1.0,
-        {"curated_shards": [], "train_data_hash": "t" * 64, "holdout_hash": "h" * 64},
+        {"curated_shards": [], "train_data_hash": "t" * 64, "holdout_hash": "h" * 64,
+         "curated_labeled_images": 40 + len(run)},
     )
     mlc, version, _ = log_and_register(settings, lake, result, run)
     decision = decide_and_alias(settings, lake, mlc, version, f"airflow:{run}", AT)
@@ -139,3 +140,32 @@ def test_same_seed_and_data_give_the_same_metrics(env):
     first, second = train(settings, data), train(settings, data)
     assert first.evaluation.accuracy == second.evaluation.accuracy
     assert first.history == [dict(h, seconds=s["seconds"]) for h, s in zip(second.history, first.history, strict=True)]
+
+
+def test_new_label_count_is_measured_against_the_last_training(env):
+    from mlcore.registry import labeled_images_at_last_training
+
+    settings, lake = env
+    assert labeled_images_at_last_training(settings, lake) == 0
+    _register(settings, lake, 0.80, run="first")
+    _register(settings, lake, 0.81, run="second-run")
+    assert labeled_images_at_last_training(settings, lake) == 40 + len("second-run")
+
+
+def test_reproduce_matches_exactly_and_refuses_changed_data(env):
+    from mlcore.data import CuratedRow, load_fashion_mnist, write_shards
+    from mlcore.registry import DataChanged, reproduce
+
+    settings, lake = env
+    images, labels = load_fashion_mnist(settings.fmnist_dir, "train")
+    rows = [CuratedRow(f"id-{i}", images[-i - 1].tobytes(), f"landing/b/{i}.png", int(labels[-i - 1]))
+            for i in range(50)]
+    [shard] = write_shards(lake, rows, "b", AT, settings.shard_rows)
+    result = train(settings, build_training_data(settings, lake))
+    _, version, _ = log_and_register(settings, lake, result, "repro")
+    report = reproduce(settings, lake, version)
+    assert report["identical"], report["metrics"]
+    (lake.root / shard).unlink()
+    write_shards(lake, rows[:-1], "b", AT, settings.shard_rows)  # same key, one image fewer
+    with pytest.raises(DataChanged, match="differs"):
+        reproduce(settings, lake, version)

@@ -54,7 +54,7 @@ def test_decompression_bomb_is_rejected_from_its_header():
 
 def test_pixel_limit_applies_before_decoding():
     prof = profile_image("big.png", _img("L", size=(300, 300)), max_pixels=10_000, max_bytes=10**7)
-    assert prof.reason == "decompression_bomb"
+    assert prof.reason == "too_many_pixels" and prof.pixels is None
 
 
 def test_non_28px_image_is_resized_and_original_size_kept():

@@ -1,0 +1,184 @@
+"""Monitoring figures per scoring run: prediction drift and input drift against the holdout.
+
+Three comparisons, each a distribution of the scored rows against the same distribution
+computed with the same model on the frozen holdout:
+
+- ``class_psi``: Population Stability Index of the predicted-class distribution;
+- ``confidence_js``: Jensen-Shannon divergence (base 2, in [0, 1]) of the confidence histogram;
+- ``intensity_psi``: PSI of the per-image mean-intensity histogram (input drift).
+
+Rule of thumb for PSI: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mlcore.registry import PinnedModel
+    from mlcore.settings import Settings
+    from mlcore.storage import Lake
+
+log = logging.getLogger(__name__)
+
+CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
+INTENSITY_BINS = np.linspace(0.0, 256.0, 17)
+EPS = 1e-4
+
+
+class DriftDetected(RuntimeError):
+    """A drift score crossed its threshold and the configured action is ``fail``."""
+
+
+def _share(counts: np.ndarray) -> np.ndarray:
+    p = counts.astype(np.float64) + EPS  # no empty bin: PSI and JS stay finite
+    return p / p.sum()
+
+
+def psi(expected_counts: np.ndarray, actual_counts: np.ndarray) -> float:
+    e, a = _share(expected_counts), _share(actual_counts)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def js_divergence(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
+    p, q = _share(p_counts), _share(q_counts)
+    m = (p + q) / 2
+    return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
+
+
+@dataclass
+class Profile:
+    """Histograms that summarize a set of scored images."""
+
+    rows: int
+    class_counts: list[int]
+    confidence_counts: list[int]
+    intensity_counts: list[int]
+
+    @classmethod
+    def of(cls, probabilities: np.ndarray, image_means: np.ndarray) -> Profile:
+        """From (N, 10) probabilities and the N images' mean intensities."""
+        classes = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
+        conf = probabilities.max(axis=1) if len(probabilities) else np.zeros(0)
+        means = np.asarray(image_means, dtype=np.float64)
+        return cls(
+            rows=len(probabilities),
+            class_counts=np.bincount(classes, minlength=10).tolist(),
+            confidence_counts=np.histogram(conf, CONFIDENCE_BINS)[0].tolist(),
+            intensity_counts=np.histogram(means, INTENSITY_BINS)[0].tolist(),
+        )
+
+
+@dataclass
+class DriftReport:
+    class_psi: float
+    confidence_js: float
+    intensity_psi: float
+    threshold: float
+    breached: list[str]
+    scored: Profile
+    baseline: Profile
+
+    def metrics(self) -> dict[str, float]:
+        return {"class_psi": self.class_psi, "confidence_js": self.confidence_js,
+                "intensity_psi": self.intensity_psi, "rows": float(self.scored.rows)}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(baseline: Profile, scored: Profile, threshold: float) -> DriftReport:
+    """Drift scores of ``scored`` against ``baseline``; ``breached`` names those above threshold."""
+    scores = {
+        "class_psi": psi(np.array(baseline.class_counts), np.array(scored.class_counts)),
+        "confidence_js": js_divergence(np.array(baseline.confidence_counts),
+                                       np.array(scored.confidence_counts)),
+        "intensity_psi": psi(np.array(baseline.intensity_counts), np.array(scored.intensity_counts)),
+    }
+    breached = [name for name, value in scores.items() if value > threshold] if scored.rows else []
+    return DriftReport(**scores, threshold=threshold, breached=breached, scored=scored,
+                       baseline=baseline)
+
+
+def image_means(images: np.ndarray) -> np.ndarray:
+    """Mean intensity of each (28, 28) image."""
+    return images.reshape(len(images), 28 * 28).mean(axis=1)
+
+
+def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: date,
+                      shards: list[str], start: datetime, end: datetime, model=None) -> DriftReport:
+    """Drift of a committed partition vs the holdout; stored in the lake and in MLflow."""
+    import mlflow
+    import pyarrow as pa
+
+    from mlcore.data import load_fashion_mnist, shard_pixels
+    from mlcore.model import predict_proba
+    from mlcore.registry import client, load_pinned
+    from mlcore.score import read_predictions, rows_to_score
+    from mlcore.storage import parquet_bytes
+
+    model = model or load_pinned(settings, lake, pinned)
+    holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
+    baseline = Profile.of(predict_proba(model, holdout, settings.score_batch_size),
+                          image_means(holdout))
+    table = read_predictions(lake, day)
+    probs = np.asarray(table.column("probabilities").combine_chunks().flatten()).reshape(-1, 10)
+    means = [image_means(shard_pixels(rows_to_score(lake, s, start, end, ["pixels"])))
+             for s in shards]  # one shard at a time: memory stays bounded
+    scored = Profile.of(probs, np.concatenate(means) if means else np.zeros(0))
+    report = compare(baseline, scored, settings.drift_threshold)
+
+    row = {"dt": str(day), "model_version": pinned.version, **report.metrics(),
+           "breached": ",".join(report.breached),
+           **{f"scored_{k}": v for k, v in asdict(scored).items() if k != "rows"},
+           **{f"holdout_{k}": v for k, v in asdict(baseline).items() if k != "rows"}}
+    lake.write_bytes(f"monitoring/dt={day}/drift.parquet",
+                     parquet_bytes(pa.Table.from_pylist([row])))
+    client(settings, lake)
+    mlflow.set_experiment(f"{settings.mlflow_experiment}-monitoring")
+    with mlflow.start_run(run_name=f"drift {day} v{pinned.version}"):
+        mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
+        mlflow.log_metrics(report.metrics())
+        mlflow.log_dict(report.as_dict(), "drift.json")
+        mlflow.log_figure(drift_figure(report), "plots/drift.png")
+    if report.breached:
+        message = (f"drift on {day}: {', '.join(report.breached)} above {report.threshold} "
+                   f"({report.metrics()})")
+        if settings.drift_action == "fail":
+            raise DriftDetected(message)
+        log.warning(message)
+    return report
+
+
+def drift_figure(report: DriftReport):
+    """Scored vs holdout distributions, side by side, for people to look at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from mlcore.data import CLASSES
+
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    panels = [
+        ("predicted class", "class_counts", list(CLASSES), f"PSI {report.class_psi:.3f}"),
+        ("confidence", "confidence_counts", [f"{b:.1f}" for b in CONFIDENCE_BINS[:-1]],
+         f"JS {report.confidence_js:.3f}"),
+        ("mean intensity", "intensity_counts", [f"{int(b)}" for b in INTENSITY_BINS[:-1]],
+         f"PSI {report.intensity_psi:.3f}"),
+    ]
+    for ax, (title, field, labels, score) in zip(axes, panels, strict=True):
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, _share(np.array(getattr(report.baseline, field))), 0.4, label="holdout")
+        ax.bar(x + 0.2, _share(np.array(getattr(report.scored, field))), 0.4, label="scored")
+        ax.set_xticks(x, labels, rotation=60, fontsize=7)
+        ax.set_title(f"{title} ({score})")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
