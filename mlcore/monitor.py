@@ -139,8 +139,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
            **{f"holdout_{k}": v for k, v in asdict(baseline).items() if k != "rows"}}
     lake.write_bytes(f"monitoring/dt={day}/drift.parquet",
                      parquet_bytes(pa.Table.from_pylist([row])))
-    client(settings, lake)
-    mlflow.set_experiment(f"{settings.mlflow_experiment}-monitoring")
+    client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
     with mlflow.start_run(run_name=f"drift {day} v{pinned.version}"):
         mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
         mlflow.log_metrics(report.metrics())

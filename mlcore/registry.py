@@ -64,14 +64,16 @@ def code_version() -> str:
         return "unknown"
 
 
-def client(settings: Settings, lake: Lake) -> MlflowClient:
-    """An MLflow client on the configured tracking server, with the experiment in place."""
+def client(settings: Settings, lake: Lake, experiment: str | None = None) -> MlflowClient:
+    """An MLflow client on the configured tracking server, with the experiment (default: the
+    training one) in place and active. Its artifacts live in the lake, under ``mlflow/``."""
     import mlflow
 
+    name = experiment or settings.mlflow_experiment
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    if mlflow.get_experiment_by_name(settings.mlflow_experiment) is None:
-        mlflow.create_experiment(settings.mlflow_experiment, artifact_location=lake.url("mlflow"))
-    mlflow.set_experiment(settings.mlflow_experiment)
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=lake.url(f"mlflow/{name}"))
+    mlflow.set_experiment(name)
     return mlflow.MlflowClient()
 
 

@@ -164,3 +164,4 @@ def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
     runs = mlflow.search_runs(experiment_names=[f"{settings.mlflow_experiment}-monitoring"],
                               output_format="list")
     assert runs and "intensity_psi" in runs[0].data.metrics
+    assert runs[0].info.artifact_uri.startswith(open_lake(settings).url("mlflow/"))  # in the lake
