@@ -62,7 +62,6 @@ def ingest_landing():
         from mlcore.ingest import ingest_batch
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
-
         from mlcore.validation import ValidationFailed
 
         context = get_current_context()

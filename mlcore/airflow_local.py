@@ -23,11 +23,24 @@ class DagRunFailed(RuntimeError):
     """``airflow dags test`` ended with a failed run; the message holds the log tail."""
 
 
-def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for an Airflow process over ``settings.home`` (inherits the caller's)."""
+def airflow_env(settings: Settings, extra: dict[str, str] | None = None, *,
+                db_url: str | None = None) -> dict[str, str]:
+    """The environment for an Airflow process over ``settings.home`` (inherits the caller's).
+
+    The metadata DB is SQLite in ``<home>/airflow`` unless a SQLAlchemy URL is given:
+    ``db_url``, else the ``airflow_db_url`` setting (``MLCORE_AIRFLOW_DB_URL``, e.g.
+    ``postgresql+psycopg2://user:pw@host:5432/airflow``). An inherited
+    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` is deliberately not used: a shell that once
+    sourced ``mlcore airflow-env`` must not point a test run at someone's real database.
+    When the lake is on S3, MLflow's artifact client gets the lake's endpoint and keys
+    (``MLFLOW_S3_ENDPOINT_URL``, ``AWS_*``), so run artifacts land in ``<lake>/mlflow``.
+    """
+    from mlcore.storage import lake_client_env
+
     home = Path(settings.home).resolve()
     airflow_home = home / "airflow"
     venv_bin = str(Path(sys.executable).parent)
+    db_url = db_url or settings.airflow_db_url.get_secret_value()
     env = {
         **os.environ,
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -35,7 +48,7 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         "AIRFLOW_CONFIG": str(REPO_ROOT / "airflow.cfg"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url or f"sqlite:///{airflow_home / 'airflow.db'}",
         "MLCORE_HOME": str(home),
         "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
@@ -46,6 +59,7 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None) -> dict
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
         env[f"MLCORE_{name.upper()}"] = str(value)
+    env.update(lake_client_env(settings))
     env.update(extra or {})
     return env
 

@@ -166,7 +166,7 @@ def cmd_airflow_env(args: argparse.Namespace) -> int:
     env = airflow_env(Settings())
     ensure_db(env)
     for key, value in sorted(env.items()):
-        if key.startswith(("AIRFLOW", "MLCORE_", "GX_", "MLFLOW_")) or key == "PATH":
+        if key.startswith(("AIRFLOW", "MLCORE_", "GX_", "MLFLOW_", "AWS_")) or key == "PATH":
             print(f"export {key}={shlex.quote(value)}")
     return 0
 

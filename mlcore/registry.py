@@ -67,8 +67,14 @@ def code_version() -> str:
 def client(settings: Settings, lake: Lake, experiment: str | None = None) -> MlflowClient:
     """An MLflow client on the configured tracking server, with the experiment (default: the
     training one) in place and active. Its artifacts live in the lake, under ``mlflow/``."""
+    import os
+
     import mlflow
 
+    from mlcore.storage import lake_client_env
+
+    # MLflow's artifact client reads its S3 endpoint and keys only from the environment.
+    os.environ.update(lake_client_env(settings))
     name = experiment or settings.mlflow_experiment
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     if mlflow.get_experiment_by_name(name) is None:

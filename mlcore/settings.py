@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         description="Where people open Data Docs: the Airflow plugin's route (used in task logs).",
     )
 
+    airflow_db_url: SecretStr = Field(
+        SecretStr(""),
+        description="Airflow metadata DB (SQLAlchemy URL, secret) for local runs; empty means "
+        "SQLite in `<home>/airflow`.",
+    )
+
     # --- MLflow --------------------------------------------------------------------------
     mlflow_tracking_uri: str = Field(
         "", description="MLflow tracking URI. Empty means SQLite at `<home>/mlflow.db`."

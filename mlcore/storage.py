@@ -8,11 +8,13 @@ filesystem, so an uploaded object name can never escape the lake root.
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from mlcore.settings import Settings
 
 PROTECTED_PREFIXES = ("landing/",)
+
+# Lakes handed to Great Expectations, by URI: GX builds its store backends from plain
+# config dicts (deep-copied), so the config names the lake and the backend looks it up here.
+_GX_LAKES: dict[str, Lake] = {}
 
 
 class UnsafeKey(ValueError):
@@ -30,9 +36,10 @@ def check_key(key: str) -> str:
     """Return ``key`` if it is a clean relative POSIX key, else raise :class:`UnsafeKey`."""
     if not key or "\x00" in key or "\\" in key or key.startswith("/"):
         raise UnsafeKey(f"unsafe object key {key!r}")
-    parts = PurePosixPath(key).parts
-    if any(p in ("..", ".") for p in parts) or "//" in key:
-        raise UnsafeKey(f"unsafe object key {key!r}: relative segments are not allowed")
+    # Split literally: PurePosixPath would drop "." and trailing "/" segments, and on S3
+    # "a", "./a" and "a/" are three different objects.
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise UnsafeKey(f"unsafe object key {key!r}: empty or relative segments are not allowed")
     return key
 
 
@@ -113,8 +120,9 @@ class LocalLake:
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         _refuse_protected(key)
-        self._path(key).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def url(self, key: str) -> str:
         return self._path(key).as_uri()
@@ -125,23 +133,24 @@ class LocalLake:
         return pyarrow.fs.LocalFileSystem(), str(self.root)
 
     def gx_store_backend(self, prefix: str) -> dict:
-        return {
-            "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(self.root / check_key(prefix)),
-        }
+        return _gx_store_backend(self, prefix)
 
 
 @dataclass
 class S3Lake:
-    """A lake under ``s3://bucket/prefix`` spoken to with boto3 (retry mode ``standard``)."""
+    """A lake under ``s3://bucket/prefix`` spoken to with boto3 (retry mode ``standard``).
+
+    Writes are single ``PutObject`` calls, so an object is either absent or whole. Landing
+    objects are written with ``If-None-Match: *``: an existing upload is never replaced.
+    """
 
     bucket: str
     prefix: str
     endpoint_url: str | None
-    access_key_id: str | None
-    secret_access_key: str | None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
     region: str = "us-east-1"
-    max_attempts: int = 4
+    max_attempts: int = 4  # every try counts, the first included (boto3 total_max_attempts)
     timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -149,15 +158,17 @@ class S3Lake:
         from botocore.config import Config
 
         self.prefix = self.prefix.strip("/")
+        if self.prefix:
+            check_key(self.prefix)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.client = boto3.client(
+        self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url or None,
             aws_access_key_id=self.access_key_id or None,
             aws_secret_access_key=self.secret_access_key or None,
             region_name=self.region,
             config=Config(
-                retries={"mode": "standard", "max_attempts": self.max_attempts},
+                retries={"mode": "standard", "total_max_attempts": self.max_attempts},
                 connect_timeout=self.timeout_s,
                 read_timeout=self.timeout_s,
             ),
@@ -167,29 +178,49 @@ class S3Lake:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @staticmethod
+    def _code(exc: Exception) -> str:
+        return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+    def _put(self, key: str, data: bytes, **extra: Any) -> None:
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                               ContentType=content_type, **extra)
+
     def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except self.client.exceptions.NoSuchKey as exc:
-            raise FileNotFoundError(self.url(key)) from exc
+        except ClientError as exc:
+            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(self.url(key)) from exc
+            raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        if self.exists(key):
-            _refuse_protected(key)
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        if key.startswith(PROTECTED_PREFIXES):
+            # Create-only, atomically: a second writer of the same landing key is refused.
+            if not self.write_if_absent(key, data):
+                _refuse_protected(key)
+            return
+        self._put(key, data)
 
     def write_if_absent(self, key: str, data: bytes) -> bool:
         from botocore.exceptions import ClientError
 
-        try:
-            self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
-            )
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
-                return False
-            raise
+        for attempt in range(self.max_attempts):
+            try:
+                self._put(key, data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                code = self._code(exc)
+                if code in ("PreconditionFailed", "412"):
+                    return False
+                # 409: another conditional write of this key is in flight; S3 asks to retry.
+                if code != "ConditionalRequestConflict" or attempt == self.max_attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -198,25 +229,29 @@ class S3Lake:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
 
     def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix.rstrip("/")) + "/" if prefix.strip("/") else (
-            f"{self.prefix}/" if self.prefix else ""
-        )
+        if prefix.strip("/"):
+            full = self._key(prefix.strip("/")) + "/"
+        else:
+            full = f"{self.prefix}/" if self.prefix else ""
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=full
         ):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+            # Keys ending in "/" are "folder" markers some S3 tools create, not objects.
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", [])
+                        if not obj["Key"].endswith("/"))
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        full = self._key(key)
         _refuse_protected(key)
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        self.client.delete_object(Bucket=self.bucket, Key=full)
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -225,22 +260,21 @@ class S3Lake:
         import pyarrow.fs
 
         endpoint = self.endpoint_url or ""
+        scheme, _, host = endpoint.rpartition("://")
         fs = pyarrow.fs.S3FileSystem(
             access_key=self.access_key_id or None,
             secret_key=self.secret_access_key or None,
             region=self.region,
-            endpoint_override=endpoint.split("://", 1)[-1] or None,
-            scheme=endpoint.split("://", 1)[0] if "://" in endpoint else "https",
+            endpoint_override=host or None,
+            scheme=scheme or "https",
+            connect_timeout=self.timeout_s,
+            request_timeout=self.timeout_s,
+            retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=self.max_attempts),
         )
         return fs, f"{self.bucket}/{self.prefix}".rstrip("/")
 
     def gx_store_backend(self, prefix: str) -> dict:
-        return {
-            "class_name": "TupleS3StoreBackend",
-            "bucket": self.bucket,
-            "prefix": self._key(prefix),
-            "boto3_options": {"endpoint_url": self.endpoint_url} if self.endpoint_url else {},
-        }
+        return _gx_store_backend(self, prefix)
 
 
 def open_lake(settings: Settings) -> Lake:
@@ -260,6 +294,148 @@ def open_lake(settings: Settings) -> Lake:
         )
     path = uri[len("file://") :] if uri.startswith("file://") else uri
     return LocalLake(Path(path))
+
+
+def lake_client_env(settings: Settings) -> dict[str, str]:
+    """Environment variables other processes need to reach the lake with their own S3 clients.
+
+    MLflow writes run artifacts to ``<lake>/mlflow`` with its own boto3 client, configured
+    only through ``MLFLOW_S3_ENDPOINT_URL`` and the ``AWS_*`` variables; a folder lake needs
+    nothing. Values come from the settings, so they win over whatever the caller inherited.
+    """
+    uri = settings.resolved_lake_uri
+    if not uri.startswith("s3://"):
+        return {}
+    env = {"AWS_DEFAULT_REGION": settings.s3_region}
+    if settings.s3_endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    key_id = settings.s3_access_key_id.get_secret_value()
+    secret = settings.s3_secret_access_key.get_secret_value()
+    if key_id and secret:
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = key_id, secret
+    return env
+
+
+# --- Great Expectations stores in the lake --------------------------------------------------
+# GX 1.x ships only a filesystem tuple store (its S3 backend is gone), so validation results
+# and Data Docs go through the lake itself: one code path for a folder and for S3, atomic
+# local writes and the same key checks as everything else.
+
+
+def _gx_store_backend(lake: Lake, prefix: str) -> dict:
+    """A GX ``store_backend`` config that keeps the store under ``prefix`` in ``lake``."""
+    check_key(prefix.strip("/"))
+    _GX_LAKES[lake.uri] = lake
+    return {
+        "module_name": __name__,
+        "class_name": "LakeStoreBackend",
+        "lake_uri": lake.uri,
+        "base_key": prefix.strip("/"),
+    }
+
+
+def _lake_for_gx(lake_uri: str) -> Lake:
+    if lake_uri in _GX_LAKES:
+        return _GX_LAKES[lake_uri]
+    from mlcore.settings import get_settings  # a config built in another process
+
+    lake = open_lake(get_settings())
+    if lake.uri != lake_uri:
+        raise LookupError(f"no lake {lake_uri!r} is open in this process")
+    return lake
+
+
+def _make_lake_store_backend() -> type:
+    from great_expectations.data_context.store.tuple_store_backend import TupleStoreBackend
+    from great_expectations.exceptions import InvalidKeyError
+
+    class LakeStoreBackend(TupleStoreBackend):
+        """A GX tuple store whose files are lake objects under ``base_key``."""
+
+        def __init__(self, lake_uri: str, base_key: str, **kwargs: Any) -> None:
+            kwargs.setdefault("platform_specific_separator", False)
+            super().__init__(**kwargs)
+            self.lake = _lake_for_gx(lake_uri)
+            self.base_key = check_key(base_key.strip("/"))
+            if not self._suppress_store_backend_id:
+                _ = self.store_backend_id
+            self._config = {
+                "lake_uri": lake_uri, "base_key": base_key, **kwargs,
+                "module_name": __name__, "class_name": "LakeStoreBackend",
+            }
+
+        def _lake_key(self, key: tuple) -> str:
+            return f"{self.base_key}/{self._convert_key_to_filepath(key)}"
+
+        def _get(self, key, **kwargs):
+            try:
+                return self.lake.read_bytes(self._lake_key(key)).decode("utf-8").rstrip("\n")
+            except FileNotFoundError as exc:
+                raise InvalidKeyError(f"no object {self._lake_key(key)} in {self.lake.uri}") from exc
+
+        def _get_all(self) -> list:
+            return [self._get(k) for k in self.list_keys() if k != self.STORE_BACKEND_ID_KEY]
+
+        def _set(self, key, value, **kwargs):
+            if not isinstance(key, tuple):
+                key = key.to_tuple()
+            data = value.encode("utf-8") if isinstance(value, str) else value
+            self.lake.write_bytes(self._lake_key(key), data)
+            return self.lake.url(self._lake_key(key))
+
+        def _move(self, source_key, dest_key, **kwargs):
+            src, dst = self._lake_key(source_key), self._lake_key(dest_key)
+            if not self.lake.exists(src):
+                return False
+            self.lake.write_bytes(dst, self.lake.read_bytes(src))
+            self.lake.delete(src)
+            return dest_key
+
+        def list_keys(self, prefix: tuple = ()) -> list:
+            under = "/".join((self.base_key, *prefix))
+            keys = []
+            for lake_key in self.lake.list(under):
+                filepath = lake_key[len(self.base_key) + 1 :]
+                if self._is_missing_prefix_or_suffix(self.filepath_prefix, self.filepath_suffix,
+                                                     filepath):
+                    continue
+                key = self._convert_filepath_to_key(filepath)
+                if key and not self.is_ignored_key(key):
+                    keys.append(key)
+            return keys
+
+        def remove_key(self, key):
+            if not isinstance(key, tuple):
+                key = key.to_tuple()
+            if not self.lake.exists(self._lake_key(key)):
+                return False
+            self.lake.delete(self._lake_key(key))
+            return True
+
+        def _has_key(self, key) -> bool:
+            return self.lake.exists(self._lake_key(key))
+
+        def get_url_for_key(self, key, protocol=None) -> str:
+            return self.lake.url(self._lake_key(key))
+
+        def get_public_url_for_key(self, key, protocol=None) -> str:
+            return f"{self.base_public_path}{self._convert_key_to_filepath(key)}"
+
+        @property
+        def config(self) -> dict:
+            return self._config
+
+    LakeStoreBackend.__qualname__ = "LakeStoreBackend"  # importable as mlcore.storage.LakeStoreBackend
+    return LakeStoreBackend
+
+
+def __getattr__(name: str):
+    # ``LakeStoreBackend`` subclasses a GX class; build it on first use so importing the lake
+    # (DAG files, the UI plugin) never imports Great Expectations.
+    if name == "LakeStoreBackend":
+        cls = globals()[name] = _make_lake_store_backend()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_parquet(lake: Lake, key: str):

@@ -8,11 +8,10 @@ import pytest
 from rich.console import Console
 
 from mlcore.data import list_shards, read_shard
-from mlcore.demo import PROFILES, run_pipeline
+from mlcore.demo import run_pipeline
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.registry import client
 from mlcore.score import read_manifest, read_predictions
-from mlcore.settings import Settings
 from mlcore.storage import open_lake
 
 DAY = date(2026, 11, 22)
@@ -20,12 +19,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    settings = Settings(home=tmp_path_factory.mktemp("e2e"), **PROFILES["test"])
-    console = Console(quiet=True)
-    first = run_pipeline(settings, DAY, console, per_batch=12)
+def run(local_run):
+    """The shared local-lake run (tests/integration/conftest.py), then an idempotent rerun."""
+    settings, first = local_run.settings, local_run.summary
     shards_after_first = list_shards(open_lake(settings))
-    second = run_pipeline(settings, DAY, console, per_batch=12)  # idempotent rerun
+    second = run_pipeline(settings, DAY, Console(quiet=True), per_batch=12)
     return settings, first, second, shards_after_first
 
 

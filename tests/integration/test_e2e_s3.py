@@ -1,0 +1,132 @@
+"""The whole pipeline with the lake on an S3 server (``moto_server``): landing, quarantine,
+curated shards, predictions, GX results and Data Docs, and MLflow artifacts all live in
+the bucket, and the outputs equal a local-folder run of the same profile."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from mlcore.data import list_shards, read_shard
+from mlcore.ingest import BatchReport, ledger_key
+from mlcore.registry import client
+from mlcore.score import read_manifest, read_predictions
+from mlcore.storage import S3Lake, lake_client_env, open_lake
+
+pytestmark = pytest.mark.e2e
+DAY = date(2026, 11, 22)  # the day the conftest's runs simulate
+PREFIX = "lake"
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3_server, tmp_path_factory, pipeline_runner):
+    home = tmp_path_factory.mktemp("s3-run")
+    run = pipeline_runner(
+        home, lake_uri=f"s3://{s3_server.bucket}/{PREFIX}", s3_endpoint_url=s3_server.endpoint,
+        s3_access_key_id=s3_server.access_key_id,
+        s3_secret_access_key=s3_server.secret_access_key)
+    return run
+
+
+@pytest.fixture(scope="module")
+def mlflow_s3_env(s3_run):
+    """MLflow in this process reads artifacts with its own S3 client: give it the lake's."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in lake_client_env(s3_run.settings).items():
+            mp.setenv(key, value)
+        yield
+
+
+def test_the_lake_is_the_bucket(s3_run, s3_server):
+    lake = open_lake(s3_run.settings)
+    assert isinstance(lake, S3Lake) and s3_run.summary["lake"] == f"s3://{s3_server.bucket}/lake"
+    keys = s3_server.keys(f"{PREFIX}/")
+    for top in ("landing/", "quarantine/", "curated/", "predictions/", "validation/", "mlflow/",
+                "_state/"):
+        assert any(k.startswith(f"{PREFIX}/{top}") for k in keys), top
+    # Nothing fell back to a local lake or a local MLflow artifact folder.
+    home = s3_run.settings.home
+    assert not (home / "lake").exists()
+    assert not list(home.rglob("mlruns")) and not list(home.rglob("mlartifacts"))
+
+
+def test_prediction_rows_equal_the_accepted_unlabeled_images(s3_run):
+    lake = open_lake(s3_run.settings)
+    unlabeled = set()
+    for key in list_shards(lake):
+        rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
+        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
+    accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in s3_run.summary["batches"])
+    predictions = read_predictions(lake, DAY)
+    assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0
+    assert set(predictions.column("image_id").to_pylist()) == unlabeled
+
+
+def test_quarantine_holds_the_bad_files_with_reasons(s3_run):
+    lake = open_lake(s3_run.settings)
+    report = BatchReport.from_json(lake.read_bytes(ledger_key("mixed-bad-01")))
+    reasons = json.loads(lake.read_bytes("quarantine/mixed-bad-01/_reasons.json"))
+    assert {r["reason"] for r in reasons} == {
+        "truncated", "unsupported_format", "decompression_bomb", "intensity_out_of_range"}
+    for r in reasons:
+        name = r["key"].split("/")[-1]
+        assert lake.read_bytes(f"quarantine/mixed-bad-01/{name}") == lake.read_bytes(r["key"])
+    assert report.accepted + report.quarantined + report.duplicates == report.files
+
+
+def test_manifest_lists_exactly_the_files_present(s3_run):
+    lake = open_lake(s3_run.settings)
+    manifest = read_manifest(lake, DAY)
+    present = [k for k in lake.list(manifest["partition"]) if k.endswith(".parquet")]
+    assert sorted(f["key"] for f in manifest["files"]) == present != []
+    assert manifest["validation"]["success"] is True
+    assert lake.exists(manifest["validation"]["docs_key"])
+
+
+def test_champion_and_its_artifacts_are_in_the_bucket(s3_run, s3_server, mlflow_s3_env):
+    settings = s3_run.settings
+    mlc = client(settings, open_lake(settings))
+    champion = mlc.get_model_version_by_alias(settings.model_name, "champion")
+    assert str(champion.version) == str(s3_run.summary["model"]["champion"])
+    assert champion.tags["gate_decision"] == "promoted"
+    run = mlc.get_run(champion.run_id)
+    assert run.info.artifact_uri.startswith(f"s3://{s3_server.bucket}/{PREFIX}/mlflow/")
+    # Read back through MLflow (its own S3 client) ...
+    artifacts = {a.path for a in mlc.list_artifacts(champion.run_id, "plots")}
+    assert artifacts == {"plots/confusion_matrix.png", "plots/training_curves.png"}
+    # ... and straight from the bucket: the plots and the registered weights are objects there.
+    keys = s3_server.keys(f"{PREFIX}/mlflow/")
+    assert any(k.endswith(f"{champion.run_id}/artifacts/plots/confusion_matrix.png") for k in keys)
+    assert any(k.endswith("/artifacts/model.safetensors") for k in keys)
+    assert mlc.get_model_version_download_uri(settings.model_name, champion.version).startswith(
+        f"s3://{s3_server.bucket}/{PREFIX}/mlflow/")
+
+
+def test_data_docs_and_validation_results_are_in_the_bucket(s3_run, s3_server):
+    lake = open_lake(s3_run.settings)
+    docs = lake.list("validation/data_docs")
+    assert "validation/data_docs/index.html" in docs
+    assert any(k.startswith("validation/data_docs/static/") for k in docs)
+    results = [k for k in lake.list("validation/results") if k.endswith(".json")]
+    assert results
+    for batch in s3_run.summary["batches"]:
+        report = BatchReport.from_json(lake.read_bytes(ledger_key(batch["batch_id"])))
+        assert report.docs_keys and all(k in docs for k in report.docs_keys)
+    index = lake.read_bytes("validation/data_docs/index.html").decode()
+    for page in (k for k in docs if k.startswith("validation/data_docs/validations/")):
+        assert page.removeprefix("validation/data_docs/") in index
+    head = s3_server.client().head_object(Bucket=s3_server.bucket,
+                                          Key=f"{PREFIX}/validation/data_docs/index.html")
+    assert head["ContentType"] == "text/html"
+
+
+def test_outputs_equal_a_local_lake_run(s3_run, local_run):
+    assert s3_run.summary["batches"] == local_run.summary["batches"]
+    assert s3_run.summary["predictions"]["rows"] == local_run.summary["predictions"]["rows"]
+    on_s3 = read_predictions(open_lake(s3_run.settings), DAY).sort_by("image_id").to_pydict()
+    local = read_predictions(open_lake(local_run.settings), DAY).sort_by("image_id").to_pydict()
+    assert on_s3["image_id"] == local["image_id"]
+    assert on_s3["predicted_class"] == local["predicted_class"]
+    assert on_s3["confidence"] == pytest.approx(local["confidence"], abs=1e-6)
