@@ -22,7 +22,23 @@ PROFILES = {
              "promote_floor": 0.50},
     "full": {},
 }
-PROGRESS = re.compile(r"epoch \d+/\d+|Marking task as|state=|batch \S+: \{|committed |version \d+ ")
+LOG_LINE = re.compile(r"\[(?:info|warning|error)\s*\] (?P<msg>.*?)\s+\[(?P<logger>[\w.]+)\]")
+TASK_EVENT = re.compile(r"\[DAG TEST\] (?P<what>starting|end task) task_id=(?P<task>\S+) "
+                        r"map_index=(?P<index>-?\d+)")
+
+
+def progress_line(line: str) -> str | None:
+    """The lines of ``airflow dags test`` output worth showing a person, shortened."""
+    m = LOG_LINE.search(line)
+    if not m:
+        return "  " + line.strip() if line.startswith(("ERROR", "Traceback")) else None
+    msg, logger = m["msg"], m["logger"]
+    if event := TASK_EVENT.search(msg):
+        index = "" if event["index"] == "-1" else f"[{event['index']}]"
+        return f"  {'>' if event['what'] == 'starting' else 'ok'} {event['task']}{index}"
+    if logger.startswith("mlcore") or "failed with exception" in msg:
+        return f"      {msg[:150]}"
+    return None
 
 
 def schedule_for(day: date) -> dict[str, str]:
@@ -47,10 +63,14 @@ def run_pipeline(settings: Settings, day: date, console: Console, per_batch: int
     for dag_id, logical in schedule_for(day).items():
         console.rule(f"{dag_id} @ {logical}")
         dags_test(env, dag_id, logical, log_file=logs / f"{dag_id}.log",
-                  on_line=lambda line: console.print(f"  {line[-160:]}", markup=False,
-                                                     highlight=False) if PROGRESS.search(line) else None)
+                  on_line=lambda line: _show(console, progress_line(line)))
         console.print(f"[green]ok[/] {dag_id} (full log: {logs / f'{dag_id}.log'})")
     return summarize(settings, day, [b.batch_id for b in batches])
+
+
+def _show(console: Console, text: str | None) -> None:
+    if text:
+        console.print(text, markup=False, highlight=False)
 
 
 def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
 INTENSITY_BINS = np.linspace(0.0, 256.0, 17)
 EPS = 1e-4
+MIN_ROWS_FOR_ALARM = 100
 
 
 class DriftDetected(RuntimeError):
@@ -100,7 +101,9 @@ def compare(baseline: Profile, scored: Profile, threshold: float) -> DriftReport
                                        np.array(scored.confidence_counts)),
         "intensity_psi": psi(np.array(baseline.intensity_counts), np.array(scored.intensity_counts)),
     }
-    breached = [name for name, value in scores.items() if value > threshold] if scored.rows else []
+    # Histograms of a handful of rows are noise: no alarm below MIN_ROWS_FOR_ALARM.
+    breached = ([name for name, value in scores.items() if value > threshold]
+                if scored.rows >= MIN_ROWS_FOR_ALARM else [])
     return DriftReport(**scores, threshold=threshold, breached=breached, scored=scored,
                        baseline=baseline)
 

@@ -43,3 +43,10 @@ def test_empty_shard_contributes_nothing():
     assert image_means(np.zeros((0, 28, 28), np.uint8)).shape == (0,)
     report = compare(Profile.of(np.eye(10)[:3], np.ones(3)), Profile.of(np.zeros((0, 10)), []), 0.25)
     assert report.breached == [] and report.scored.rows == 0
+
+
+def test_a_handful_of_rows_never_raises_an_alarm(holdout):
+    images, probs = holdout
+    baseline = Profile.of(probs[:5000], image_means(images[:5000]))
+    few = compare(baseline, Profile.of(probs[5000:5050], image_means(images[5000:5050] // 2)), 0.25)
+    assert few.intensity_psi > 0.25 and few.breached == []
