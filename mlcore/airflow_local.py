@@ -6,6 +6,7 @@ same way: the committed ``airflow.cfg`` plus per-home paths passed as environmen
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,10 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None, *,
             value = value.get_secret_value()
         env[f"MLCORE_{name.upper()}"] = str(value)
     env.update(lake_client_env(settings))
+    # OpenLineage events: a local file unless the deployment configured a transport.
+    env.setdefault("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps({
+        "type": "file", "append": True,
+        "log_file_path": str(home / "openlineage" / "events.jsonl")}))
     env.update(extra or {})
     return env
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mlcore import lineage
 from mlcore.data import CLASSES, CuratedRow, known_image_ids, write_shards
 from mlcore.images import FileProfile, profile_image
 from mlcore.validation import ValidationFailed, run_suite
@@ -240,6 +241,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     report.shards = write_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
     _quarantine(lake, batch_id, report, images, blobs.get(prefix + LABELS_FILE))
     lake.write_bytes(ledger_key(batch_id), _dump(report))
+    lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards
+                   + ([f"quarantine/{batch_id}"] if report.quarantined else []))
     log.info("batch %s: %s", batch_id, report.summary())
     if report.status == "rejected":
         raise ValidationFailed.from_outcome(f"batch {batch_id}", batch, lake, settings.data_docs_url)

@@ -23,10 +23,11 @@ class WeightsTampered(RuntimeError):
 
 
 class FashionCNN(nn.Module):
-    """A small VGG-style CNN for 28x28 grayscale: three conv blocks, global pooling, linear head.
+    """A small VGG-style CNN for 28x28 grayscale: three conv blocks, then a linear head on a
+    3x3 grid (keeping where things are: a sleeve vs a collar).
 
-    Sized for CPU: about 7 M multiply-adds per image, so an epoch of 60,000 images trains
-    in well under a minute on two cores.
+    Sized for CPU: about 7.5 M multiply-adds per image, so an epoch of 60,000 images trains
+    in under a minute on two cores.
     """
 
     def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.2):
@@ -45,17 +46,23 @@ class FashionCNN(nn.Module):
             block(width, 2 * width),
             nn.MaxPool2d(2),  # 7x7
             block(2 * width, 4 * width),
-            nn.AdaptiveAvgPool2d(1),
+            nn.MaxPool2d(2),  # 3x3
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width * 9, num_classes)
+        )
+        # NHWC makes oneDNN's CPU convolutions markedly faster than the default NCHW.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
     """(N, 28, 28) uint8 -> normalized float tensor (N, 1, 28, 28)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
+    # Arrays read straight from Parquet buffers are read-only; torch wants writable memory.
+    arr = images if images.flags.writeable else images.copy()
+    x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32).div_(255.0)
     return x.sub_(PIXEL_MEAN).div_(PIXEL_STD).unsqueeze(1)
 
 

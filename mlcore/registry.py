@@ -172,6 +172,10 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, dag_ru
                 metadata={"classes": list(CLASSES)},
             )
     version = str(model_info.registered_model_version)
+    from mlcore import lineage as ol
+
+    ol.report(lake, inputs=lineage["curated_shards"],
+              outputs=[f"mlflow/{settings.mlflow_experiment}/models/{model_info.model_id}"])
     for key, value in {"weights_sha256": checksum, "run_id": run.info.run_id,
                        "holdout_accuracy": f"{result.evaluation.accuracy:.6f}"}.items():
         mlc.set_model_version_tag(settings.model_name, version, key, value)

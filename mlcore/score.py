@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlcore import lineage
 from mlcore.data import CLASSES, read_shard, shard_pixels, shards_for_dates
 from mlcore.storage import parquet_bytes
 
@@ -153,6 +154,7 @@ def score_shard(
     key = f"{partition_prefix(start.date(), root)}/part-{token[:16]}.parquet"
     data = parquet_bytes(out)
     lake.write_bytes(key, data)
+    lineage.report(lake, inputs=[shard], outputs=[key])
     return PartFile(key, n, hashlib.sha256(data).hexdigest())
 
 
@@ -212,6 +214,7 @@ def commit_partition(
     if not lake.write_if_absent(f"{prefix}/_manifests/{generation:06d}.json", body):
         raise ConcurrentCommit(f"{prefix}: generation {generation} was committed by another run")
     lake.write_bytes(f"{prefix}/{MANIFEST}", body)  # the commit point: readers trust only this
+    lineage.report(lake, inputs=[p.key for p in parts], outputs=[f"{prefix}/{MANIFEST}"])
     _remove_unreferenced_parts(lake, prefix, manifest, current)
     log.info("committed %s (generation %d): %d rows in %d files", prefix, generation,
              manifest["rows"], len(parts))

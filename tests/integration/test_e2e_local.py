@@ -163,3 +163,26 @@ def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
                               output_format="list")
     assert runs and "intensity_psi" in runs[0].data.metrics
     assert runs[0].info.artifact_uri.startswith(open_lake(settings).url("mlflow/"))  # in the lake
+
+
+def test_openlineage_events_name_the_lake_datasets_each_task_reads_and_writes(run):
+    import json
+
+    settings = run[0]
+    events = [json.loads(line) for line in
+              (settings.home / "openlineage" / "events.jsonl").read_text().splitlines()]
+    done = {}
+    for e in events:
+        if e["eventType"] == "COMPLETE":
+            io = done.setdefault(e["job"]["name"], (set(), set()))
+            io[0].update(d["name"] for d in e["inputs"])
+            io[1].update(d["name"] for d in e["outputs"])
+    ins, outs = done["ingest_landing.ingest"]
+    assert any(n.endswith("/landing/unlabeled-01") for n in ins)
+    assert any("/curated/images/" in n for n in outs)
+    ins, outs = done["retrain_model.train_and_register"]
+    assert any("batch%3Dlabeled-01" in n or "batch=labeled-01" in n for n in ins)
+    assert any("/models/" in n for n in outs)
+    assert any(n.endswith("/predictions/dt=2026-11-22/_manifest.json")
+               or n.endswith("/predictions/dt%3D2026-11-22/_manifest.json")
+               for n in done["batch_score.commit"][1])
