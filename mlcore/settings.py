@@ -75,7 +75,7 @@ class Settings(BaseSettings):
 
     # --- training ------------------------------------------------------------------------
     seed: int = Field(42, description="Seed for shuffling, init and subsets.")
-    train_epochs: int = Field(8, description="Training epochs.")
+    train_epochs: int = Field(10, description="Training epochs.")
     train_batch_size: int = Field(128, description="Training batch size.")
     learning_rate: float = Field(3e-3, description="Peak learning rate (one-cycle).")
     train_subset: int = Field(0, description="Use only N base training images (0 = all 60,000).")
