@@ -7,12 +7,12 @@ from datetime import date
 import pytest
 from rich.console import Console
 
-from mlcore.data import list_shards, read_shard
+from mlcore.data import list_shards
 from mlcore.demo import run_pipeline
-from mlcore.ingest import BatchReport, ledger_key
 from mlcore.registry import client
-from mlcore.score import read_manifest, read_predictions
+from mlcore.score import read_predictions
 from mlcore.storage import open_lake
+from tests.integration import pipeline_checks as checks
 
 DAY = date(2026, 11, 22)
 pytestmark = pytest.mark.e2e
@@ -29,28 +29,11 @@ def run(local_run):
 
 def test_prediction_rows_equal_the_accepted_unlabeled_images(run):
     settings, first, _, _ = run
-    lake = open_lake(settings)
-    unlabeled = set()
-    for key in list_shards(lake):
-        rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
-        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
-    accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in first["batches"])
-    predictions = read_predictions(lake, DAY)
-    assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0
-    assert set(predictions.column("image_id").to_pylist()) == unlabeled
+    checks.assert_predictions_are_the_accepted_unlabeled_images(open_lake(settings), first, DAY)
 
 
 def test_quarantine_holds_the_bad_files_with_reasons(run):
-    settings = run[0]
-    lake = open_lake(settings)
-    report = BatchReport.from_json(lake.read_bytes(ledger_key("mixed-bad-01")))
-    reasons = json.loads(lake.read_bytes("quarantine/mixed-bad-01/_reasons.json"))
-    assert {r["reason"] for r in reasons} == {
-        "truncated", "unsupported_format", "decompression_bomb", "intensity_out_of_range"}
-    for r in reasons:
-        name = r["key"].split("/")[-1]
-        assert lake.read_bytes(f"quarantine/mixed-bad-01/{name}") == lake.read_bytes(r["key"])
-    assert report.accepted + report.quarantined + report.duplicates == report.files
+    checks.assert_bad_files_quarantined_with_reasons(open_lake(run[0]))
 
 
 def test_mlflow_has_a_registered_champion_with_metrics_and_plots(run):
@@ -69,12 +52,7 @@ def test_mlflow_has_a_registered_champion_with_metrics_and_plots(run):
 
 
 def test_manifest_lists_exactly_the_files_present(run):
-    settings = run[0]
-    lake = open_lake(settings)
-    manifest = read_manifest(lake, DAY)
-    present = [k for k in lake.list(manifest["partition"]) if k.endswith(".parquet")]
-    assert sorted(f["key"] for f in manifest["files"]) == present
-    assert manifest["validation"]["success"] is True
+    checks.assert_manifest_lists_exactly_the_files_present(open_lake(run[0]), DAY)
 
 
 def test_rerun_ingests_nothing_twice_and_keeps_the_partition_whole(run):
@@ -166,7 +144,6 @@ def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
 
 
 def test_openlineage_events_name_the_lake_datasets_each_task_reads_and_writes(run):
-    import json
 
     settings = run[0]
     events = [json.loads(line) for line in

@@ -4,16 +4,15 @@ the bucket, and the outputs equal a local-folder run of the same profile."""
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 import pytest
 
-from mlcore.data import list_shards, read_shard
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.registry import client
-from mlcore.score import read_manifest, read_predictions
+from mlcore.score import read_predictions
 from mlcore.storage import S3Lake, lake_client_env, open_lake
+from tests.integration import pipeline_checks as checks
 
 pytestmark = pytest.mark.e2e
 DAY = date(2026, 11, 22)  # the day the conftest's runs simulate
@@ -53,36 +52,16 @@ def test_the_lake_is_the_bucket(s3_run, s3_server):
 
 
 def test_prediction_rows_equal_the_accepted_unlabeled_images(s3_run):
-    lake = open_lake(s3_run.settings)
-    unlabeled = set()
-    for key in list_shards(lake):
-        rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
-        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
-    accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in s3_run.summary["batches"])
-    predictions = read_predictions(lake, DAY)
-    assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0
-    assert set(predictions.column("image_id").to_pylist()) == unlabeled
+    checks.assert_predictions_are_the_accepted_unlabeled_images(
+        open_lake(s3_run.settings), s3_run.summary, DAY)
 
 
 def test_quarantine_holds_the_bad_files_with_reasons(s3_run):
-    lake = open_lake(s3_run.settings)
-    report = BatchReport.from_json(lake.read_bytes(ledger_key("mixed-bad-01")))
-    reasons = json.loads(lake.read_bytes("quarantine/mixed-bad-01/_reasons.json"))
-    assert {r["reason"] for r in reasons} == {
-        "truncated", "unsupported_format", "decompression_bomb", "intensity_out_of_range"}
-    for r in reasons:
-        name = r["key"].split("/")[-1]
-        assert lake.read_bytes(f"quarantine/mixed-bad-01/{name}") == lake.read_bytes(r["key"])
-    assert report.accepted + report.quarantined + report.duplicates == report.files
+    checks.assert_bad_files_quarantined_with_reasons(open_lake(s3_run.settings))
 
 
 def test_manifest_lists_exactly_the_files_present(s3_run):
-    lake = open_lake(s3_run.settings)
-    manifest = read_manifest(lake, DAY)
-    present = [k for k in lake.list(manifest["partition"]) if k.endswith(".parquet")]
-    assert sorted(f["key"] for f in manifest["files"]) == present != []
-    assert manifest["validation"]["success"] is True
-    assert lake.exists(manifest["validation"]["docs_key"])
+    checks.assert_manifest_lists_exactly_the_files_present(open_lake(s3_run.settings), DAY)
 
 
 def test_champion_and_its_artifacts_are_in_the_bucket(s3_run, s3_server, mlflow_s3_env):

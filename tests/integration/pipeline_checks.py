@@ -1,0 +1,43 @@
+"""Assertions about a finished pipeline run, shared by the local-lake and S3 end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from mlcore.data import list_shards, read_shard
+from mlcore.ingest import BatchReport, ledger_key
+from mlcore.score import read_manifest, read_predictions
+
+BAD_BATCH_REASONS = {"truncated", "unsupported_format", "decompression_bomb",
+                     "intensity_out_of_range"}
+
+
+def assert_predictions_are_the_accepted_unlabeled_images(lake, summary: dict, day: date) -> None:
+    unlabeled = set()
+    for key in list_shards(lake):
+        rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
+        unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
+    accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in summary["batches"])
+    predictions = read_predictions(lake, day)
+    assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0
+    assert set(predictions.column("image_id").to_pylist()) == unlabeled
+
+
+def assert_bad_files_quarantined_with_reasons(lake, batch_id: str = "mixed-bad-01") -> None:
+    report = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
+    reasons = json.loads(lake.read_bytes(f"quarantine/{batch_id}/_reasons.json"))
+    assert {r["reason"] for r in reasons} == BAD_BATCH_REASONS
+    for r in reasons:  # byte-for-byte copies of the landing objects
+        name = r["key"].split("/")[-1]
+        assert lake.read_bytes(f"quarantine/{batch_id}/{name}") == lake.read_bytes(r["key"])
+    assert report.accepted + report.quarantined + report.duplicates == report.files
+
+
+def assert_manifest_lists_exactly_the_files_present(lake, day: date) -> dict:
+    manifest = read_manifest(lake, day)
+    present = [k for k in lake.list(manifest["partition"]) if k.endswith(".parquet")]
+    assert sorted(f["key"] for f in manifest["files"]) == present != []
+    assert manifest["validation"]["success"] is True
+    assert lake.exists(manifest["validation"]["docs_key"])
+    return manifest
