@@ -58,6 +58,7 @@ def ingest_landing():
     def ingest(batch_id: str, logical_date=None) -> dict:
         """Profile, validate, quarantine and curate one batch; returns its counts."""
         from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException
 
         from mlcore.ingest import ingest_batch
         from mlcore.settings import get_settings
@@ -72,7 +73,7 @@ def ingest_landing():
         except ValidationFailed as exc:
             # The plugin's "Data Docs" button on this task reads this key.
             context["ti"].xcom_push(key="data_docs_url", value=exc.docs_url)
-            raise
+            raise AirflowFailException(str(exc)) from exc  # a retry cannot fix bad data
 
     @task(outlets=[CURATED_IMAGES, LABELED_IMAGES])
     def publish(reports: list[dict], outlet_events=None) -> dict:

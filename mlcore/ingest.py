@@ -164,7 +164,10 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     if lake.exists(ledger_key(batch_id)):
         previous = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
         if previous.content_hash == digest:
-            log.info("batch %s already ingested (%s); nothing to do", batch_id, previous.status)
+            if previous.status == "rejected":  # a retry or a cleared task must fail the same way
+                raise ValidationFailed.for_page(f"batch {batch_id}", previous.failed_expectations,
+                                                previous.docs_keys[-1], lake, settings.data_docs_url)
+            log.info("batch %s already ingested; nothing to do", batch_id)
             return previous
         conflict = BatchReport(batch_id, digest, "conflict", logical_date.isoformat())
         lake.write_bytes(f"_state/conflicts/{batch_id}-{digest[:12]}.json", _dump(conflict))
@@ -245,7 +248,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
                    + ([f"quarantine/{batch_id}"] if report.quarantined else []))
     log.info("batch %s: %s", batch_id, report.summary())
     if report.status == "rejected":
-        raise ValidationFailed.from_outcome(f"batch {batch_id}", batch, lake, settings.data_docs_url)
+        raise ValidationFailed.for_page(f"batch {batch_id}", report.failed_expectations,
+                                        batch.docs_key, lake, settings.data_docs_url)
     return report
 
 

@@ -192,8 +192,8 @@ def commit_partition(
                       f"{root}-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
                       key_column="image_id")
     if not check.success:
-        raise ValidationFailed.from_outcome(f"predictions for {day}", check, lake,
-                                            settings.data_docs_url)
+        raise ValidationFailed.for_page(f"predictions for {day}", check.failed_expectations,
+                                        check.docs_key, lake, settings.data_docs_url)
     prefix = partition_prefix(day, root)
     current = _current_manifest(lake, day, root)
     generation = current["generation"] + 1 if current else 1

@@ -52,11 +52,12 @@ class ValidationFailed(RuntimeError):
         )
 
     @classmethod
-    def from_outcome(cls, subject: str, outcome: ValidationOutcome, lake: Lake,
-                     data_docs_url: str) -> ValidationFailed:
-        page = outcome.docs_key.removeprefix(DOCS_PREFIX + "/")
-        return cls(subject, outcome.failed_expectations, f"{data_docs_url.rstrip('/')}/{page}",
-                   lake.url(outcome.docs_key))
+    def for_page(cls, subject: str, failed_expectations: list[str], docs_key: str, lake: Lake,
+                 data_docs_url: str) -> ValidationFailed:
+        """Name the Data Docs page both as the Airflow-served link and as its lake location."""
+        page = docs_key.removeprefix(DOCS_PREFIX + "/")
+        return cls(subject, failed_expectations, f"{data_docs_url.rstrip('/')}/{page}",
+                   lake.url(docs_key))
 
 
 def _context(lake: Lake):

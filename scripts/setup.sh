@@ -35,11 +35,9 @@ if [ ! -f "$venv/.complete" ]; then
 fi
 ln -sfn "$venv" .venv
 
-# Point the (possibly shared) venv's editable install at this checkout.
-if ! .venv/bin/python - "$PWD" <<'PY' 2>/dev/null
-import sys, mlcore
-sys.exit(0 if mlcore.__file__.startswith(sys.argv[1] + "/") else 1)
-PY
-then
+# Point the (possibly shared) venv's editable install at this checkout. `-I` keeps the
+# current directory off sys.path, so the check sees the installed package, not ./mlcore.
+if ! .venv/bin/python -I -c 'import sys, mlcore; sys.exit(not mlcore.__file__.startswith(sys.argv[1] + "/"))' "$PWD" 2>/dev/null; then
+  echo "==> installing mlcore (editable) from $PWD"
   .venv/bin/pip install -q --no-deps --no-build-isolation -e .
 fi

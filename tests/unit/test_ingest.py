@@ -107,6 +107,9 @@ def test_batch_level_failure_quarantines_whole_batch_and_names_rules(lake, setti
     assert len(reasons) == 4 and {r["reason"] for r in reasons} == {"unsupported_format", "batch_rejected"}
     assert known_image_ids(lake) == set()
     assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
+    with pytest.raises(ValidationFailed) as again:  # a retry fails the same way, same page
+        ingest_batch(lake, settings, "b1", DAY)
+    assert again.value.docs_url == err.value.docs_url
 
 
 def test_rejected_batch_can_be_reprocessed_after_a_threshold_change(lake, settings):
