@@ -1,0 +1,247 @@
+"""Batch scoring throughput vs a per-image handler vs the bare forward pass.
+
+Setup (untimed, in a separate process so it does not count towards peak RSS): N unlabeled
+images (Fashion-MNIST train images, tiled as needed, each with a unique image_id) are
+written as curated shards (``mlcore.data.write_shards``, ``settings.shard_rows`` per shard)
+into a temporary LocalLake under one logical date. The model is a ``FashionCNN`` with a
+fixed seed (random weights: the throughput does not depend on them), passed as ``model=``
+with a dummy ``PinnedModel``, so no MLflow is involved.
+
+Timed, images/s:
+  (a) end to end, as ``batch_score`` does it: shards_in_interval -> score_shard for every
+      shard -> count_inputs -> commit_partition (Great Expectations + manifest);
+  (b) a naive per-image loop, as a Flask ``/predict`` handler would do it: PIL.Image.open
+      on the PNG bytes, to tensor, forward on a batch of one, softmax, JSON answer
+      (PNGs are encoded before timing; on a sample of at most --b-sample images);
+  (c) the bare model forward pass on preloaded normalized tensors, in batches of
+      ``settings.score_batch_size``.
+
+    .venv/bin/python bench/score.py [--n 100000] [--b-sample 5000] [--repeat 1]
+                                    [--batch-size B] [--threads T]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import _report
+
+LOGICAL_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+BATCH_ID = "bench-score"
+GOAL_A_OVER_B = 10.0
+GOAL_A_OVER_C = 0.7
+GOAL_RSS_BYTES = int(1.5 * _report.GIB)
+
+
+def tiled_images(n: int):
+    """N Fashion-MNIST train images, the train split repeated as often as needed."""
+    import numpy as np
+
+    from mlcore.data import load_fashion_mnist
+    from mlcore.settings import Settings
+
+    images, _ = load_fashion_mnist(Settings().fmnist_dir, "train")
+    reps = -(-n // len(images))
+    return np.tile(images, (reps, 1, 1))[:n] if reps > 1 else images[:n].copy()
+
+
+def build_shards(lake_root: str, n: int, shard_rows: int) -> dict:
+    """Write N unlabeled curated rows as shards (runs in a child process)."""
+    import hashlib
+
+    from mlcore.data import CuratedRow, write_shards
+    from mlcore.storage import LocalLake
+
+    started = time.perf_counter()
+    images = tiled_images(n)
+    rows = [
+        CuratedRow(
+            image_id=hashlib.sha256(f"bench-score-{i}".encode()).hexdigest(),
+            pixels=images[i].tobytes(),
+            source_key=f"landing/{BATCH_ID}/img-{i:07d}.png",
+            label=None,
+        )
+        for i in range(n)
+    ]
+    keys = write_shards(LocalLake(Path(lake_root)), rows, BATCH_ID, LOGICAL_DATE, shard_rows)
+    return {"shards": len(keys), "seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    p = _report.parser(__doc__.splitlines()[0], default_n=100_000)
+    p.add_argument("--b-sample", type=int, default=5_000,
+                   help="images timed in the per-image loop (b) (default 5,000)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of a, b, c (interleaved); medians are reported (default 1)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override Settings.score_batch_size for (a) and (c)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for a, b and c (default: torch's choice)")
+    args = p.parse_args()
+    n, rounds = args.n, max(1, args.repeat)
+
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        lake_root = Path(tmp) / "lake"
+        with _report.timer() as imports:
+            import io
+            import json
+
+            import great_expectations  # noqa: F401
+            import numpy as np
+            import pandas  # noqa: F401
+            import pyarrow  # noqa: F401
+            import torch
+            from PIL import Image
+
+            import mlcore.model
+            import mlcore.validation
+            from mlcore.data import CLASSES
+            from mlcore.images import encode_png
+            from mlcore.model import FashionCNN, to_input
+            from mlcore.registry import PinnedModel
+            from mlcore.score import commit_partition, count_inputs, score_shard, shards_in_interval
+            from mlcore.settings import Settings
+            from mlcore.storage import LocalLake
+
+        overrides = {"score_batch_size": args.batch_size} if args.batch_size else {}
+        settings = Settings(home=Path(tmp), lake_uri=str(lake_root), **overrides)
+        bs = settings.score_batch_size
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        report = _report.Report("score", f"score: {n:,} curated images", {
+            "n": n, "repeat": rounds, "score_batch_size": bs, "shard_rows": settings.shard_rows,
+            "lake": "LocalLake (temp dir)", "lake_fs": _report.fs_type(Path(tmp)),
+        })
+        seeded, setup_rss = _report.run_in_child(build_shards, str(lake_root), n,
+                                                 settings.shard_rows)
+
+        lake = LocalLake(lake_root)
+        torch.manual_seed(settings.seed)
+        model = FashionCNN().eval()
+        pinned = PinnedModel("fashion-classifier", "0", "bench-run", "0" * 64)
+        start, end = LOGICAL_DATE, LOGICAL_DATE + timedelta(days=1)
+        with torch.inference_mode():  # one warm-up pass: oneDNN primitives are built lazily
+            model(torch.zeros(bs, 1, 28, 28))
+
+        def run_a() -> dict[str, float]:
+            """Curated shards -> committed partition, as the batch_score DAG does it."""
+            sw = _report.Stopwatch()
+            sw.patch(mlcore.model, "predict_proba", "forward")
+            sw.patch(mlcore.validation, "run_suite", "gx")
+            try:
+                with _report.timer() as total:
+                    with _report.timer() as t_list:
+                        shards = shards_in_interval(lake, start, end)
+                    with _report.timer() as t_score:
+                        parts = [
+                            part for shard in shards
+                            if (part := score_shard(lake, settings, pinned, shard, start, end,
+                                                    end, "bench", model=model)) is not None
+                        ]
+                    with _report.timer() as t_count:
+                        expected = count_inputs(lake, shards, start, end)
+                    with _report.timer() as t_commit:
+                        manifest = commit_partition(lake, settings, pinned, start.date(), parts,
+                                                    shards, expected, "bench", end)
+            finally:
+                sw.restore()
+            assert manifest["rows"] == n == expected, (manifest["rows"], n, expected)
+            return {"seconds": total.seconds, "list": t_list.seconds, "score": t_score.seconds,
+                    "forward": sw.seconds["forward"], "count": t_count.seconds,
+                    "commit": t_commit.seconds, "gx": sw.seconds["gx"], "shards": len(shards)}
+
+        def run_b(pngs: list[bytes]) -> float:
+            """A Flask /predict handler per image: decode PNG, tensor, forward(1), JSON."""
+            answers = []
+            with _report.timer() as t:
+                for data in pngs:
+                    img = Image.open(io.BytesIO(data))
+                    arr = np.asarray(img.convert("L"), dtype=np.uint8)
+                    with torch.inference_mode():
+                        probs = torch.softmax(model(to_input(arr[None])), dim=1)[0]
+                    cls = int(probs.argmax())
+                    answers.append(json.dumps({"label": CLASSES[cls],
+                                               "confidence": float(probs[cls])}))
+            assert len(answers) == len(pngs)
+            return t.seconds
+
+        def run_c(x_all) -> float:
+            """The bare forward pass over preloaded normalized tensors."""
+            with torch.inference_mode(), _report.timer() as t:
+                for i in range(0, len(x_all), bs):
+                    model(x_all[i : i + bs])
+            return t.seconds
+
+        a_runs = [run_a()]
+        rss_a = _report.peak_rss()  # imports + model + (a) only: the goal figure
+
+        images = tiled_images(n)
+        n_b = min(n, args.b_sample)
+        pngs = [encode_png(img) for img in images[:n_b]]
+        x_all = to_input(images)
+        del images
+        b_runs, c_runs = [run_b(pngs)], [run_c(x_all)]
+        for _ in range(rounds - 1):
+            a_runs.append(run_a())
+            b_runs.append(run_b(pngs))
+            c_runs.append(run_c(x_all))
+        del pngs, x_all
+
+        a_s = _report.median([r["seconds"] for r in a_runs])
+        b_s, c_s = _report.median(b_runs), _report.median(c_runs)
+        rate_a, rate_b, rate_c = n / a_s, n_b / b_s, n / c_s
+        part = {k: _report.median([r[k] for r in a_runs]) for k in a_runs[0]}
+        report.add_table(
+            "images/s (higher is better)" + (f", median of {rounds} rounds" if rounds > 1 else ""),
+            ["", "(a) end to end", "(b) per-image loop", "(c) bare forward"],
+            [
+                ["images/s", _report.fmt(rate_a), _report.fmt(rate_b), _report.fmt(rate_c)],
+                ["images timed", f"{n:,}", f"{n_b:,}" + (" (sample)" if n_b < n else ""),
+                 f"{n:,}"],
+                ["seconds", _report.fmt(a_s), _report.fmt(b_s), _report.fmt(c_s)],
+            ],
+            data={"a": {"images_per_s": rate_a, "images": n, "seconds": [r["seconds"] for r in a_runs],
+                        "breakdown": a_runs},
+                  "b": {"images_per_s": rate_b, "images": n_b, "seconds": b_runs},
+                  "c": {"images_per_s": rate_c, "images": n, "seconds": c_runs}},
+        )
+        report.add("a_images_per_s", "(a) end to end", rate_a, "images/s")
+        report.add("b_images_per_s", "(b) per-image loop", rate_b, "images/s")
+        report.add("c_images_per_s", "(c) bare forward", rate_c, "images/s")
+        report.add("a_over_b", "ratio a/b", rate_a / rate_b)
+        report.add("a_over_c", "ratio a/c", rate_a / rate_c)
+        report.add("a_list_s", "(a) list shards", part["list"], "s")
+        report.add("a_score_s", f"(a) score_shard x{a_runs[0]['shards']}", part["score"], "s")
+        report.add("a_forward_s", "(a)   of which predict_proba (forward+softmax)",
+                   part["forward"], "s")
+        report.add("a_count_s", "(a) count_inputs", part["count"], "s")
+        report.add("a_commit_s", "(a) commit_partition", part["commit"], "s")
+        report.add("a_gx_s", "(a)   of which Great Expectations", part["gx"], "s")
+        report.add("imports_s", "one-off imports (untimed)", imports.seconds, "s")
+        report.add("setup_s", "setup: build shards (untimed, child)", seeded["seconds"], "s")
+        report.add("peak_rss_a_bytes", "peak RSS after (a) (imports + model + a)", rss_a, "B")
+        report.add_peak_rss(label="peak RSS (this process, incl. b and c)")
+        report.add("setup_peak_rss_bytes", "peak RSS of the setup child (untimed)", setup_rss,
+                   "B")
+        report.note("the RSS goal is judged on the peak right after the first (a): imports "
+                    "(torch + GX + pandas alone are ~0.75 GiB), the model and (a). The "
+                    f"whole-process peak also holds the {n:,} preloaded float32 tensors of (c).")
+        if n_b < n:
+            report.note(f"(b) was timed on the first {n_b:,} of {n:,} images (--b-sample).")
+        report.note(f"the model has random weights (seed {settings.seed}); one warm-up forward "
+                    "pass ran before (a). Use --repeat 3 for medians of interleaved rounds.")
+
+        report.goal(f"a/b >= {GOAL_A_OVER_B:g}", rate_a / rate_b >= GOAL_A_OVER_B,
+                    f"a/b = {rate_a / rate_b:.1f}")
+        report.goal(f"a/c >= {GOAL_A_OVER_C:g}", rate_a / rate_c >= GOAL_A_OVER_C,
+                    f"a/c = {rate_a / rate_c:.2f}")
+        report.goal("peak RSS < 1.5 GiB", rss_a < GOAL_RSS_BYTES,
+                    f"{rss_a / _report.GIB:.2f} GiB after (a)")
+        report.finish()
+
+
+if __name__ == "__main__":
+    main()

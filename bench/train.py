@@ -1,0 +1,113 @@
+"""Training: holdout accuracy and wall time with the default Settings (the production recipe).
+
+Runs ``mlcore.train.build_training_data`` on an empty temporary lake (so: the Fashion-MNIST
+train split only) and ``mlcore.train.train`` with the default settings, then evaluates on
+the frozen holdout (the test split). No MLflow. ``--epochs`` / ``--subset`` override the
+defaults for a quick smoke run; the goal is only judged on the default recipe.
+
+    .venv/bin/python bench/train.py [--epochs E] [--subset N] [--threads T]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import _report
+
+GOAL_ACCURACY = 0.925
+GOAL_SECONDS = 600
+
+
+def main() -> None:
+    p = _report.parser(__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=None, help="override Settings.train_epochs")
+    p.add_argument("--subset", type=int, default=None,
+                   help="override Settings.train_subset (N base train images; 0 = all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="override Settings.torch_threads (0 = torch default)")
+    args = p.parse_args()
+
+    with _report.timer() as imports:
+        import torch
+
+        import mlcore.train
+        from mlcore.settings import Settings
+        from mlcore.storage import LocalLake
+        from mlcore.train import build_training_data, train
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        overrides = {k: v for k, v in {"train_epochs": args.epochs, "train_subset": args.subset,
+                                       "torch_threads": args.threads}.items() if v is not None}
+        # Settings() still reads MLCORE_* from the environment, as a deployment would.
+        settings = Settings(home=Path(tmp), lake_uri=str(Path(tmp) / "lake"), **overrides)
+        recipe = ("train_epochs", "train_subset", "holdout_subset", "train_batch_size",
+                  "learning_rate", "seed")
+        is_default = all(getattr(settings, f) == Settings.model_fields[f].default for f in recipe)
+        lake = LocalLake(Path(tmp) / "lake")
+        report = _report.Report("train", "train: FashionCNN on Fashion-MNIST", {
+            "epochs": settings.train_epochs, "train_subset": settings.train_subset or "all",
+            "holdout_subset": settings.holdout_subset or "all",
+            "batch_size": settings.train_batch_size, "learning_rate": settings.learning_rate,
+            "seed": settings.seed, "torch_threads_setting": settings.torch_threads,
+            "overrides": overrides or "none",
+        })
+
+        with _report.timer() as t_data:
+            data = build_training_data(settings, lake)
+        sw = _report.Stopwatch()
+        sw.patch(mlcore.train, "evaluate", "eval")  # train() calls evaluate() by module name
+        try:
+            with _report.timer() as t_train:
+                result = train(settings, data, progress=lambda e, row: print(
+                    f"  epoch {e}/{settings.train_epochs}: holdout "
+                    f"{row['holdout_accuracy']:.4f}, {row['seconds']:.1f} s", flush=True))
+        finally:
+            sw.restore()
+        fit_s = t_train.seconds - sw.seconds["eval"]
+        wall = t_data.seconds + t_train.seconds
+
+        n_train = len(data.images)
+        acc = result.evaluation.accuracy
+        report.add("holdout_accuracy", "holdout accuracy", acc)
+        report.add("holdout_macro_f1", "holdout macro F1", result.evaluation.macro_f1)
+        report.add("holdout_images", "holdout images", len(data.holdout_images))
+        report.add("train_images", "train images", n_train)
+        report.add("epochs", "epochs", settings.train_epochs)
+        report.add("wall_s", "wall time (data + train + evals)", wall, "s")
+        report.add("data_s", "  build_training_data", t_data.seconds, "s")
+        report.add("train_s", "  train() incl. per-epoch holdout evals", t_train.seconds, "s")
+        report.add("eval_s", f"    of which holdout evals (x{sw.calls['eval']})",
+                   sw.seconds["eval"], "s")
+        report.add("images_per_s", "train images x epochs / train() seconds",
+                   n_train * settings.train_epochs / t_train.seconds, "images/s")
+        report.add("fit_images_per_s", "  the same without the holdout evals",
+                   n_train * settings.train_epochs / fit_s, "images/s")
+        report.add("imports_s", "one-off imports (untimed)", imports.seconds, "s")
+        report.add_peak_rss()
+        report.add_table(
+            "per epoch",
+            ["epoch", "train loss", "train acc", "holdout acc", "cumulative s"],
+            [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
+              f"{r['holdout_accuracy']:.4f}", f"{r['seconds']:.1f}"] for r in result.history],
+            data=result.history,
+        )
+        report.note(f"torch threads during training: {torch.get_num_threads()}; training is "
+                    "deterministic (torch.use_deterministic_algorithms), timings are not.")
+
+        met = acc >= GOAL_ACCURACY and wall <= GOAL_SECONDS
+        detail = f"accuracy {acc:.4f} in {wall:.0f} s"
+        if not is_default:
+            report.goal(f"accuracy >= {GOAL_ACCURACY} within {GOAL_SECONDS // 60} min", None,
+                        f"{detail}; not judged: not the default recipe ("
+                        + ", ".join(f"{f}={getattr(settings, f)}" for f in recipe
+                                    if getattr(settings, f) != Settings.model_fields[f].default)
+                        + ")")
+        else:
+            report.goal(f"accuracy >= {GOAL_ACCURACY} within {GOAL_SECONDS // 60} min", met,
+                        detail)
+        report.finish()
+
+
+if __name__ == "__main__":
+    main()
