@@ -62,9 +62,11 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None, *,
         env[f"MLCORE_{name.upper()}"] = str(value)
     env.update(lake_client_env(settings))
     # OpenLineage events: a local file unless the deployment configured a transport.
-    env.setdefault("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps({
-        "type": "file", "append": True,
-        "log_file_path": str(home / "openlineage" / "events.jsonl")}))
+    if "AIRFLOW__OPENLINEAGE__TRANSPORT" not in env:
+        (home / "openlineage").mkdir(parents=True, exist_ok=True)  # the transport won't create it
+        env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({
+            "type": "file", "append": True,
+            "log_file_path": str(home / "openlineage" / "events.jsonl")})
     env.update(extra or {})
     return env
 

@@ -110,9 +110,9 @@ def test_trace_names_the_missing_link_and_exits_non_zero(run, tmp_path, monkeypa
 def test_audit_trail_has_no_duplicates_after_rerunning_every_dag(run):
     from mlcore.audit import entries
 
-    found = entries(open_lake(run[0]))
-    assert [(e.action, e.target) for e in found] == [
-        ("promote", "fashion-classifier/1"), ("gate_reject", "fashion-classifier/2")]
+    found = entries(open_lake(run[0]))  # both retrains share one simulated logical date
+    assert sorted((e.action, e.target) for e in found) == [
+        ("gate_reject", "fashion-classifier/2"), ("promote", "fashion-classifier/1")]
 
 
 def test_challenger_is_scored_in_shadow_and_agreement_recorded(run):
@@ -140,7 +140,7 @@ def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
     runs = mlflow.search_runs(experiment_names=[f"{settings.mlflow_experiment}-monitoring"],
                               output_format="list")
     assert runs and "intensity_psi" in runs[0].data.metrics
-    assert runs[0].info.artifact_uri.startswith(open_lake(settings).url("mlflow/"))  # in the lake
+    assert runs[0].info.artifact_uri.startswith(open_lake(settings).url("mlflow"))  # in the lake
 
 
 def test_openlineage_events_name_the_lake_datasets_each_task_reads_and_writes(run):
