@@ -143,6 +143,15 @@ def parse_labels(raw: bytes, filenames: set[str]) -> tuple[dict[str, int], list[
     return labels, issues
 
 
+def max_label_share(labels: list[int | None], min_labeled: int = 20) -> float:
+    """Share of the most frequent class among labeled files: a batch labeled all "Bag" is
+    suspect. Batches with fewer than ``min_labeled`` labels are too small to judge (0.0)."""
+    known = [lab for lab in labels if lab is not None and lab >= 0]
+    if len(known) < min_labeled:
+        return 0.0
+    return max(known.count(c) for c in set(known)) / len(known)
+
+
 def content_hash(items: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     for key in sorted(items):
@@ -214,6 +223,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         "key": batch_id,
         "n_files": len(images),
         "reject_rate": len(rejected) / max(len(unique), 1),
+        "max_label_share": max_label_share([labels.get(p.key[len(prefix):]) for p in accepted]),
         "accepted_mean_intensity": (
             sum(p.mean for p in accepted) / len(accepted) if accepted else REFERENCE_MEAN_INTENSITY
         ),
@@ -221,6 +231,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
         "max_batch_files": settings.max_batch_files,
         "max_reject_rate": settings.max_reject_rate,
+        "max_label_share": settings.max_label_share,
         "intensity_mean_min": REFERENCE_MEAN_INTENSITY - INTENSITY_TOLERANCE,
         "intensity_mean_max": REFERENCE_MEAN_INTENSITY + INTENSITY_TOLERANCE,
     })

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         0.5, description="Batch fails (whole batch quarantined) above this reject rate."
     )
     max_batch_files: int = Field(200_000, description="Upper bound on files per batch.")
+    max_label_share: float = Field(
+        0.8, description="Batch fails when one class holds more than this share of its labels."
+    )
     shard_rows: int = Field(50_000, description="Rows per curated Parquet shard.")
 
     # --- training ------------------------------------------------------------------------

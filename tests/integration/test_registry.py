@@ -169,3 +169,11 @@ def test_reproduce_matches_exactly_and_refuses_changed_data(env):
     write_shards(lake, rows[:-1], "b", AT, settings.shard_rows)  # same key, one image fewer
     with pytest.raises(DataChanged, match="differs"):
         reproduce(settings, lake, version)
+
+
+def test_scoring_without_a_champion_fails_with_a_clear_message(env):
+    from mlcore.registry import NoChampion
+
+    settings, lake = env
+    with pytest.raises(NoChampion, match="run the retrain_model DAG first"):
+        pin_champion(settings, lake)

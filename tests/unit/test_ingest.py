@@ -7,7 +7,7 @@ import pytest
 
 from mlcore.data import known_image_ids, read_shard
 from mlcore.images import encode_png
-from mlcore.ingest import BatchNotReady, ingest_batch, parse_labels, ready_batches
+from mlcore.ingest import BatchNotReady, BatchReport, ingest_batch, parse_labels, ready_batches
 from mlcore.seed import seed_landing
 from mlcore.validation import ValidationFailed
 from tests.conftest import DAY
@@ -127,3 +127,22 @@ def test_rejected_batch_can_be_reprocessed_after_a_threshold_change(lake, settin
     assert (report.status, report.accepted, report.quarantined) == ("ingested", 1, 2)
     [entry] = audit.entries(lake, "quarantine_reprocess")
     assert (entry.actor, entry.target) == ("carol", "batch/b1")
+
+
+def test_batch_labeled_with_one_class_only_fails_the_label_distribution_rule(lake, settings):
+    files = {f"{i}.png": _img(100 + i) for i in range(25)}
+    labels = "filename,label\n" + "".join(f"{i}.png,Bag\n" for i in range(25))
+    _drop(lake, "all-bags", files, labels=labels)
+    with pytest.raises(ValidationFailed, match="label_distribution"):
+        ingest_batch(lake, settings, "all-bags", DAY)
+
+
+def test_contents_changed_after_ingestion_are_recorded_not_mixed_in(lake, settings):
+    _drop(lake, "b1", {"a.png": _img(1), "b.png": _img(2)})
+    first = ingest_batch(lake, settings, "b1", DAY)
+    lake.write_bytes("landing/b1/late.png", _img(3))  # a file added under the same batch id
+    again = ingest_batch(lake, settings, "b1", DAY)
+    assert again.status == "conflict"
+    assert [k for k in lake.list("_state/conflicts") if k.startswith("_state/conflicts/b1-")]
+    assert len(known_image_ids(lake)) == 2  # late.png was not curated
+    assert BatchReport.from_json(lake.read_bytes("_state/ingest/b1.json")) == first

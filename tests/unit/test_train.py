@@ -1,0 +1,19 @@
+from datetime import UTC, datetime
+
+from mlcore.data import CuratedRow, load_fashion_mnist, write_shards
+from mlcore.train import build_training_data
+
+
+def test_holdout_images_arriving_through_landing_are_never_trained_on(lake, settings):
+    settings = settings.model_copy(update={"train_subset": 500})
+    test_x, test_y = load_fashion_mnist(settings.fmnist_dir, "test")
+    train_x, train_y = load_fashion_mnist(settings.fmnist_dir, "train")
+    rows = [CuratedRow("from-holdout", test_x[7].tobytes(), "landing/b/h.png", int(test_y[7])),
+            CuratedRow("new", train_x[-1].tobytes(), "landing/b/n.png", int(train_y[-1]))]
+    write_shards(lake, rows, "b", datetime(2026, 11, 22, tzinfo=UTC), settings.shard_rows)
+    data = build_training_data(settings, lake)
+    assert data.lineage["curated_dropped_holdout"] == 1
+    assert data.lineage["curated_labeled_images"] == 1
+    assert len(data.images) == 501
+    assert not any((img == test_x[7]).all() for img in data.images)
+    assert len(data.lineage["holdout_hash"]) == 64
