@@ -117,12 +117,23 @@ def batch_score():
                       data_interval_start.date(), shards, data_interval_start, data_interval_end,
                       run_id)
 
+    @task
+    def measure_realized_accuracy(committed: dict) -> list[dict]:
+        """Accuracy of past predictions whose labels arrived later (feedback/labels/)."""
+        from mlcore.monitor import realized_accuracy
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+
+        settings = get_settings()
+        return realized_accuracy(settings, open_lake(settings))
+
     pinned = pin_champion()
     shards = list_input_shards()
     parts = score_shard.partial(pinned=pinned).expand(shard=shards)
     committed = commit(pinned, parts, shards)
     monitor_drift(pinned, shards, committed)
     shadow_score(pinned, shards, committed)
+    measure_realized_accuracy(committed)
 
 
 batch_score()

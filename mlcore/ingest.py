@@ -28,6 +28,7 @@ LANDING = "landing"
 READY_MARKER = "_READY"
 LABELS_FILE = "labels.csv"
 LEDGER_PREFIX = "_state/ingest"
+FEEDBACK_PREFIX = "feedback/labels"
 # The training set's mean pixel intensity (Fashion-MNIST train split: 72.94); a batch whose
 # accepted images average far from it is drifted input.
 REFERENCE_MEAN_INTENSITY = 72.94
@@ -253,6 +254,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     ]
     report.labeled = sum(r.label is not None for r in curated)
     report.shards = write_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
+    _record_late_labels(lake, batch_id, logical_date, prefix, profiles, report, labels)
     _quarantine(lake, batch_id, report, images, blobs.get(prefix + LABELS_FILE))
     lake.write_bytes(ledger_key(batch_id), _dump(report))
     lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards
@@ -262,6 +264,24 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         raise ValidationFailed.for_page(f"batch {batch_id}", report.failed_expectations,
                                         batch.docs_key, lake, settings.data_docs_url)
     return report
+
+
+def _record_late_labels(lake: Lake, batch_id: str, at: datetime, prefix: str,
+                        profiles: list[FileProfile], report: BatchReport,
+                        labels: dict[str, int]) -> None:
+    """Labels that arrive for images already curated (duplicates) are feedback: they let
+    monitoring measure how right past predictions were. Written to ``feedback/labels/``."""
+    import pyarrow as pa
+
+    from mlcore.storage import parquet_bytes
+
+    dup = set(report.duplicate_keys)
+    rows = [{"image_id": p.sha256, "label": labels[p.key[len(prefix):]], "source_key": p.key,
+             "batch_id": batch_id, "labeled_at": at}
+            for p in profiles if p.key in dup and labels.get(p.key[len(prefix):], -1) >= 0]
+    if rows:
+        lake.write_bytes(f"{FEEDBACK_PREFIX}/batch={batch_id}.parquet",
+                         parquet_bytes(pa.Table.from_pylist(rows)))
 
 
 def _quarantine(lake: Lake, batch_id: str, report: BatchReport, images: dict[str, bytes],

@@ -157,6 +157,48 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     return report
 
 
+def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
+    """Accuracy of each model version on images whose labels arrived after they were scored.
+
+    Joins the late labels in ``feedback/labels/`` with every committed prediction partition;
+    the result is written to ``monitoring/realized_accuracy.parquet`` and logged to MLflow.
+    """
+    import mlflow
+    import pyarrow as pa
+
+    from mlcore.ingest import FEEDBACK_PREFIX
+    from mlcore.registry import client
+    from mlcore.score import MANIFEST, PREDICTIONS, read_predictions
+    from mlcore.storage import parquet_bytes, read_parquet
+
+    feedback = [read_parquet(lake, k) for k in lake.list(FEEDBACK_PREFIX) if k.endswith(".parquet")]
+    if not feedback:
+        return []
+    labels = {r["image_id"]: r["label"] for r in pa.concat_tables(feedback).to_pylist()}
+    hits: dict[str, list[bool]] = {}
+    for key in lake.list(PREDICTIONS):
+        if key.endswith(f"/{MANIFEST}"):
+            day = date.fromisoformat(key.split("dt=")[1].split("/")[0])
+            cols = read_predictions(lake, day).select(
+                ["image_id", "predicted_class", "model_version"]).to_pylist()
+            for r in cols:
+                if r["image_id"] in labels:
+                    hits.setdefault(r["model_version"], []).append(
+                        r["predicted_class"] == labels[r["image_id"]])
+    rows = [{"model_version": v, "labeled_predictions": len(h), "realized_accuracy": sum(h) / len(h)}
+            for v, h in sorted(hits.items())]
+    if rows:
+        lake.write_bytes("monitoring/realized_accuracy.parquet",
+                         parquet_bytes(pa.Table.from_pylist(rows)))
+        client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
+        with mlflow.start_run(run_name="realized accuracy"):
+            for r in rows:
+                mlflow.log_metric(f"realized_accuracy_v{r['model_version']}", r["realized_accuracy"])
+                mlflow.log_metric(f"labeled_predictions_v{r['model_version']}",
+                                  r["labeled_predictions"])
+    return rows
+
+
 def drift_figure(report: DriftReport):
     """Scored vs holdout distributions, side by side, for people to look at."""
     import matplotlib

@@ -121,3 +121,33 @@ def test_parts_of_a_superseded_model_are_cleaned_after_two_generations(lake, set
     assert present == {f["key"] for f in third["files"]}
     assert not present & {f["key"] for f in first["files"]}
     assert third["generation"] == 3
+
+
+def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings, model):
+    from mlcore.images import encode_png
+    from mlcore.ingest import ingest_batch
+    from mlcore.monitor import realized_accuracy
+    from mlcore.storage import read_parquet
+
+    rng = np.random.default_rng(5)
+    pngs = {f"{i}.png": encode_png(rng.integers(0, 150, (28, 28), dtype=np.uint8)) for i in range(6)}
+    for name, data in pngs.items():
+        lake.write_bytes(f"landing/new/{name}", data)
+    lake.write_bytes("landing/new/_READY", b"")
+    ingest_batch(lake, settings, "new", START + timedelta(hours=9))
+    _score_day(lake, settings, model)
+    predicted = dict(zip(*read_predictions(lake, START.date()).select(
+        ["source_key", "predicted_class"]).to_pydict().values(), strict=True))
+    # Later, the same files come back with labels: two right, one wrong.
+    truth = {n: predicted[f"landing/new/{n}"] for n in ("0.png", "1.png")}
+    truth["2.png"] = (predicted["landing/new/2.png"] + 1) % 10
+    for name in truth:
+        lake.write_bytes(f"landing/labels-later/{name}", pngs[name])
+    lake.write_bytes("landing/labels-later/labels.csv",
+                     ("filename,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items())).encode())
+    lake.write_bytes("landing/labels-later/_READY", b"")
+    report = ingest_batch(lake, settings, "labels-later", END + timedelta(hours=1))
+    assert report.duplicates == 3
+    [row] = realized_accuracy(settings, lake)
+    assert row == {"model_version": "3", "labeled_predictions": 3, "realized_accuracy": 2 / 3}
+    assert read_parquet(lake, "monitoring/realized_accuracy.parquet").num_rows == 1
