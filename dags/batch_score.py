@@ -6,11 +6,14 @@ model, pinned once per run, and publishes `predictions/dt=<interval start>/` as 
 files plus a `_manifest.json` written last (the commit point). Shards are scored in
 parallel by mapped tasks. The `predictions` Asset is updated only when a partition is
 committed.
+
+Manual runs can score another day (`date`) or rescore everything ingested up to the
+interval's end (`rescore_all`, e.g. after a rollback) into the run's partition.
 """
 
 from pathlib import Path
 
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from mlcore.assets import PREDICTIONS
 from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
@@ -25,8 +28,34 @@ from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
     default_args=DEFAULT_ARGS,
     tags=["mlcore", "scoring"],
     doc_md=__doc__,
+    params={
+        "date": Param("", type="string", title="Partition date",
+                      description="Score this day (YYYY-MM-DD) instead of the run's interval."),
+        "rescore_all": Param(False, type="boolean", title="Rescore everything",
+                             description="Score every unlabeled image ingested before the "
+                                         "interval's end, into this run's partition."),
+    },
 )
 def batch_score():
+    @task
+    def resolve_window(params=None, dag_run=None, data_interval_start=None,
+                       data_interval_end=None, logical_date=None) -> dict:
+        """The images this run scores and the partition it writes (params may change both)."""
+        from mlcore.score import ScoringWindow
+
+        window = ScoringWindow.resolve(data_interval_start, data_interval_end,
+                                       params.get("date", ""), params.get("rescore_all", False))
+        if dag_run.run_type == "manual" and (params.get("date") or params.get("rescore_all")):
+            from mlcore import audit
+            from mlcore.settings import get_settings
+            from mlcore.storage import open_lake
+
+            user = getattr(dag_run, "triggering_user_name", None) or "unknown"
+            audit.record(open_lake(get_settings()), user, logical_date, "manual_trigger",
+                         f"batch_score/{window.day}", "manual trigger with params",
+                         params=dict(params), run_id=dag_run.run_id)
+        return window.to_xcom()
+
     @task
     def pin_champion() -> dict:
         """Resolve `champion` to one version, used by every shard of this run."""
@@ -40,70 +69,72 @@ def batch_score():
         return asdict(pin(settings, open_lake(settings)))
 
     @task
-    def list_input_shards(data_interval_start=None, data_interval_end=None) -> list[str]:
-        """Curated shards that may hold images ingested in this data interval."""
-        from mlcore.score import shards_in_interval
+    def list_input_shards(window: dict) -> list[str]:
+        """Curated shards that may hold images ingested in the window."""
+        from mlcore.score import ScoringWindow, shards_in_interval
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
-        return shards_in_interval(open_lake(get_settings()), data_interval_start, data_interval_end)
+        w = ScoringWindow.from_xcom(window)
+        return shards_in_interval(open_lake(get_settings()), w.start, w.end)
 
     @task
-    def score_shard(shard: str, pinned: dict, data_interval_start=None, data_interval_end=None,
-                    run_id=None) -> dict | None:
+    def score_shard(shard: str, pinned: dict, window: dict, run_id=None) -> dict | None:
         """Score one shard into one part file."""
         from dataclasses import asdict
 
         from mlcore.registry import PinnedModel
+        from mlcore.score import ScoringWindow
         from mlcore.score import score_shard as score
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
+        w = ScoringWindow.from_xcom(window)
         part = score(open_lake(settings), settings, PinnedModel(**pinned), shard,
-                     data_interval_start, data_interval_end, data_interval_end, run_id)
+                     w.start, w.end, w.end, run_id)
         return asdict(part) if part else None
 
     @task(outlets=[PREDICTIONS], trigger_rule="none_failed")
-    def commit(pinned: dict, parts: list, shards: list[str], data_interval_start=None,
-               data_interval_end=None, run_id=None) -> dict:
+    def commit(pinned: dict, parts: list, shards: list[str], window: dict, run_id=None) -> dict:
         """Check the predictions with GX, then write the manifest last."""
         from mlcore.registry import PinnedModel
-        from mlcore.score import PartFile, commit_partition, count_inputs
+        from mlcore.score import PartFile, ScoringWindow, commit_partition, count_inputs
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
         lake = open_lake(settings)
+        w = ScoringWindow.from_xcom(window)
         manifest = commit_partition(
-            lake, settings, PinnedModel(**pinned), data_interval_start.date(),
+            lake, settings, PinnedModel(**pinned), w.day,
             [PartFile(**p) for p in parts or [] if p], shards,
-            count_inputs(lake, shards, data_interval_start, data_interval_end),
-            run_id, data_interval_end,
+            count_inputs(lake, shards, w.start, w.end), run_id, w.end,
         )
         return {"partition": manifest["partition"], "rows": manifest["rows"],
                 "files": len(manifest["files"])}
 
     @task
-    def monitor_drift(pinned: dict, shards: list[str], committed: dict, data_interval_start=None,
-                      data_interval_end=None) -> dict:
+    def monitor_drift(pinned: dict, shards: list[str], window: dict, committed: dict) -> dict:
         """Prediction and input drift of the committed partition vs the holdout."""
         from mlcore.monitor import monitor_partition
         from mlcore.registry import PinnedModel
+        from mlcore.score import ScoringWindow
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
+        w = ScoringWindow.from_xcom(window)
         report = monitor_partition(settings, open_lake(settings), PinnedModel(**pinned),
-                                   data_interval_start.date(), shards, data_interval_start,
-                                   data_interval_end)
+                                   w.day, shards, w.start, w.end)
         return {**report.metrics(), "breached": report.breached}
 
     @task
-    def shadow_score(pinned: dict, shards: list[str], committed: dict, data_interval_start=None,
-                     data_interval_end=None, run_id=None) -> dict:
+    def shadow_score(pinned: dict, shards: list[str], window: dict, committed: dict,
+                     run_id=None) -> dict:
         """Score the same shards with the `challenger` (if any) in shadow; record agreement."""
         from mlcore.registry import PinnedModel, pin_challenger
+        from mlcore.score import ScoringWindow
         from mlcore.score import shadow_score as shadow
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
@@ -113,9 +144,9 @@ def batch_score():
         challenger = pin_challenger(settings, lake)
         if challenger is None:
             return {"challenger": None}
-        return shadow(lake, settings, PinnedModel(**pinned), challenger,
-                      data_interval_start.date(), shards, data_interval_start, data_interval_end,
-                      run_id)
+        w = ScoringWindow.from_xcom(window)
+        return shadow(lake, settings, PinnedModel(**pinned), challenger, w.day, shards,
+                      w.start, w.end, run_id)
 
     @task
     def measure_realized_accuracy(committed: dict) -> list[dict]:
@@ -127,12 +158,13 @@ def batch_score():
         settings = get_settings()
         return realized_accuracy(settings, open_lake(settings))
 
+    window = resolve_window()
     pinned = pin_champion()
-    shards = list_input_shards()
-    parts = score_shard.partial(pinned=pinned).expand(shard=shards)
-    committed = commit(pinned, parts, shards)
-    monitor_drift(pinned, shards, committed)
-    shadow_score(pinned, shards, committed)
+    shards = list_input_shards(window)
+    parts = score_shard.partial(pinned=pinned, window=window).expand(shard=shards)
+    committed = commit(pinned, parts, shards, window)
+    monitor_drift(pinned, shards, window, committed)
+    shadow_score(pinned, shards, window, committed)
     measure_realized_accuracy(committed)
 
 

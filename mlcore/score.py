@@ -69,6 +69,37 @@ def partition_prefix(day: date, root: str = PREDICTIONS) -> str:
     return f"{root}/dt={day:%Y-%m-%d}"
 
 
+@dataclass(frozen=True)
+class ScoringWindow:
+    """What one run scores: images ingested in ``[start, end)``, published as partition ``day``."""
+
+    start: datetime
+    end: datetime
+    day: date
+
+    @classmethod
+    def resolve(cls, start: datetime, end: datetime, on_date: str = "",
+                rescore_all: bool = False) -> ScoringWindow:
+        """The run's data interval, or the same-shaped interval of ``on_date`` (YYYY-MM-DD);
+        ``rescore_all`` widens it back to the beginning (everything ingested before ``end``)."""
+        if on_date:
+            shift = datetime.combine(date.fromisoformat(on_date), start.timetz()) - start
+            start, end = start + shift, end + shift
+        day = start.date()
+        if rescore_all:
+            start = datetime(1970, 1, 1, tzinfo=start.tzinfo)
+        return cls(start, end, day)
+
+    def to_xcom(self) -> dict:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(),
+                "day": self.day.isoformat()}
+
+    @classmethod
+    def from_xcom(cls, raw: dict) -> ScoringWindow:
+        return cls(datetime.fromisoformat(raw["start"]), datetime.fromisoformat(raw["end"]),
+                   date.fromisoformat(raw["day"]))
+
+
 def shards_in_interval(lake: Lake, start: datetime, end: datetime) -> list[str]:
     """Curated shards that may hold images ingested in ``[start, end)``."""
     days, day = [], start.date()

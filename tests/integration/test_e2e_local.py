@@ -27,6 +27,17 @@ def run(local_run):
     return settings, first, second, shards_after_first
 
 
+@pytest.fixture(scope="module")
+def rescore(run):
+    """A manual batch_score run with params: rescore everything into another day's partition."""
+    from mlcore.airflow_local import airflow_env, dags_test
+
+    settings = run[0]
+    dags_test(airflow_env(settings), "batch_score", "2026-11-25T03:00:00+00:00",
+              conf={"date": "2026-11-30", "rescore_all": True})
+    return settings
+
+
 def test_prediction_rows_equal_the_accepted_unlabeled_images(run):
     settings, first, _, _ = run
     checks.assert_predictions_are_the_accepted_unlabeled_images(open_lake(settings), first, DAY)
@@ -163,3 +174,15 @@ def test_openlineage_events_name_the_lake_datasets_each_task_reads_and_writes(ru
     assert any(n.endswith("/predictions/dt=2026-11-22/_manifest.json")
                or n.endswith("/predictions/dt%3D2026-11-22/_manifest.json")
                for n in done["batch_score.commit"][1])
+
+
+def test_manual_params_rescore_everything_into_the_chosen_partition_and_are_audited(rescore):
+    from mlcore.audit import entries
+
+    lake = open_lake(rescore)
+    everything = read_predictions(lake, date(2026, 11, 30))
+    assert set(everything.column("image_id").to_pylist()) == set(
+        read_predictions(lake, DAY).column("image_id").to_pylist())
+    [trigger] = entries(lake, "manual_trigger")
+    assert trigger.target == "batch_score/2026-11-30"
+    assert trigger.details["params"] == {"date": "2026-11-30", "rescore_all": True}

@@ -151,3 +151,16 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     [row] = realized_accuracy(settings, lake)
     assert row == {"model_version": "3", "labeled_predictions": 3, "realized_accuracy": 2 / 3}
     assert read_parquet(lake, "monitoring/realized_accuracy.parquet").num_rows == 1
+
+
+def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
+    from mlcore.score import ScoringWindow
+
+    w = ScoringWindow.resolve(START, END)
+    assert (w.start, w.end, w.day) == (START, END, START.date())
+    other = ScoringWindow.resolve(START, END, on_date="2026-11-01")
+    assert other.start == datetime(2026, 11, 1, 3, tzinfo=UTC) and other.end - other.start == END - START
+    assert str(other.day) == "2026-11-01"
+    everything = ScoringWindow.resolve(START, END, rescore_all=True)
+    assert everything.start.year == 1970 and everything.end == END and everything.day == START.date()
+    assert ScoringWindow.from_xcom(w.to_xcom()) == w
