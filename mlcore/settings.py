@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key (secret).")
     s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key (secret).")
     s3_region: str = Field("us-east-1", description="S3 region.")
+    s3_conn_id: str = Field(
+        "",
+        description="Airflow Connection (type `aws`) with the S3 keys, and `endpoint_url` / "
+        "`region_name` in its extra; when set it wins over the `s3_*` endpoint, keys and region.",
+    )
     s3_max_attempts: int = Field(4, description="boto3 retry attempts (retry mode `standard`).")
     s3_timeout_s: float = Field(10.0, description="boto3 connect and read timeout, seconds.")
     fmnist_dir: Path = Field(

@@ -53,7 +53,12 @@ class Lake(Protocol):
 
     def read_bytes(self, key: str) -> bytes: ...
     def write_bytes(self, key: str, data: bytes) -> None: ...
-    def write_if_absent(self, key: str, data: bytes) -> bool: ...
+    def write_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if absent. True when the key now holds exactly ``data``: created
+        here, or by an identical earlier write (a retried task or request); False when it
+        holds something else."""
+        ...
+
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
@@ -101,7 +106,7 @@ class LocalLake:
             os.link(tmp, path)  # atomic create-if-absent; fails when the key exists
             return True
         except FileExistsError:
-            return False
+            return path.read_bytes() == data
         finally:
             os.unlink(tmp)
 
@@ -215,7 +220,9 @@ class S3Lake:
             except ClientError as exc:
                 code = self._code(exc)
                 if code in ("PreconditionFailed", "412"):
-                    return False
+                    # Possibly our own write: a PUT whose answer timed out may still have
+                    # landed before boto3 retried it. Identical bytes mean it did.
+                    return self.read_bytes(key) == data
                 # 409: another conditional write of this key is in flight; S3 asks to retry.
                 if code != "ConditionalRequestConflict" or attempt == self.max_attempts - 1:
                     raise
@@ -277,18 +284,56 @@ class S3Lake:
         return _gx_store_backend(self, prefix)
 
 
+@dataclass(frozen=True)
+class S3Access:
+    """Where the S3 lake is and the keys to it (never printed: the keys are not in the repr)."""
+
+    endpoint_url: str | None
+    region: str
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
+def s3_access(settings: Settings) -> S3Access:
+    """The S3 endpoint, region and keys: from the Airflow Connection ``settings.s3_conn_id``
+    when one is named, else from the ``s3_*`` settings.
+
+    The Connection is read by the Amazon provider's hook, so it is parsed as every other AWS
+    Connection is (login/password or extra keys, ``endpoint_url`` and ``region_name`` in the
+    extra) and comes from whatever secrets backend Airflow is configured with. Inside a task,
+    Airflow masks its password in the task log.
+    """
+    if settings.s3_conn_id:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        conn = S3Hook(aws_conn_id=settings.s3_conn_id).conn_config
+        return S3Access(
+            endpoint_url=conn.get_service_endpoint_url("s3") or settings.s3_endpoint_url or None,
+            region=conn.region_name or settings.s3_region,
+            access_key_id=conn.aws_access_key_id,
+            secret_access_key=conn.aws_secret_access_key,
+        )
+    return S3Access(
+        endpoint_url=settings.s3_endpoint_url or None,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id.get_secret_value() or None,
+        secret_access_key=settings.s3_secret_access_key.get_secret_value() or None,
+    )
+
+
 def open_lake(settings: Settings) -> Lake:
     """The lake the settings point at: ``s3://`` gives an :class:`S3Lake`, anything else a folder."""
     uri = settings.resolved_lake_uri
     if uri.startswith("s3://"):
         bucket, _, prefix = uri[len("s3://") :].partition("/")
+        access = s3_access(settings)
         return S3Lake(
             bucket=bucket,
             prefix=prefix,
-            endpoint_url=settings.s3_endpoint_url or None,
-            access_key_id=settings.s3_access_key_id.get_secret_value(),
-            secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-            region=settings.s3_region,
+            endpoint_url=access.endpoint_url,
+            access_key_id=access.access_key_id,
+            secret_access_key=access.secret_access_key,
+            region=access.region,
             max_attempts=settings.s3_max_attempts,
             timeout_s=settings.s3_timeout_s,
         )
@@ -301,18 +346,17 @@ def lake_client_env(settings: Settings) -> dict[str, str]:
 
     MLflow writes run artifacts to ``<lake>/mlflow`` with its own boto3 client, configured
     only through ``MLFLOW_S3_ENDPOINT_URL`` and the ``AWS_*`` variables; a folder lake needs
-    nothing. Values come from the settings, so they win over whatever the caller inherited.
+    nothing. Values come from :func:`s3_access`, so they win over whatever the caller inherited.
     """
-    uri = settings.resolved_lake_uri
-    if not uri.startswith("s3://"):
+    if not settings.resolved_lake_uri.startswith("s3://"):
         return {}
-    env = {"AWS_DEFAULT_REGION": settings.s3_region}
-    if settings.s3_endpoint_url:
-        env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    key_id = settings.s3_access_key_id.get_secret_value()
-    secret = settings.s3_secret_access_key.get_secret_value()
-    if key_id and secret:
-        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = key_id, secret
+    access = s3_access(settings)
+    env = {"AWS_DEFAULT_REGION": access.region}
+    if access.endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = access.endpoint_url
+    if access.access_key_id and access.secret_access_key:
+        env["AWS_ACCESS_KEY_ID"] = access.access_key_id
+        env["AWS_SECRET_ACCESS_KEY"] = access.secret_access_key
     return env
 
 

@@ -111,6 +111,23 @@ def test_two_concurrent_commits_for_one_date_only_one_publishes(lake, settings, 
     assert not lake.exists("predictions/dt=2026-11-22/_manifest.json")
 
 
+def test_a_retried_commit_of_the_same_run_publishes(lake, settings, model):
+    """The commit task died after claiming its generation but before ``_manifest.json``: its
+    Airflow retry writes the identical generation record and must publish, not lose a race
+    against itself."""
+    _curate(lake, settings)
+    shards = shards_in_interval(lake, START, END)
+    parts = [score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model) for s in shards]
+    expected = count_inputs(lake, shards, START, END)
+    first = commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected,
+                             "run-1", END)
+    lake.delete("predictions/dt=2026-11-22/_manifest.json")  # as if the first try died here
+    retried = commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected,
+                               "run-1", END)
+    assert retried == first and retried["generation"] == 1
+    assert read_predictions(lake, START.date()).num_rows == first["rows"]
+
+
 def test_parts_of_a_superseded_model_are_cleaned_after_two_generations(lake, settings, model):
     _curate(lake, settings)
     first = _score_day(lake, settings, model)

@@ -24,6 +24,8 @@ def test_write_if_absent_refuses_second_writer(tmp_path):
     lake = LocalLake(tmp_path)
     assert lake.write_if_absent("_state/lock", b"one") is True
     assert lake.write_if_absent("_state/lock", b"two") is False
+    # The same bytes again (a retried task whose first try did land) is success.
+    assert lake.write_if_absent("_state/lock", b"one") is True
     assert lake.read_bytes("_state/lock") == b"one"
 
 

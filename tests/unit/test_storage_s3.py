@@ -63,6 +63,8 @@ def test_folder_markers_are_not_listed(s3_lake, s3_server):
 def test_write_if_absent_refuses_second_writer(s3_lake):
     assert s3_lake.write_if_absent("_state/lock", b"one") is True
     assert s3_lake.write_if_absent("_state/lock", b"two") is False  # moto answers 412
+    # The same bytes again (a retried request or task whose first try did land) is success.
+    assert s3_lake.write_if_absent("_state/lock", b"one") is True
     assert s3_lake.read_bytes("_state/lock") == b"one"
 
 
@@ -135,6 +137,31 @@ def test_open_lake_builds_the_s3_lake_from_settings(s3_server, tmp_path):
     assert s3_server.keys("some/lake/") == ["some/lake/x/y"]
     # The secret never shows in a repr (dataclasses print every field by default).
     assert "testing" not in repr(lake)
+
+
+def test_an_airflow_connection_supplies_endpoint_keys_and_region(s3_server, tmp_path,
+                                                                   monkeypatch):
+    """``MLCORE_S3_CONN_ID`` names an ``aws`` Connection (here from an ``AIRFLOW_CONN_*``
+    variable, one of Airflow's secrets backends); it wins over the ``s3_*`` settings."""
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLCORE_LAKE_TEST", json.dumps({
+        "conn_type": "aws", "login": "conn-key-id", "password": "conn-secret",
+        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "eu-central-1"}}))
+    settings = Settings(home=tmp_path, lake_uri=f"s3://{s3_server.bucket}/from-conn",
+                        s3_conn_id="mlcore_lake_test",
+                        s3_endpoint_url="http://127.0.0.1:9", s3_access_key_id="unused",
+                        s3_secret_access_key="unused")
+    lake = open_lake(settings)
+    assert lake.client.meta.endpoint_url == s3_server.endpoint
+    assert lake.client.meta.region_name == "eu-central-1"
+    assert lake.client._request_signer._credentials.access_key == "conn-key-id"
+    lake.write_bytes("x/y", b"1")  # the endpoint from the Connection really answers
+    assert s3_server.keys("from-conn/") == ["from-conn/x/y"]
+    assert lake_client_env(settings) == {
+        "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint, "AWS_ACCESS_KEY_ID": "conn-key-id",
+        "AWS_SECRET_ACCESS_KEY": "conn-secret", "AWS_DEFAULT_REGION": "eu-central-1"}
+    assert "conn-secret" not in repr(lake)
 
 
 def test_mlflow_and_airflow_processes_get_the_lake_endpoint_and_keys(s3_server, tmp_path):
