@@ -1,4 +1,8 @@
-"""Defaults every DAG shares: retries with backoff and a timeout (no heavy imports)."""
+"""Defaults every DAG shares: retry backoff and a timeout (no heavy imports).
+
+How many retries, and the first delay, come from ``airflow.cfg`` (``default_task_retries``,
+``default_task_retry_delay``) so a deployment tunes them without editing DAGs.
+"""
 
 from datetime import timedelta
 
@@ -8,8 +12,6 @@ START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=5),
     "execution_timeout": timedelta(minutes=30),

@@ -8,9 +8,11 @@ process and is always stopped, whatever the tests do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +55,15 @@ class S3Server:
     access_key_id: str = "testing"
     secret_access_key: str = "testing"
     region: str = "us-east-1"
+    pid: int = 0
+
+    def pause(self) -> None:
+        """An outage: SIGSTOP freezes the server, which keeps its in-memory objects; TCP
+        connections are still accepted by the kernel but nothing answers."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
 
     def client(self):
         import boto3
@@ -87,22 +98,31 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[S3Server]:
-    """``moto_server`` on a free loopback port with one empty bucket; stopped at session end."""
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+@contextlib.contextmanager
+def moto_server(log_dir: Path) -> Iterator[S3Server]:
+    """``moto_server`` on a free loopback port with one empty bucket; always stopped."""
+    log = log_dir / "moto_server.log"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with log.open("wb") as out:
         proc = subprocess.Popen([_moto_exe(), "-H", "127.0.0.1", "-p", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        server = S3Server(endpoint=f"http://127.0.0.1:{port}", bucket=BUCKET)
+        server = S3Server(endpoint=f"http://127.0.0.1:{port}", bucket=BUCKET, pid=proc.pid)
         _wait_http(f"{server.endpoint}/moto-api/", proc, log)
         server.client().create_bucket(Bucket=server.bucket)
         yield server
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a paused server could not act on SIGTERM
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """One S3 server for the whole session."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------

@@ -4,13 +4,11 @@ that the S3 and PostgreSQL runs are compared against."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import pytest
 
-DAY = date(2026, 11, 22)
-PER_BATCH = 12
+from tests.integration.pipeline_checks import DAY, PER_BATCH
 
 
 def pytest_configure(config):

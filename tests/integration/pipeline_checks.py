@@ -9,6 +9,8 @@ from mlcore.data import list_shards, read_shard
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.score import read_manifest, read_predictions
 
+DAY = date(2026, 11, 22)  # the day the end-to-end runs simulate
+PER_BATCH = 12  # images per seeded landing batch in those runs
 BAD_BATCH_REASONS = {"truncated", "unsupported_format", "decompression_bomb",
                      "intensity_out_of_range"}
 

@@ -13,8 +13,8 @@ from mlcore.registry import client
 from mlcore.score import read_predictions
 from mlcore.storage import open_lake
 from tests.integration import pipeline_checks as checks
+from tests.integration.pipeline_checks import DAY, PER_BATCH
 
-DAY = date(2026, 11, 22)
 pytestmark = pytest.mark.e2e
 
 
@@ -23,7 +23,7 @@ def run(local_run):
     """The shared local-lake run (tests/integration/conftest.py), then an idempotent rerun."""
     settings, first = local_run.settings, local_run.summary
     shards_after_first = list_shards(open_lake(settings))
-    second = run_pipeline(settings, DAY, Console(quiet=True), per_batch=12)
+    second = run_pipeline(settings, DAY, Console(quiet=True), per_batch=PER_BATCH)
     return settings, first, second, shards_after_first
 
 

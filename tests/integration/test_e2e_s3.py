@@ -4,8 +4,6 @@ the bucket, and the outputs equal a local-folder run of the same profile."""
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 
 from mlcore.ingest import BatchReport, ledger_key
@@ -13,9 +11,9 @@ from mlcore.registry import client
 from mlcore.score import read_predictions
 from mlcore.storage import S3Lake, lake_client_env, open_lake
 from tests.integration import pipeline_checks as checks
+from tests.integration.pipeline_checks import DAY
 
 pytestmark = pytest.mark.e2e
-DAY = date(2026, 11, 22)  # the day the conftest's runs simulate
 PREFIX = "lake"
 
 

@@ -3,16 +3,14 @@ DB and MLflow's tracking/registry backend (the production layout), on a folder l
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
 
 from mlcore.data import list_shards, read_shard
 from mlcore.score import read_predictions
 from mlcore.storage import open_lake
+from tests.integration.pipeline_checks import DAY
 
 pytestmark = pytest.mark.e2e
-DAY = date(2026, 11, 22)  # the day the conftest's runs simulate
 DAGS = {"ingest_landing", "retrain_model", "batch_score"}
 
 
