@@ -1,8 +1,13 @@
 """The whole pipeline with the lake on an S3 server (``moto_server``): landing, quarantine,
 curated shards, predictions, GX results and Data Docs, and MLflow artifacts all live in
-the bucket, and the outputs equal a local-folder run of the same profile."""
+the bucket, and the outputs equal a local-folder run of the same profile. The endpoint and
+canary keys come from an Airflow Connection, and the keys must leak nowhere."""
 
 from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -17,14 +22,29 @@ pytestmark = pytest.mark.e2e
 PREFIX = "lake"
 
 
+# Canary credentials: moto accepts any keys, so the run really signs with these, and the
+# secrets test below looks for them everywhere a careless platform would leak them.
+CANARY_KEY_ID = "AKIACANARYKEY7Q3ZX9P"
+CANARY_SECRET = "canary-secret-5f0d9c2e-never-print-me"
+CONN_ID = "mlcore_lake"
+
+
 @pytest.fixture(scope="module")
-def s3_run(s3_server, tmp_path_factory, pipeline_runner):
+def lake_connection(s3_server):
+    """The S3 endpoint and keys as an Airflow Connection (an ``AIRFLOW_CONN_*`` variable, one
+    of Airflow's secrets backends), as a deployment supplies them."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({
+            "conn_type": "aws", "login": CANARY_KEY_ID, "password": CANARY_SECRET,
+            "extra": {"endpoint_url": s3_server.endpoint, "region_name": s3_server.region}}))
+        yield CONN_ID
+
+
+@pytest.fixture(scope="module")
+def s3_run(s3_server, lake_connection, tmp_path_factory, pipeline_runner):
     home = tmp_path_factory.mktemp("s3-run")
-    run = pipeline_runner(
-        home, lake_uri=f"s3://{s3_server.bucket}/{PREFIX}", s3_endpoint_url=s3_server.endpoint,
-        s3_access_key_id=s3_server.access_key_id,
-        s3_secret_access_key=s3_server.secret_access_key)
-    return run
+    return pipeline_runner(home, lake_uri=f"s3://{s3_server.bucket}/{PREFIX}",
+                           s3_conn_id=lake_connection)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +127,59 @@ def test_outputs_equal_a_local_lake_run(s3_run, local_run):
     assert on_s3["image_id"] == local["image_id"]
     assert on_s3["predicted_class"] == local["predicted_class"]
     assert on_s3["confidence"] == pytest.approx(local["confidence"], abs=1e-6)
+
+
+def _all_text_under(folder: Path) -> str:
+    return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in folder.rglob("*")
+                     if p.is_file())
+
+
+def test_credentials_leak_nowhere(s3_run, s3_server, mlflow_s3_env):
+    """The canary keys reached the tasks only through the Connection, and they show up in no
+    task log, XCom value, MLflow param or tag, Parquet metadata, lake object or lineage event."""
+    import sqlite3
+
+    import pyarrow.parquet as pq
+
+    settings = s3_run.settings
+    assert not settings.s3_access_key_id.get_secret_value()  # nothing but the Connection
+    lake = open_lake(settings)
+    assert lake.client._request_signer._credentials.access_key == CANARY_KEY_ID
+    canaries = (CANARY_KEY_ID, CANARY_SECRET)
+
+    def clean(text: str, where: str) -> None:
+        for canary in canaries:
+            assert canary not in text, f"{canary[:12]}... leaked into {where}"
+
+    home = settings.home
+    logs = _all_text_under(home / "logs") + _all_text_under(home / "airflow")
+    assert "[DAG TEST] starting task_id=score_shard" in logs  # the task logs are really here
+    clean(logs, "task logs / the Airflow home")
+
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    try:
+        xcoms = [str(v) for (v,) in db.execute("SELECT value FROM xcom")]
+    finally:
+        db.close()
+    assert len(xcoms) > 10
+    clean("\n".join(xcoms), "XCom")
+
+    mlc = client(settings, lake)
+    runs = [r for e in mlc.search_experiments() for r in mlc.search_runs([e.experiment_id])]
+    assert runs
+    clean(json.dumps([[r.data.params, r.data.tags] for r in runs]), "MLflow run params/tags")
+    versions = mlc.search_model_versions(f"name='{settings.model_name}'")
+    clean(json.dumps([v.tags for v in versions]), "MLflow model version tags")
+    clean((home / "mlflow.db").read_bytes().decode("utf-8", "replace"), "the MLflow DB")
+
+    parquet_keys = [k for k in lake.list("") if k.endswith(".parquet")]
+    assert any(k.startswith("predictions/") for k in parquet_keys)
+    for key in parquet_keys:
+        meta = pq.read_metadata(io.BytesIO(lake.read_bytes(key)))
+        kv = {k.decode(errors="replace"): v.decode(errors="replace")
+              for k, v in (meta.metadata or {}).items()}
+        clean(json.dumps(kv) + meta.created_by, f"Parquet metadata of {key}")
+    for key in s3_server.keys(f"{PREFIX}/"):  # every object in the lake, byte for byte
+        body = s3_server.client().get_object(Bucket=s3_server.bucket, Key=key)["Body"].read()
+        clean(body.decode("utf-8", "replace"), key)
+    clean(_all_text_under(home / "openlineage"), "OpenLineage events")
