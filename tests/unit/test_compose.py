@@ -285,7 +285,10 @@ def test_airflow_service_runs_celery_on_postgres_and_the_s3_lake(name):
     assert env.get("MLCORE_LAKE_URI", "").startswith("s3://")
     assert env.get("MLCORE_S3_ENDPOINT_URL") == "http://minio:9000"
     assert env.get("MLCORE_MLFLOW_TRACKING_URI") == "http://mlflow:5000"
-    assert env.get("MLCORE_S3_ACCESS_KEY_ID") and env.get("MLCORE_S3_SECRET_ACCESS_KEY")
+    # The keys come from the Airflow Connection airflow-init creates, not from settings.
+    assert env.get("MLCORE_S3_CONN_ID") == "aws_default"
+    assert '"aws_default": {' in services()["airflow-init"]["command"][-1]
+    assert "MLCORE_S3_SECRET_ACCESS_KEY" not in env
     suites = env.get("MLCORE_GX_SUITES_DIR", "")
     assert suites == AIRFLOW_MOUNTS["expectations"] + "/suites"
     assert (REPO_ROOT / "expectations" / "suites").is_dir()
