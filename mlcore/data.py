@@ -151,11 +151,9 @@ def shards_for_dates(lake: Lake, dates: list[str]) -> list[str]:
 
 
 def read_shard(lake: Lake, key: str, columns: list[str] | None = None) -> pa.Table:
-    import io
+    from mlcore.storage import read_parquet
 
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns)
+    return read_parquet(lake, key, columns)
 
 
 def shard_pixels(table: pa.Table) -> np.ndarray:

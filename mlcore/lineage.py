@@ -8,6 +8,7 @@ Outside an Airflow task (tests, the CLI) this is a no-op.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,12 @@ log = logging.getLogger(__name__)
 
 def report(lake: Lake, inputs: Iterable[str] = (), outputs: Iterable[str] = ()) -> None:
     """Record lake keys (objects or prefixes) as this task's lineage inputs and outputs."""
-    try:
-        from airflow.sdk.lineage import get_hook_lineage_collector
-    except ImportError:  # not running under Airflow
+    # A task process has imported the Task SDK already; anywhere else (the CLI, benchmarks,
+    # unit tests) importing Airflow just to find there is no task would cost seconds.
+    if "airflow.sdk" not in sys.modules:
         return
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
     collector = get_hook_lineage_collector()
     try:
         for key in inputs:

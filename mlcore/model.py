@@ -8,6 +8,7 @@ recorded when the model was registered. Nothing here ever unpickles.
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import torch
@@ -64,6 +65,24 @@ def to_input(images: np.ndarray) -> torch.Tensor:
     arr = images if images.flags.writeable else images.copy()
     x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32).div_(255.0)
     return x.sub_(PIXEL_MEAN).div_(PIXEL_STD).unsqueeze(1)
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` rewritten for CPU scoring with ``torch.fx``.
+
+    Each BatchNorm is folded into its convolution, Dropout is removed, and the convolutions
+    run on oneDNN tensors with weights packed once instead of on every call: about 2x the
+    eager forward pass at scoring batch sizes. Outputs equal the eager model's within float
+    rounding (``tests/unit/test_model.py``); any batch size works. ``model`` is left as it
+    was.
+    """
+    import torch.fx.experimental.optimization as fx_opt
+
+    with warnings.catch_warnings():
+        # oneDNN's module wrappers still use torch.jit.script_method internally.
+        warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated",
+                                FutureWarning)
+        return fx_opt.optimize_for_inference(model.eval())  # works on a deep copy
 
 
 @torch.inference_mode()

@@ -25,6 +25,7 @@ from mlcore.data import CLASSES, read_shard, shard_pixels, shards_for_dates
 from mlcore.storage import parquet_bytes
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
 
     from mlcore.registry import PinnedModel
@@ -152,10 +153,15 @@ def score_shard(
     model=None,
     root: str = PREDICTIONS,
 ) -> PartFile | None:
-    """Score one shard's rows in the interval into one part file; ``None`` if it has none."""
+    """Score one shard's rows in the interval into one part file; ``None`` if it has none.
+
+    ``model``: the pinned version, already loaded and ideally passed through
+    :func:`mlcore.model.for_inference` (callers scoring many shards do that once); by default
+    it is loaded from the registry and prepared here.
+    """
     import pyarrow as pa
 
-    from mlcore.model import predict_proba
+    from mlcore.model import for_inference, predict_proba
     from mlcore.registry import load_pinned
 
     table = rows_to_score(lake, shard, start, end,
@@ -163,7 +169,7 @@ def score_shard(
     if table.num_rows == 0:
         return None
     table = table.sort_by("image_id")
-    model = model or load_pinned(settings, lake, pinned)
+    model = model or for_inference(load_pinned(settings, lake, pinned))
     probs = predict_proba(model, shard_pixels(table), settings.score_batch_size).astype(np.float32)
     classes = probs.argmax(axis=1).astype(np.int32)
     n = table.num_rows
@@ -202,24 +208,11 @@ def commit_partition(
     root: str = PREDICTIONS,
 ) -> dict:
     """Validate the parts with GX, then write ``_manifest.json`` last: the commit point."""
-    import pandas as pd
-    import pyarrow as pa
-
     from mlcore.registry import code_version
-    from mlcore.storage import read_parquet
     from mlcore.validation import ValidationFailed, run_suite
 
     parts = sorted(parts, key=lambda p: p.key)
-    tables = [read_parquet(lake, p.key) for p in parts]
-    table = pa.concat_tables(tables) if tables else prediction_schema().empty_table()
-    frame = pd.DataFrame({
-        "image_id": table.column("image_id").to_pylist(),
-        "confidence": table.column("confidence").to_numpy(),
-        "predicted_label": table.column("predicted_label").to_pylist(),
-        "prob_sum": np.asarray(table.column("probabilities").combine_chunks().flatten())
-        .reshape(-1, 10).sum(axis=1) if table.num_rows else np.zeros(0),
-    })
-    check = run_suite(lake, settings.gx_suites_dir, "predictions", frame,
+    check = run_suite(lake, settings.gx_suites_dir, "predictions", _validation_frame(lake, parts),
                       f"{root}-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
                       key_column="image_id")
     if not check.success:
@@ -250,6 +243,34 @@ def commit_partition(
     log.info("committed %s (generation %d): %d rows in %d files", prefix, generation,
              manifest["rows"], len(parts))
     return manifest
+
+
+def _validation_frame(lake: Lake, parts: list[PartFile]) -> pd.DataFrame:
+    """What the ``predictions`` suite checks, one row per prediction, kept compact (about 80
+    bytes a row: Arrow-backed ids, categorical labels, one float per probability vector) so a
+    night of millions of images validates in a few hundred MB."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlcore.storage import read_parquet
+
+    columns = ["image_id", "predicted_label", "confidence", "probabilities"]
+    chunks = []
+    for part in parts:
+        table = read_parquet(lake, part.key, columns)
+        probs = table.column("probabilities").combine_chunks()
+        chunks.append(pa.table({
+            "image_id": table.column("image_id"),
+            "predicted_label": pc.dictionary_encode(table.column("predicted_label")),
+            "confidence": table.column("confidence"),
+            "prob_sum": np.asarray(probs.flatten()).reshape(-1, 10).sum(axis=1, dtype=np.float64),
+        }))
+    if not chunks:
+        return pd.DataFrame({c: [] for c in ["image_id", "predicted_label", "confidence",
+                                             "prob_sum"]})
+    return pa.concat_tables(chunks).to_pandas(
+        types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get)
 
 
 def _current_manifest(lake: Lake, day: date, root: str) -> dict | None:
@@ -302,9 +323,10 @@ def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challeng
     often it agrees with the champion's committed predictions."""
     import pyarrow as pa
 
+    from mlcore.model import for_inference
     from mlcore.registry import load_pinned
 
-    model = load_pinned(settings, lake, challenger)
+    model = for_inference(load_pinned(settings, lake, challenger))
     parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, start, end, end,
                                                     dag_run_id, model, root=SHADOW))]
     commit_partition(lake, settings, challenger, day, parts, shards,

@@ -482,11 +482,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def read_parquet(lake: Lake, key: str):
-    """Read one Parquet object from the lake into a pyarrow Table."""
+def read_parquet(lake: Lake, key: str, columns: list[str] | None = None):
+    """Read one Parquet object (all columns, or ``columns``) from the lake into a pyarrow Table."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(io.BytesIO(lake.read_bytes(key)))
+    return pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns)
 
 
 def parquet_bytes(table, **kwargs) -> bytes:

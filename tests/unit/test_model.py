@@ -5,6 +5,7 @@ import torch
 from mlcore.model import (
     FashionCNN,
     WeightsTampered,
+    for_inference,
     load_weights,
     predict_proba,
     sha256_hex,
@@ -33,3 +34,20 @@ def test_probabilities_are_a_distribution():
     probs = predict_proba(FashionCNN(), np.zeros((3, 28, 28), np.uint8))
     assert probs.shape == (3, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_scoring_model_predicts_what_the_trained_model_predicts():
+    """for_inference folds BatchNorm and switches to oneDNN: outputs must not move."""
+    torch.manual_seed(0)
+    model = FashionCNN().eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)  # non-trivial statistics, so folding matters
+        bn.running_var.uniform_(0.5, 2.0)
+    images = np.random.default_rng(1).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    eager = predict_proba(model, images, batch_size=128)
+    scoring_model = for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scoring_model.modules())
+    served = predict_proba(scoring_model, images, batch_size=128)  # last batch: 44
+    np.testing.assert_allclose(served, eager, atol=1e-5)
+    np.testing.assert_array_equal(served.argmax(axis=1), eager.argmax(axis=1))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # left as it was

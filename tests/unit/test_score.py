@@ -1,4 +1,6 @@
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -9,6 +11,7 @@ from mlcore.data import CuratedRow, write_shards
 from mlcore.model import FashionCNN
 from mlcore.registry import PinnedModel
 from mlcore.score import (
+    PartFile,
     PartitionIncomplete,
     commit_partition,
     count_inputs,
@@ -17,6 +20,8 @@ from mlcore.score import (
     score_shard,
     shards_in_interval,
 )
+from mlcore.storage import parquet_bytes, read_parquet
+from mlcore.validation import ValidationFailed
 from tests.conftest import DAY
 
 START = datetime(2026, 11, 22, 3, tzinfo=UTC)
@@ -181,3 +186,58 @@ def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
     everything = ScoringWindow.resolve(START, END, rescore_all=True)
     assert everything.start.year == 1970 and everything.end == END and everything.day == START.date()
     assert ScoringWindow.from_xcom(w.to_xcom()) == w
+
+
+def _commit_refused(lake, settings, parts, shards, expected, reason):
+    with pytest.raises(ValidationFailed, match=reason) as err:
+        commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected, "run-1",
+                         END)
+    assert not lake.exists("predictions/dt=2026-11-22/_manifest.json")  # nothing published
+    assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
+    return err.value
+
+
+def _tampered_part(lake, part, change):
+    """A copy of ``part`` whose table went through ``change``, as a buggy scorer would write."""
+    import hashlib
+
+    data = parquet_bytes(change(read_parquet(lake, part.key)))
+    key = part.key.replace("part-", "part-tampered-")
+    lake.write_bytes(key, data)
+    return PartFile(key, part.rows, hashlib.sha256(data).hexdigest())
+
+
+@pytest.mark.parametrize(("column", "bad_values", "reason"), [
+    ("probabilities", lambda n: [[0.5] * 10] * n, "probabilities_sum"),
+    ("confidence", lambda n: [1.5] * n, "confidence_range"),
+    ("predicted_label", lambda n: ["Hat"] * n, "label_set"),
+])
+def test_implausible_predictions_are_refused_before_publishing(lake, settings, model, column,
+                                                                bad_values, reason):
+    import pyarrow as pa
+
+    _curate(lake, settings)
+    shards = shards_in_interval(lake, START, END)
+    (part,) = [score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model)
+               for s in shards]
+
+    def spoil(table):
+        i = table.schema.get_field_index(column)
+        return table.set_column(i, table.schema.field(i),
+                                pa.array(bad_values(table.num_rows), table.schema.field(i).type))
+
+    refused = _commit_refused(lake, settings, [_tampered_part(lake, part, spoil)], shards,
+                              count_inputs(lake, shards, START, END), reason)
+    assert len(refused.failed_expectations) == 1  # only the rule that was broken
+
+
+def test_rows_from_two_model_versions_or_a_missing_shard_are_refused(lake, settings, model):
+    _curate(lake, settings)
+    shards = shards_in_interval(lake, START, END)
+    expected = count_inputs(lake, shards, START, END)
+    ours = score_shard(lake, settings, PINNED, shards[0], START, END, END, "run-1", model)
+    newer = PinnedModel("fashion-classifier", "4", "run-def", "1" * 64)
+    theirs = score_shard(lake, settings, newer, shards[0], START, END, END, "run-1", model)
+    mixed = _commit_refused(lake, settings, [ours, theirs], shards, expected, "duplicate_rows")
+    assert any("row_count" in f for f in mixed.failed_expectations)
+    _commit_refused(lake, settings, [ours], shards, expected + 1, "row_count")
