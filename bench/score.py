@@ -217,6 +217,7 @@ def main() -> None:
         report.add("c_images_per_s", "(c) bare forward", rate_c, "images/s")
         report.add("a_over_b", "ratio a/b", rate_a / rate_b)
         report.add("a_over_c", "ratio a/c", rate_a / rate_c)
+        report.add("c_over_b", "ratio c/b (the ceiling for a/b, since a <= c)", rate_c / rate_b)
         report.add("a_list_s", "(a) list shards", part["list"], "s")
         report.add("a_score_s", f"(a) score_shard x{a_runs[0]['shards']}", part["score"], "s")
         report.add("a_forward_s", "(a)   of which predict_proba (forward+softmax)",

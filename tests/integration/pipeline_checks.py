@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import date
+from pathlib import Path
+
+import pytest
 
 from mlcore.data import list_shards, read_shard
 from mlcore.ingest import BatchReport, ledger_key
@@ -43,3 +47,22 @@ def assert_manifest_lists_exactly_the_files_present(lake, day: date) -> dict:
     assert manifest["validation"]["success"] is True
     assert lake.exists(manifest["validation"]["docs_key"])
     return manifest
+
+
+def assert_same_predictions(lake, reference_lake, day: date) -> None:
+    """Two runs over the same seeded inputs published the same predictions."""
+    ours = read_predictions(lake, day).sort_by("image_id").to_pydict()
+    theirs = read_predictions(reference_lake, day).sort_by("image_id").to_pydict()
+    assert ours["image_id"] == theirs["image_id"]
+    assert ours["predicted_class"] == theirs["predicted_class"]
+    assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=1e-6)
+
+
+def metadata_rows(home: Path, sql: str, *params) -> list[dict]:
+    """Rows from a finished run's Airflow metadata DB (SQLite under ``<home>/airflow``)."""
+    db = sqlite3.connect(home / "airflow" / "airflow.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(sql, params).fetchall()]
+    finally:
+        db.close()

@@ -13,7 +13,6 @@ import pytest
 
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.registry import client
-from mlcore.score import read_predictions
 from mlcore.storage import S3Lake, lake_client_env, open_lake
 from tests.integration import pipeline_checks as checks
 from tests.integration.pipeline_checks import DAY
@@ -122,11 +121,7 @@ def test_data_docs_and_validation_results_are_in_the_bucket(s3_run, s3_server):
 def test_outputs_equal_a_local_lake_run(s3_run, local_run):
     assert s3_run.summary["batches"] == local_run.summary["batches"]
     assert s3_run.summary["predictions"]["rows"] == local_run.summary["predictions"]["rows"]
-    on_s3 = read_predictions(open_lake(s3_run.settings), DAY).sort_by("image_id").to_pydict()
-    local = read_predictions(open_lake(local_run.settings), DAY).sort_by("image_id").to_pydict()
-    assert on_s3["image_id"] == local["image_id"]
-    assert on_s3["predicted_class"] == local["predicted_class"]
-    assert on_s3["confidence"] == pytest.approx(local["confidence"], abs=1e-6)
+    checks.assert_same_predictions(open_lake(s3_run.settings), open_lake(local_run.settings), DAY)
 
 
 def _all_text_under(folder: Path) -> str:
@@ -137,8 +132,6 @@ def _all_text_under(folder: Path) -> str:
 def test_credentials_leak_nowhere(s3_run, s3_server, mlflow_s3_env):
     """The canary keys reached the tasks only through the Connection, and they show up in no
     task log, XCom value, MLflow param or tag, Parquet metadata, lake object or lineage event."""
-    import sqlite3
-
     import pyarrow.parquet as pq
 
     settings = s3_run.settings
@@ -156,11 +149,7 @@ def test_credentials_leak_nowhere(s3_run, s3_server, mlflow_s3_env):
     assert "[DAG TEST] starting task_id=score_shard" in logs  # the task logs are really here
     clean(logs, "task logs / the Airflow home")
 
-    db = sqlite3.connect(home / "airflow" / "airflow.db")
-    try:
-        xcoms = [str(v) for (v,) in db.execute("SELECT value FROM xcom")]
-    finally:
-        db.close()
+    xcoms = [str(r["value"]) for r in checks.metadata_rows(home, "SELECT value FROM xcom")]
     assert len(xcoms) > 10
     clean("\n".join(xcoms), "XCom")
 

@@ -13,7 +13,6 @@ client sees what an overloaded or partitioned S3 looks like: requests that never
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +28,12 @@ from mlcore.seed import seed_landing
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
 from tests.fixtures_servers import moto_server
-from tests.integration.pipeline_checks import DAY, PER_BATCH
+from tests.integration.pipeline_checks import (
+    DAY,
+    PER_BATCH,
+    assert_same_predictions,
+    metadata_rows,
+)
 
 pytestmark = pytest.mark.e2e
 OUTAGE_S = 20.0
@@ -76,25 +80,13 @@ class Outage:
 
 
 def task_runs(home: Path, dag_id: str, task_id: str) -> list[dict]:
-    """The task's instances in the run's Airflow metadata DB (SQLite)."""
-    db = sqlite3.connect(home / "airflow" / "airflow.db")
-    db.row_factory = sqlite3.Row
-    try:
-        rows = db.execute("SELECT map_index, state, try_number, start_date, end_date "
-                          "FROM task_instance WHERE dag_id = ? AND task_id = ?",
-                          (dag_id, task_id)).fetchall()
-    finally:
-        db.close()
-    return [dict(r) for r in rows]
+    return metadata_rows(home, "SELECT map_index, state, try_number, start_date, end_date "
+                         "FROM task_instance WHERE dag_id = ? AND task_id = ?", dag_id, task_id)
 
 
 def asset_events(home: Path, name: str) -> int:
-    db = sqlite3.connect(home / "airflow" / "airflow.db")
-    try:
-        return db.execute("SELECT count(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id "
-                          "WHERE a.name = ?", (name,)).fetchone()[0]
-    finally:
-        db.close()
+    return len(metadata_rows(home, "SELECT e.id FROM asset_event e JOIN asset a ON "
+                             "a.id = e.asset_id WHERE a.name = ?", name))
 
 
 def _epoch(value: str) -> float:
@@ -127,9 +119,7 @@ def outage_runs(tmp_path_factory):
         dags_test(env, "retrain_model", logical["retrain_model"], log_file=logs / "retrain.log")
 
         # Short client budget (2 attempts x 1 s) and no Airflow retries: the outage wins.
-        budget = Settings(home=home, **PROFILES["test"], lake_uri=settings.lake_uri,
-                          s3_endpoint_url=server.endpoint, s3_access_key_id="testing",
-                          s3_secret_access_key="testing", s3_max_attempts=2, s3_timeout_s=1.0)
+        budget = settings.model_copy(update={"s3_max_attempts": 2, "s3_timeout_s": 1.0})
         short_env = airflow_env(budget, {"AIRFLOW__CORE__DEFAULT_TASK_RETRIES": "0"})
         long_outage = Outage(server, "commit", seconds=None)
         failure = None
@@ -196,9 +186,5 @@ def test_scoring_rides_out_a_20s_outage_and_equals_a_clean_run(outage_runs, loca
     lake = outage_runs["lake"]
     manifest = read_manifest(lake, DAY)
     assert manifest["generation"] == 1  # the failed run never committed a generation
-    ours = read_predictions(lake, DAY).sort_by("image_id").to_pydict()
-    clean = read_predictions(open_lake(local_run.settings), DAY).sort_by("image_id").to_pydict()
-    assert ours["image_id"] == clean["image_id"]
-    assert ours["predicted_class"] == clean["predicted_class"]
-    assert ours["confidence"] == pytest.approx(clean["confidence"], abs=1e-6)
+    assert_same_predictions(lake, open_lake(local_run.settings), DAY)
     assert asset_events(outage_runs["home"], "predictions") == 1
