@@ -76,16 +76,37 @@ def test_manifest_lists_exactly_the_files_present_and_rerun_is_identical(lake, s
     assert {k: lake.read_bytes(k) for k in files} == before  # byte-identical rerun
 
 
-def test_consumers_with_pyarrow_dataset_and_pandas_get_the_manifest_rows(lake, settings, model):
+def test_consumers_reading_the_manifest_files_get_exactly_the_manifest_rows(lake, settings,
+                                                                           model):
+    """The docs/consumers.md snippets (pandas, pyarrow.dataset, DuckDB) read the manifest's
+    files, so a leftover part of a killed run beside them is never counted."""
+    import json
+
+    import duckdb
+    import pandas as pd
+
     _curate(lake, settings)
-    manifest = _score_day(lake, settings, model)
-    fs, root = lake.arrow_fs()
-    dataset = ds.dataset([f"{root}/{f['key']}" for f in manifest["files"]], filesystem=fs,
-                         format="parquet")
-    assert dataset.count_rows() == manifest["rows"]
-    frame = read_predictions(lake, START.date()).to_pandas()
-    np.testing.assert_allclose(np.stack(frame["probabilities"]).sum(axis=1), 1, atol=1e-4)
-    assert (frame["model_version"] == "3").all()
+    first_part = _score_day(lake, settings, model)["files"][0]["key"]
+    lake.write_bytes("predictions/dt=2026-11-22/part-leftover.parquet", lake.read_bytes(first_part))
+    expected = read_predictions(lake, START.date()).to_pandas()
+
+    root = str(lake.root)
+    manifest = json.load(open(f"{root}/predictions/dt=2026-11-22/_manifest.json"))
+    files = [f"{root}/{f['key']}" for f in manifest["files"]]
+    df = pd.concat(pd.read_parquet(p) for p in files)
+    assert sorted(df["image_id"]) == sorted(expected["image_id"]) and len(df) == 5
+    np.testing.assert_allclose(np.stack(df["probabilities"]).sum(axis=1), 1, atol=1e-4)
+
+    dataset = ds.dataset(files, format="parquet")
+    assert dataset.to_table().schema.equals(prediction_schema())
+    assert dataset.count_rows() == manifest["rows"] == 5
+
+    counts = duckdb.execute("SELECT predicted_label, count(*) FROM read_parquet(?) "
+                            "GROUP BY 1 ORDER BY 1", [files]).fetchall()
+    assert counts == sorted(expected["predicted_label"].value_counts().items())
+    globbed = duckdb.execute("SELECT count(*) FROM read_parquet(?)",
+                             [f"{root}/predictions/dt=2026-11-22/*.parquet"]).fetchone()[0]
+    assert globbed == 10  # what ignoring the manifest would have read: the leftover twice over
 
 
 def test_partition_without_manifest_does_not_exist(lake):
