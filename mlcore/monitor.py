@@ -74,6 +74,14 @@ class Profile:
             intensity_counts=np.histogram(means, INTENSITY_BINS)[0].tolist(),
         )
 
+    def __add__(self, other: Profile) -> Profile:
+        """Profiles of disjoint pieces add up: a night is profiled one file at a time."""
+        def total(field: str) -> list[int]:
+            return (np.array(getattr(self, field)) + np.array(getattr(other, field))).tolist()
+
+        return Profile(self.rows + other.rows, total("class_counts"),
+                       total("confidence_counts"), total("intensity_counts"))
+
 
 @dataclass
 class DriftReport:
@@ -122,18 +130,22 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     from mlcore.data import load_fashion_mnist, shard_pixels
     from mlcore.model import predict_proba
     from mlcore.registry import client, load_pinned
-    from mlcore.score import read_predictions, rows_to_score
+    from mlcore.score import iter_predictions, rows_to_score
     from mlcore.storage import parquet_bytes
 
     model = model or load_pinned(settings, lake, pinned)
     holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
     baseline = Profile.of(predict_proba(model, holdout, settings.score_batch_size),
                           image_means(holdout))
-    table = read_predictions(lake, day)
-    probs = np.asarray(table.column("probabilities").combine_chunks().flatten()).reshape(-1, 10)
-    means = [image_means(shard_pixels(rows_to_score(lake, s, start, end, ["pixels"])))
-             for s in shards]  # one shard at a time: memory stays bounded
-    scored = Profile.of(probs, np.concatenate(means) if means else np.zeros(0))
+    # One file at a time, so memory stays bounded however many images the night holds.
+    no_probabilities = np.zeros((0, 10), np.float32)
+    scored = Profile.of(no_probabilities, np.zeros(0))
+    for part in iter_predictions(lake, day, columns=["probabilities"]):
+        probs = part.column("probabilities").combine_chunks().flatten()
+        scored += Profile.of(np.asarray(probs).reshape(-1, 10), np.zeros(0))
+    for shard in shards:
+        pixels = shard_pixels(rows_to_score(lake, shard, start, end, ["pixels"]))
+        scored += Profile.of(no_probabilities, image_means(pixels))
     report = compare(baseline, scored, settings.drift_threshold)
 
     row = {"dt": str(day), "model_version": pinned.version, **report.metrics(),
@@ -179,8 +191,8 @@ def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     for key in lake.list(PREDICTIONS):
         if key.endswith(f"/{MANIFEST}"):
             day = date.fromisoformat(key.split("dt=")[1].split("/")[0])
-            cols = read_predictions(lake, day).select(
-                ["image_id", "predicted_class", "model_version"]).to_pylist()
+            cols = read_predictions(
+                lake, day, columns=["image_id", "predicted_class", "model_version"]).to_pylist()
             for r in cols:
                 if r["image_id"] in labels:
                     hits.setdefault(r["model_version"], []).append(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -299,21 +300,31 @@ def read_manifest(lake: Lake, day: date, root: str = PREDICTIONS) -> dict:
     return json.loads(lake.read_bytes(key))
 
 
-def read_predictions(lake: Lake, day: date, root: str = PREDICTIONS) -> pa.Table:
-    """Exactly the manifest's files, each checked against its recorded sha256."""
+def iter_predictions(lake: Lake, day: date, root: str = PREDICTIONS,
+                     columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """The manifest's files one at a time (all columns, or ``columns``), each checked
+    against its recorded sha256: a whole night never has to fit in memory."""
     import io
 
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    manifest = read_manifest(lake, day, root)
-    tables = []
-    for part in manifest["files"]:
+    for part in read_manifest(lake, day, root)["files"]:
         data = lake.read_bytes(part["key"])
         if hashlib.sha256(data).hexdigest() != part["sha256"]:
             raise PartitionIncomplete(f"{part['key']} does not match its manifest checksum")
-        tables.append(pq.read_table(io.BytesIO(data)))
-    return pa.concat_tables(tables) if tables else prediction_schema().empty_table()
+        yield pq.read_table(io.BytesIO(data), columns=columns)
+
+
+def read_predictions(lake: Lake, day: date, root: str = PREDICTIONS,
+                     columns: list[str] | None = None) -> pa.Table:
+    """Exactly the manifest's files, each checked against its recorded sha256."""
+    import pyarrow as pa
+
+    tables = list(iter_predictions(lake, day, root, columns))
+    if tables:
+        return pa.concat_tables(tables)
+    empty = prediction_schema().empty_table()
+    return empty.select(columns) if columns else empty
 
 
 def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challenger: PinnedModel,
@@ -322,6 +333,7 @@ def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challeng
     """Score the same shards with the challenger under ``predictions_shadow/`` and record how
     often it agrees with the champion's committed predictions."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from mlcore.model import for_inference
     from mlcore.registry import load_pinned
@@ -331,12 +343,11 @@ def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challeng
                                                     dag_run_id, model, root=SHADOW))]
     commit_partition(lake, settings, challenger, day, parts, shards,
                      count_inputs(lake, shards, start, end), dag_run_id, end, root=SHADOW)
-    ours = read_predictions(lake, day).select(["image_id", "predicted_class"])
-    theirs = read_predictions(lake, day, SHADOW).select(["image_id", "predicted_class"])
-    joined = ours.join(theirs, "image_id", right_suffix="_challenger")
-    agree = sum(a == b for a, b in zip(joined.column("predicted_class").to_pylist(),
-                                       joined.column("predicted_class_challenger").to_pylist(),
-                                       strict=True))
+    columns = ["image_id", "predicted_class"]
+    joined = read_predictions(lake, day, columns=columns).join(
+        read_predictions(lake, day, SHADOW, columns), "image_id", right_suffix="_challenger")
+    agree = pc.sum(pc.equal(joined.column("predicted_class"),
+                            joined.column("predicted_class_challenger"))).as_py() or 0
     result = {"dt": str(day), "champion_version": champion.version,
               "challenger_version": challenger.version, "rows": joined.num_rows,
               "agreement": agree / joined.num_rows if joined.num_rows else None}

@@ -35,10 +35,12 @@ def model():
     return FashionCNN().eval()
 
 
-def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1"):
-    rng = np.random.default_rng(len(batch))
-    rows = [CuratedRow(f"{batch}-{i:03d}", rng.integers(0, 255, 784, dtype=np.uint8).tobytes(),
-                       f"landing/{batch}/{i}.png", 1 if i < labeled else None) for i in range(n)]
+def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):
+    """Curated rows as ingestion writes them: random pixels unless ``images`` are given."""
+    if images is None:
+        images = np.random.default_rng(len(batch)).integers(0, 255, (n, 28, 28), dtype=np.uint8)
+    rows = [CuratedRow(f"{batch}-{i:03d}", img.tobytes(), f"landing/{batch}/{i}.png",
+                       1 if i < labeled else None) for i, img in enumerate(images)]
     return write_shards(lake, rows, batch, when, settings.shard_rows)
 
 
@@ -194,6 +196,39 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     [row] = realized_accuracy(settings, lake)
     assert row == {"model_version": "3", "labeled_predictions": 3, "realized_accuracy": 2 / 3}
     assert read_parquet(lake, "monitoring/realized_accuracy.parquet").num_rows == 1
+
+
+@pytest.mark.parametrize("brightness", [1, 0.5])
+def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, model, caplog, brightness):
+    """Holdout images scored as a night's batch: unshifted they raise nothing; with their
+    brightness halved, input drift breaches, which warns by default and fails on request."""
+    from mlcore.data import load_fashion_mnist
+    from mlcore.monitor import DriftDetected, monitor_partition
+    from mlcore.storage import read_parquet
+
+    holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
+    night = (holdout[:600] * brightness).astype(np.uint8)
+    _curate(lake, settings, labeled=0, images=night)
+    _score_day(lake, settings, model)
+    shards = shards_in_interval(lake, START, END)
+
+    def monitor(drift_action):
+        configured = settings.model_copy(update={"drift_action": drift_action})
+        return monitor_partition(configured, lake, PINNED, START.date(), shards, START, END,
+                                 model=model)
+
+    report = monitor("warn")
+    assert report.scored.rows == 600 and sum(report.scored.intensity_counts) == 600
+    stored = read_parquet(lake, "monitoring/dt=2026-11-22/drift.parquet").to_pylist()[0]
+    assert stored["intensity_psi"] == pytest.approx(report.intensity_psi)
+    if brightness == 1:
+        assert report.breached == [] and report.intensity_psi < 0.1
+        monitor("fail")  # nothing to fail on
+        return
+    assert "intensity_psi" in report.breached and report.intensity_psi > settings.drift_threshold
+    assert "drift on 2026-11-22: " in caplog.text and stored["breached"]
+    with pytest.raises(DriftDetected, match="intensity_psi"):
+        monitor("fail")
 
 
 def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
