@@ -105,7 +105,8 @@ class Settings(BaseSettings):
 
     # --- scoring -------------------------------------------------------------------------
     score_batch_size: int = Field(
-        256, description="Images per forward pass when scoring (256 is fastest on 2 CPU cores: larger batches spill out of cache)."
+        256, description="Images per forward pass when scoring (256 is fastest on 2 CPU "
+        "cores: larger batches spill out of cache)."
     )
     drift_threshold: float = Field(
         0.25, description="Drift score (PSI / JS) above which a scoring run's drift is a breach."
