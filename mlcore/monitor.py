@@ -177,26 +177,30 @@ def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     """
     import mlflow
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from mlcore.ingest import FEEDBACK_PREFIX
     from mlcore.registry import client
-    from mlcore.score import MANIFEST, PREDICTIONS, read_predictions
+    from mlcore.score import MANIFEST, PREDICTIONS, iter_predictions
     from mlcore.storage import parquet_bytes, read_parquet
 
     feedback = [read_parquet(lake, k) for k in lake.list(FEEDBACK_PREFIX) if k.endswith(".parquet")]
     if not feedback:
         return []
-    labels = {r["image_id"]: r["label"] for r in pa.concat_tables(feedback).to_pylist()}
+    late = pa.concat_tables(feedback)
+    labels = dict(zip(*late.select(["image_id", "label"]).to_pydict().values(), strict=True))
     hits: dict[str, list[bool]] = {}
     for key in lake.list(PREDICTIONS):
-        if key.endswith(f"/{MANIFEST}"):
-            day = date.fromisoformat(key.split("dt=")[1].split("/")[0])
-            cols = read_predictions(
-                lake, day, columns=["image_id", "predicted_class", "model_version"]).to_pylist()
-            for r in cols:
-                if r["image_id"] in labels:
-                    hits.setdefault(r["model_version"], []).append(
-                        r["predicted_class"] == labels[r["image_id"]])
+        if not key.endswith(f"/{MANIFEST}"):
+            continue
+        day = date.fromisoformat(key.split("dt=")[1].split("/")[0])
+        # File by file, keeping only the labeled rows: the history of predictions only grows.
+        for part in iter_predictions(lake, day,
+                                     columns=["image_id", "predicted_class", "model_version"]):
+            labeled = part.filter(pc.is_in(part.column("image_id"), late.column("image_id")))
+            for r in labeled.to_pylist():
+                hits.setdefault(r["model_version"], []).append(
+                    r["predicted_class"] == labels[r["image_id"]])
     rows = [{"model_version": v, "labeled_predictions": len(h), "realized_accuracy": sum(h) / len(h)}
             for v, h in sorted(hits.items())]
     if rows:
