@@ -304,15 +304,13 @@ def iter_predictions(lake: Lake, day: date, root: str = PREDICTIONS,
                      columns: list[str] | None = None) -> Iterator[pa.Table]:
     """The manifest's files one at a time (all columns, or ``columns``), each checked
     against its recorded sha256: a whole night never has to fit in memory."""
-    import io
-
-    import pyarrow.parquet as pq
+    from mlcore.storage import parquet_table
 
     for part in read_manifest(lake, day, root)["files"]:
         data = lake.read_bytes(part["key"])
         if hashlib.sha256(data).hexdigest() != part["sha256"]:
             raise PartitionIncomplete(f"{part['key']} does not match its manifest checksum")
-        yield pq.read_table(io.BytesIO(data), columns=columns)
+        yield parquet_table(data, columns)
 
 
 def read_predictions(lake: Lake, day: date, root: str = PREDICTIONS,

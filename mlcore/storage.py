@@ -484,9 +484,14 @@ def __getattr__(name: str):
 
 def read_parquet(lake: Lake, key: str, columns: list[str] | None = None):
     """Read one Parquet object (all columns, or ``columns``) from the lake into a pyarrow Table."""
+    return parquet_table(lake.read_bytes(key), columns)
+
+
+def parquet_table(data: bytes, columns: list[str] | None = None):
+    """Parquet bytes (already read, e.g. to check their sha256) -> a pyarrow Table."""
     import pyarrow.parquet as pq
 
-    return pq.read_table(io.BytesIO(lake.read_bytes(key)), columns=columns)
+    return pq.read_table(io.BytesIO(data), columns=columns)
 
 
 def parquet_bytes(table, **kwargs) -> bytes:

@@ -172,7 +172,6 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     from mlcore.images import encode_png
     from mlcore.ingest import ingest_batch
     from mlcore.monitor import realized_accuracy
-    from mlcore.storage import read_parquet
 
     rng = np.random.default_rng(5)
     pngs = {f"{i}.png": encode_png(rng.integers(0, 150, (28, 28), dtype=np.uint8)) for i in range(6)}
@@ -204,7 +203,6 @@ def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, model, cap
     brightness halved, input drift breaches, which warns by default and fails on request."""
     from mlcore.data import load_fashion_mnist
     from mlcore.monitor import DriftDetected, monitor_partition
-    from mlcore.storage import read_parquet
 
     holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
     night = (holdout[:600] * brightness).astype(np.uint8)
