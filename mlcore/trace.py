@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from mlcore import audit
 from mlcore.data import list_shards, read_shard
+from mlcore.data_docs import page_url, restore
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.score import PREDICTIONS, read_manifest, read_predictions
 
@@ -86,11 +87,11 @@ def _validation(lake: Lake, report: BatchReport, data_docs_url: str) -> list[dic
         result_key = docs_key.replace("data_docs/validations/", "results/").removesuffix(".html") + ".json"
         if not lake.exists(result_key):
             raise BrokenLink("validation result", f"{result_key} is missing")
-        suite, run_name, run_time = docs_key.split("/validations/")[1].split("/")[:3]
+        suite, run_name, run_time = restore(docs_key).split("/validations/")[1].split("/")[:3]
         success = json.loads(lake.read_bytes(result_key)).get("success")
         out.append({"suite": suite, "gx_run": f"{run_name}@{run_time}", "success": success,
                     "result_key": result_key,
-                    "data_docs": f"{data_docs_url.rstrip('/')}/{docs_key.split('data_docs/', 1)[1]}"})
+                    "data_docs": page_url(data_docs_url, docs_key)})
     return out
 
 

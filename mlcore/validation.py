@@ -5,6 +5,10 @@ but its validation results and Data Docs stores live in the lake, so every worke
 to one shared history and the Data Docs index lists every batch ever validated.
 Validation always uses ``result_format=COMPLETE`` keyed by ``key``: GX otherwise reports
 only a sample of failing rows, and we must quarantine exactly the failing files.
+
+Every string GX renders from data (file keys, batch ids as run names) is neutralised first
+and restored when read back (:mod:`mlcore.data_docs`), and the Data Docs views run no
+inline script (:mod:`mlcore.data_docs_views`): an uploaded name never becomes markup.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlcore.data_docs import DOCS_PREFIX, neutralise, neutralise_frame, page_url, restore
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -23,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DOCS_PREFIX = "validation/data_docs"
 RESULTS_PREFIX = "validation/results"
 
 
@@ -54,15 +59,17 @@ class ValidationFailed(RuntimeError):
     @classmethod
     def for_page(cls, subject: str, failed_expectations: list[str], docs_key: str, lake: Lake,
                  data_docs_url: str) -> ValidationFailed:
-        """Name the Data Docs page both as the Airflow-served link and as its lake location."""
-        page = docs_key.removeprefix(DOCS_PREFIX + "/")
-        return cls(subject, failed_expectations, f"{data_docs_url.rstrip('/')}/{page}",
+        """Name the Data Docs page both as the Airflow-served link (percent-encoded) and as
+        its lake location."""
+        return cls(subject, failed_expectations, page_url(data_docs_url, docs_key),
                    lake.url(docs_key))
 
 
 def _context(lake: Lake):
     import great_expectations as gx
     from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
+
+    from mlcore.data_docs_views import INDEX_VIEW, VIEW
 
     memory = {"class_name": "InMemoryStoreBackend"}
     config = DataContextConfig(
@@ -86,7 +93,11 @@ def _context(lake: Lake):
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
                 "store_backend": lake.gx_store_backend(DOCS_PREFIX),
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                                       "view": INDEX_VIEW},
+                "site_section_builders": {"expectations": {"view": VIEW},
+                                          "validations": {"view": VIEW},
+                                          "profiling": {"view": VIEW}},
             }
         },
         analytics_enabled=False,
@@ -149,9 +160,9 @@ def run_suite(
         )
     )
     result = checkpoint.run(
-        batch_parameters={"dataframe": frame},
+        batch_parameters={"dataframe": neutralise_frame(frame)},
         expectation_parameters=parameters or {},
-        run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+        run_id=RunIdentifier(run_name=neutralise(run_name), run_time=run_time),
     )
     (identifier, run_result), = result.run_results.items()
     failures: dict[str, list[str]] = {}
@@ -163,7 +174,7 @@ def run_suite(
         failed.append(f"{r.expectation_config.type}({r.expectation_config.kwargs.get('column', '')})"
                       f" [{reason}]")
         for row in r.result.get("unexpected_index_list") or []:
-            failures.setdefault(str(row[key_column]), []).append(reason)
+            failures.setdefault(restore(str(row[key_column])), []).append(reason)
     docs_key = "{}/validations/{}.html".format(DOCS_PREFIX, "/".join(identifier.to_tuple()))
     log.info("suite %s on %s: success=%s, %d failing rows", suite_name, run_name,
              result.success, len(failures))

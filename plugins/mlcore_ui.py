@@ -5,27 +5,97 @@ failed task's log (``/data-docs/validations/...``) work wherever the lake lives,
 hosting a public bucket. A global operator extra link, "Data Docs", turns the URL a task
 pushed to XCom (key ``data_docs_url``, pushed by ``ingest`` before it fails a batch) into a
 button on that task instance's page.
+
+Airflow does not authenticate plugin apps (apache/airflow#72655), so every route here,
+the asset route included, depends on Airflow's own security dependencies: the UI's
+``_token`` cookie or an API ``Authorization: Bearer`` token, and read access to plugins.
+There is no OpenAPI schema or docs page. Pages are served with placeholders sealed into
+character references, assets pointed at the pinned local copies under ``_assets/``
+(``plugins/mlcore_ui_assets``, installed by ``scripts/setup.sh``), and a strict
+Content-Security-Policy plus ``nosniff`` on every response (``mlcore.data_docs``).
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
+from pathlib import Path
 
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-DOCS_PREFIX = "validation/data_docs"
-DATA_DOCS_XCOM_KEY = "data_docs_url"
+from mlcore.data_docs import (
+    ASSETS_ROUTE,
+    SERVED_PACKAGES,
+    content_security_policy,
+    localise,
+    page_depth,
+    page_key,
+    seal,
+)
 
-data_docs_app = FastAPI(title="Great Expectations Data Docs")
+DATA_DOCS_XCOM_KEY = "data_docs_url"
+ASSETS_DIR = Path(__file__).resolve().parent / "mlcore_ui_assets"
+MAX_PATH_BYTES = 1024  # S3's key limit; longer requests cannot name a page
+MAX_SEGMENT_BYTES = 255  # a file name's limit on every local file system we run on
+
+# Anyone Airflow lets read its plugins may read Data Docs; anonymous requests get 401.
+data_docs_access = requires_access_view(AccessView.PLUGINS)
+
+data_docs_app = FastAPI(title="Great Expectations Data Docs", docs_url=None, redoc_url=None,
+                        openapi_url=None, dependencies=[Depends(data_docs_access)])
+
+
+@data_docs_app.middleware("http")
+async def _security_headers(request: Request, call_next):
+    """Every response, errors and redirects included, carries the CSP and ``nosniff``."""
+    response = await call_next(request)
+    root = request.scope.get("root_path", "").rstrip("/")
+    assets = f"{request.url.scheme}://{request.url.netloc}{root}/{ASSETS_ROUTE}/"
+    response.headers["Content-Security-Policy"] = content_security_policy(assets)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(status_code=404, detail="no such Data Docs page")
+
+
+def _check_path(path: str) -> str:
+    """``path`` if it can name a file at all, else 404 (never a 500 from the OS or S3)."""
+    if (not path or len(path.encode()) > MAX_PATH_BYTES
+            or any(len(part.encode()) > MAX_SEGMENT_BYTES for part in path.split("/"))):
+        raise _not_found()
+    return path
 
 
 @data_docs_app.get("/")
 def data_docs_index() -> RedirectResponse:
     return RedirectResponse("index.html")
+
+
+@data_docs_app.get(f"/{ASSETS_ROUTE}/{{path:path}}")
+def data_docs_asset(path: str) -> Response:
+    """A pinned browser asset: our script, or a file of one of the pinned npm packages."""
+    parts = _check_path(path).split("/")
+    if parts[0] == "mlcore":
+        folder = ASSETS_DIR
+    elif ("/".join(parts[:2]) if parts[0].startswith("@") else parts[0]) in SERVED_PACKAGES:
+        folder = ASSETS_DIR / "node_modules"
+    else:
+        raise _not_found()
+    package = (folder / "/".join(parts[:2] if parts[0].startswith("@") else parts[:1])).resolve()
+    file = (folder / path).resolve()
+    if "\\" in path or package not in file.parents or not file.is_file():
+        raise _not_found()
+    media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    return Response(content=file.read_bytes(), media_type=media_type,
+                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @data_docs_app.get("/{path:path}")
@@ -34,11 +104,14 @@ def data_docs_file(path: str) -> Response:
     from mlcore.storage import UnsafeKey, open_lake
 
     try:
-        data = open_lake(get_settings()).read_bytes(f"{DOCS_PREFIX}/{path}")
-    except (UnsafeKey, FileNotFoundError) as exc:
-        raise HTTPException(status_code=404, detail="no such Data Docs page") from exc
+        data = open_lake(get_settings()).read_bytes(page_key(_check_path(path)))
+    except (UnsafeKey, OSError) as exc:  # missing, a folder, a name the OS refuses
+        raise _not_found() from exc
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return Response(content=data, media_type=media_type)
+    if media_type == "text/html":
+        data = localise(seal(data.decode("utf-8", "replace")), page_depth(path)).encode()
+    return Response(content=data, media_type=media_type,
+                    headers={"Cache-Control": "private, no-cache"})
 
 
 def _xcom_value(ti_key, key: str):

@@ -1,25 +1,57 @@
-"""The Airflow UI plugin serves Data Docs from the lake, and nothing outside it."""
+"""The Airflow UI plugin serves Data Docs from the lake, to logged-in users only, and nothing
+outside it: every response carries a strict CSP and ``nosniff``; bad paths are 404."""
 
 import importlib.util
 
 import pytest
 from fastapi.testclient import TestClient
 
+from mlcore.data_docs import neutralise
 from mlcore.settings import REPO_ROOT, get_settings
 from mlcore.storage import LocalLake
 
+PAGE = ('<html><head><script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>'
+        '<link rel="stylesheet" href="https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/'
+        'bootstrap.min.css"/><img src="https://example.com/track.png">'
+        '<script src="mlcore-assets:mlcore/datadocs.js"></script></head><body>'
+        f'<td>{neutralise("<img src=x onerror=alert(1)>")}</td>'
+        '<a href="https://greatexpectations.io">GX</a></body></html>')
+HOSTILE_BATCH = 'b<img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    spec = importlib.util.spec_from_file_location("mlcore_ui", REPO_ROOT / "plugins" / "mlcore_ui.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 @pytest.fixture
-def client(tmp_path, monkeypatch):
+def lake_home(tmp_path, monkeypatch):
     monkeypatch.setenv("MLCORE_HOME", str(tmp_path))
     get_settings.cache_clear()
-    spec = importlib.util.spec_from_file_location("mlcore_ui", REPO_ROOT / "plugins" / "mlcore_ui.py")
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    LocalLake(tmp_path / "lake").write_bytes("validation/data_docs/index.html", b"<h1>docs</h1>")
+    lake = LocalLake(tmp_path / "lake")
+    lake.write_bytes("validation/data_docs/index.html", b"<h1>docs</h1>")
+    lake.write_bytes("validation/data_docs/static/images/logo-long.png", b"\x89PNG")
+    lake.write_bytes(f"validation/data_docs/validations/s/{neutralise(HOSTILE_BATCH)}/t/p.html",
+                     PAGE.encode())
     (tmp_path / "secret.txt").write_text("do not serve")
-    yield TestClient(plugin.data_docs_app)
+    yield tmp_path
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def client(plugin, lake_home):
+    """A client whose requests pass the plugin's access check (as a logged-in user's do)."""
+    plugin.data_docs_app.dependency_overrides[plugin.data_docs_access] = lambda: None
+    yield TestClient(plugin.data_docs_app)
+    plugin.data_docs_app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def anonymous(plugin, lake_home):
+    return TestClient(plugin.data_docs_app)
 
 
 def test_data_docs_page_is_served_from_the_lake(client):
@@ -28,6 +60,66 @@ def test_data_docs_page_is_served_from_the_lake(client):
     assert resp.headers["content-type"].startswith("text/html")
 
 
-@pytest.mark.parametrize("path", ["../../secret.txt", "..%2F..%2Fsecret.txt", "missing.html"])
-def test_paths_outside_the_docs_or_missing_are_404(client, path):
+@pytest.mark.parametrize("path", [
+    "/", "/index.html", "/validations", "/missing.html", "/_assets/mlcore/datadocs.js",
+    "/_assets/jquery/dist/jquery.min.js", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect",
+])
+def test_every_route_refuses_anonymous_requests(anonymous, path):
+    resp = anonymous.get(path, follow_redirects=False)
+    assert resp.status_code in (401, 403), (path, resp.status_code, resp.text[:200])
+    assert "docs" not in resp.text.lower() or "not authenticated" in resp.text.lower()
+    assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_there_is_no_openapi_schema_or_docs_page(client):
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("path", [
+    "../../secret.txt", "..%2F..%2Fsecret.txt", "%2e%2e/%2e%2e/secret.txt", "..%5C..%5Csecret.txt",
+    "a\\..\\..\\secret.txt", "%2Fetc%2Fpasswd", "/etc/passwd", "missing.html", "validations",
+    "validations/", "static", "static/images", "x" * 300 + ".html", "a/" * 600 + "b.html",
+    "%00.html", "index.html/x",
+])
+def test_paths_outside_the_docs_missing_folders_or_overlong_are_404(client, path):
     assert client.get(f"/{path}").status_code == 404
+
+
+def test_pages_get_a_strict_csp_and_nosniff(client):
+    resp = client.get("/index.html")
+    csp = dict(d.strip().split(" ", 1) for d in resp.headers["content-security-policy"].split(";"))
+    assert csp["default-src"] == "'none'"
+    assert csp["script-src"] == "http://testserver/_assets/"  # nothing inline, nothing else
+    assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_page_shows_data_as_text_and_loads_only_local_assets(client):
+    resp = client.get(f"/validations/s/{HOSTILE_BATCH}/t/p.html")  # the link a user follows
+    assert resp.status_code == 200
+    html = resp.text
+    assert "<img src=x" not in html and "&#60;img src=x onerror=alert(1)&#62;" in html
+    assert 'src="../../../../_assets/jquery/dist/jquery.min.js"' in html
+    assert 'href="../../../../_assets/bootstrap/dist/css/bootstrap.min.css"' in html
+    assert 'src="../../../../_assets/mlcore/datadocs.js"' in html
+    assert "example.com" not in html  # an unknown external asset is dropped, not loaded
+    assert 'href="https://greatexpectations.io"' in html  # a plain link stays a link
+
+
+def test_pinned_assets_and_our_script_are_served(client):
+    js = client.get("/_assets/mlcore/datadocs.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert "mlcore-bootstrap-table" in js.text
+    jquery = client.get("/_assets/jquery/dist/jquery.min.js")
+    assert jquery.status_code == 200, "run scripts/setup.sh: the npm assets are not installed"
+    assert "jQuery v3.7.1" in jquery.text[:200]
+    assert client.get("/_assets/jquery/LICENSE.txt").status_code == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/_assets/lodash/index.js", "/_assets/jquery/../../package.json",
+    "/_assets/jquery/..%2F..%2Fpackage.json", "/_assets/mlcore/../package-lock.json",
+    "/_assets/mlcore", "/_assets/jquery/dist", "/_assets/@fortawesome/other/x.css",
+])
+def test_assets_outside_the_pinned_packages_are_404(client, path):
+    assert client.get(path).status_code == 404
