@@ -38,6 +38,9 @@ _NEUTRALISE = str.maketrans(_PLACEHOLDERS)
 _RESTORE = str.maketrans({v: k for k, v in _PLACEHOLDERS.items()})
 _SEAL = str.maketrans({v: f"&#{ord(k)};" for k, v in _PLACEHOLDERS.items()})
 _SPECIAL = re.compile("[<>&\"'`]")
+# The same placeholders as JSON escapes, as GX's ``tojson`` data blocks carry them.
+_JSON_PLACEHOLDER = re.compile(r"\\u[eE]00([0-5])")
+_JSON_SEAL = {str(i): f"&#{ord(k)};" for i, k in enumerate(_PLACEHOLDERS)}
 
 
 def neutralise(text: str) -> str:
@@ -79,7 +82,13 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def seal(html: str) -> str:
-    """Placeholders -> character references: data shows as text and never parses as markup."""
+    """Placeholders -> character references: data shows as text and never parses as markup.
+
+    In a JSON data block the reference is plain text for the script that reads it; that
+    script inserts table cells as HTML (where it shows as the character) and decodes a
+    link's references before following it.
+    """
+    html = _JSON_PLACEHOLDER.sub(lambda m: _JSON_SEAL[m.group(1)], html)
     return html.translate(_SEAL)
 
 
