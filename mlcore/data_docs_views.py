@@ -19,7 +19,8 @@ from mlcore.data_docs import ASSET_SCHEME
 
 TEMPLATES = {
     # The CDN URLs stay as GX writes them (the plugin maps them to local copies when it
-    # serves a page); our script comes last so jQuery and bootstrap-table are loaded.
+    # serves a page). Our script is deferred: it runs once the page is parsed, before
+    # bootstrap-table's own on-ready pass, as GX's inline scripts did.
     "js_script_imports.j2": """
 <script src="https://cdn.jsdelivr.net/npm/vega@5"></script>
 <script src="https://cdn.jsdelivr.net/npm/vega-lite@5"></script>
@@ -31,7 +32,7 @@ TEMPLATES = {
 <script src="https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js"></script>
 <script src="https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js"></script>
 <script src="https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js"></script>
-<script src="mlcore-assets:mlcore/datadocs.js"></script>
+<script defer src="mlcore-assets:mlcore/datadocs.js"></script>
 """,
     # Helper functions now live in datadocs.js.
     "bootstrap_table_js_functions.j2": "",

@@ -361,20 +361,32 @@ def running_redis(workdir: Path, log_dir: Path, timeout: float = 30) -> Iterator
 # --- headless Chromium over the DevTools protocol ---------------------------------------
 
 class Chromium:
-    """Headless Chromium driven over CDP: open a page, wait for text, dump the DOM, screenshot."""
+    """Headless Chromium driven over CDP: open a page, wait for text, dump the DOM, screenshot.
 
-    def __init__(self, log_path: Path, width: int = 1400, height: int = 900, timeout: float = 90):
+    ``offline=True`` blocks every request that would leave loopback: no host name but
+    ``localhost`` resolves, and anything else (an IP literal) goes to a proxy port nobody
+    listens on. Every request the page sends is recorded in :attr:`requests` either way.
+    """
+
+    def __init__(self, log_path: Path, width: int = 1400, height: int = 900, timeout: float = 90,
+                 offline: bool = False):
         import requests
         from websockets.sync.client import connect
 
         self.profile = Path(tempfile.mkdtemp(prefix="mlcore-chromium-"))
+        self.requests: list[str] = []
         exe = shutil.which("chromium") or "/usr/bin/chromium"
+        blocked = [
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+            f"--proxy-server=http://127.0.0.1:{free_port()}",
+            "--proxy-bypass-list=127.0.0.1;localhost",
+        ] if offline else []
         self.service = Service("chromium", [
             exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={self.profile}",
             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-            f"--window-size={width},{height}", "about:blank",
+            f"--window-size={width},{height}", *blocked, "about:blank",
         ], dict(os.environ), log_path)
         self._id = 0
         try:
@@ -393,6 +405,7 @@ class Chromium:
             self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout)
             self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                       deviceScaleFactor=1, mobile=False)
+            self.send("Network.enable")
         except BaseException:
             self.close()
             raise
@@ -404,7 +417,9 @@ class Chromium:
         deadline = time.monotonic() + timeout
         while True:
             msg = json.loads(self.ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
-            if msg.get("id") == msg_id:  # everything else is an event: ignore
+            if msg.get("method") == "Network.requestWillBeSent":
+                self.requests.append(msg["params"]["request"]["url"])
+            if msg.get("id") == msg_id:  # other events: ignored
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return msg.get("result", {})
@@ -421,6 +436,19 @@ class Chromium:
         wait_until(lambda: self.evaluate(
             "window.__previousPage === undefined && document.readyState === 'complete'"),
             timeout, f"{url} to load", interval=0.5)
+
+    def login(self, base_url: str, username: str, password: str, timeout: float = 90) -> None:
+        """Log in through the Airflow UI's login form, as a person does; it sets the ``_token`` cookie."""
+        self.goto(f"{base_url}/auth/login", timeout)
+        wait_until(lambda: self.evaluate("document.querySelectorAll('input').length >= 2"),
+                   timeout, "the login form")
+        for index, value in enumerate((username, password)):
+            self.evaluate(f"document.querySelectorAll('input')[{index}].focus()")
+            self.send("Input.insertText", text=value)
+        self.evaluate("document.querySelector('button[type=submit]').click()")
+        wait_until(lambda: any(c["name"] == "_token"
+                               for c in self.send("Network.getCookies")["cookies"]),
+                   timeout, "the login to set the _token cookie")
 
     def text(self) -> str:
         return self.evaluate("document.body ? document.body.innerText : ''") or ""
@@ -449,8 +477,8 @@ class Chromium:
 
 
 @contextlib.contextmanager
-def chromium(log_path: Path) -> Iterator[Chromium]:
-    browser = Chromium(log_path)
+def chromium(log_path: Path, offline: bool = False) -> Iterator[Chromium]:
+    browser = Chromium(log_path, offline=offline)
     try:
         yield browser
     finally:

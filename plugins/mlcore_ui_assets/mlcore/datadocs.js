@@ -58,7 +58,9 @@
       });
   }
 
-  $(function () {
+  // Loaded with "defer": the document is parsed, and bootstrap-table's own on-ready pass over
+  // [data-toggle=table] has not run yet, so these tables get their data and options first.
+  (function init() {
     $("script.mlcore-bootstrap-table").each(function () {
       initTable(JSON.parse(this.textContent));
     });
@@ -77,5 +79,5 @@
     $(document).on("click", "[data-mlcore-validation-filter]", function () {
       showValidations(this.getAttribute("data-mlcore-validation-filter") === "all");
     });
-  });
+  })();
 })();
