@@ -150,11 +150,31 @@ def init_db(env: dict[str, str]) -> None:
 
 
 class Airflow:
-    """A running Airflow deployment and a small REST API v2 client for it."""
+    """A running Airflow deployment and a small REST API v2 client for it.
 
-    def __init__(self, env: dict[str, str], port: int, log_dir: Path):
+    With ``credentials`` (a deployment with real logins), API calls carry the bearer token
+    ``POST /auth/token`` issues for them; otherwise every caller is an admin.
+    """
+
+    def __init__(self, env: dict[str, str], port: int, log_dir: Path,
+                 credentials: tuple[str, str] | None = None):
         self.env, self.port, self.log_dir = env, port, log_dir
+        self.credentials = credentials
+        self._token: str | None = None
         self.services: list[Service] = []
+
+    def token(self) -> str:
+        """An API token for ``credentials``, as ``curl -X POST /auth/token`` gets one."""
+        import requests
+
+        if self._token is None:
+            username, password = self.credentials
+            resp = requests.post(f"{self.url}/auth/token", timeout=30,
+                                 json={"username": username, "password": password})
+            if resp.status_code >= 400:
+                raise AssertionError(f"POST /auth/token: {resp.status_code} {resp.text[:300]}")
+            self._token = resp.json()["access_token"]
+        return self._token
 
     @property
     def url(self) -> str:
@@ -183,8 +203,11 @@ class Airflow:
     def api(self, method: str, path: str, **kwargs) -> Any:
         import requests
 
+        headers = dict(kwargs.pop("headers", {}))
+        if self.credentials:
+            headers.setdefault("Authorization", f"Bearer {self.token()}")
         resp = requests.request(method, f"{self.url}/api/v2/{path.lstrip('/')}",
-                                timeout=kwargs.pop("timeout", 60), **kwargs)
+                                timeout=kwargs.pop("timeout", 60), headers=headers, **kwargs)
         if resp.status_code >= 400:
             raise AssertionError(f"{method} /api/v2/{path}: {resp.status_code} {resp.text[:1000]}")
         if "json" in resp.headers.get("content-type", ""):
@@ -301,15 +324,30 @@ def airflow_test_env(settings: Settings, port: int, airflow_home: Path,
 @contextlib.contextmanager
 def running_airflow(settings: Settings, name: str, *, airflow_home: Path | None = None,
                     extra_env: dict[str, str] | None = None,
+                    credentials: tuple[str, str] | None = None,
                     timeout: float = 240) -> Iterator[Airflow]:
-    """api-server + scheduler + dag-processor over ``settings.home``; always stopped."""
+    """api-server + scheduler + dag-processor over ``settings.home``; always stopped.
+
+    ``credentials`` (user, password) turns real logins on: that one admin user, no anonymous
+    admin, as in ``make up``; by default every caller is an admin.
+    """
     port = free_port()
     home = Path(airflow_home or Path(settings.home) / "airflow").resolve()
+    if credentials:
+        home.mkdir(parents=True, exist_ok=True)
+        passwords = home / "passwords.json"
+        passwords.write_text(json.dumps({credentials[0]: credentials[1]}))
+        extra_env = {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{credentials[0]}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            **(extra_env or {}),
+        }
     env = airflow_test_env(settings, port, home, extra_env)
     log_dir = ARTIFACTS / name
     shutil.rmtree(log_dir, ignore_errors=True)
     init_db(env)
-    deployment = Airflow(env, port, log_dir)
+    deployment = Airflow(env, port, log_dir, credentials)
     try:
         deployment.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port),
                          "--workers", "1")
