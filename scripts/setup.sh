@@ -41,3 +41,18 @@ if ! .venv/bin/python -I -c 'import sys, mlcore; sys.exit(not mlcore.__file__.st
   echo "==> installing mlcore (editable) from $PWD"
   .venv/bin/pip install -q --no-deps --no-build-isolation -e .
 fi
+
+# Browser assets of the Data Docs pages (Bootstrap, jQuery, ...), pinned by package-lock.json
+# and served by the Airflow plugin, so the pages need nothing from the internet. `npm ci`
+# only when the lock changed since the last install (a copy of it marks a finished install).
+assets=plugins/mlcore_ui_assets
+stamp="$assets/node_modules/.mlcore-installed-lock"
+if ! cmp -s "$assets/package-lock.json" "$stamp" 2>/dev/null; then
+  if command -v npm >/dev/null; then
+    echo "==> npm ci (Data Docs assets)"
+    (cd "$assets" && npm ci --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error)
+    cp "$assets/package-lock.json" "$stamp"
+  else
+    echo "!! npm is missing: Data Docs will render unstyled (install nodejs and npm)" >&2
+  fi
+fi
