@@ -70,9 +70,12 @@ def neutralise_frame(frame: pd.DataFrame) -> pd.DataFrame:
                 if any(isinstance(c, str) and _SPECIAL.search(c) for c in cats):
                     changed[name] = col.cat.rename_categories(
                         [neutralise(c) if isinstance(c, str) else c for c in cats])
-        elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+        elif col.dtype == object:
             if col.map(lambda v: isinstance(v, str) and _SPECIAL.search(v) is not None).any():
                 changed[name] = col.map(lambda v: neutralise(v) if isinstance(v, str) else v)
+        elif pd.api.types.is_string_dtype(col.dtype):  # Arrow-backed: one vectorised scan
+            if col.str.contains(_SPECIAL.pattern, regex=True, na=False).any():
+                changed[name] = col.str.translate(_NEUTRALISE)
     if not changed:
         return frame
     out = frame.copy(deep=False)
