@@ -156,10 +156,16 @@ def commit_shards(lake: Lake, keys: list[str], batch_id: str, ingested_at: datet
 
     Parts a killed attempt left under the batch's folder that this commit does not name are
     deleted (the folder holds only this batch, so this costs O(batch))."""
+    commit_folder(lake, commit_key(ingested_at, batch_id, prefix).rsplit("/", 1)[0], keys,
+                  batch_id)
+
+
+def commit_folder(lake: Lake, folder: str, keys: list[str], batch_id: str) -> None:
+    """Write ``folder``'s commit record naming ``keys``, then drop parts it does not name."""
+    marker = f"{folder}/{COMMIT_FILE}"
     record = json.dumps({"batch_id": batch_id, "parts": sorted(keys)}, indent=1).encode()
-    lake.write_bytes(commit_key(ingested_at, batch_id, prefix), record)
-    folder = commit_key(ingested_at, batch_id, prefix).rsplit("/", 1)[0]
-    for stale in set(lake.list(folder)) - set(keys) - {commit_key(ingested_at, batch_id, prefix)}:
+    lake.write_bytes(marker, record)
+    for stale in set(lake.list(folder)) - set(keys) - {marker}:
         lake.delete(stale)
 
 

@@ -398,3 +398,44 @@ def test_two_batches_with_shared_images_ingested_at_once_never_both_accept(setti
         assert len(ids) == len(set(ids)) == 8, round_no
         left, right = _ledger(lake, "left"), _ledger(lake, "right")
         assert left.accepted + right.accepted == 8 and left.duplicates + right.duplicates == 6
+
+
+def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lake, settings,
+                                                                             monkeypatch):
+    """A lake written before claims: two batches curated the same images (the old race) and
+    their shards have no commit records; ``mlcore ingest repair`` fixes both, once."""
+    from mlcore.cli import main
+    from mlcore.data import COMMIT_FILE
+
+    shared = {f"s{i}.png": _img(300 + i) for i in range(3)}
+    for b, own in (("old-a", _img(400)), ("old-b", _img(401))):
+        _drop(lake, b, {**shared, f"{b}.png": own})
+        ingest_batch(lake, settings, b, DAY)
+    open_claims(settings).release("old-a")
+    open_claims(settings).release("old-b")
+    # Rebuild what the old code wrote: old-b accepted the shared images too, no commit records.
+    import hashlib
+
+    rows = [CuratedRow(hashlib.sha256(d).hexdigest(), bytes(784), f"landing/old-b/{n}", None)
+            for n, d in {**shared, "old-b.png": _img(401)}.items()]
+    from mlcore.data import write_shards
+
+    report_b = _ledger(lake, "old-b")
+    report_b.shards = write_shards(lake, rows, "old-b", DAY, settings.shard_rows)
+    report_b.accepted, report_b.duplicates, report_b.duplicate_keys = 4, 0, []
+    from mlcore.ingest import _dump
+
+    lake.write_bytes(ledger_key("old-b"), _dump(report_b))
+    for key in lake.list("curated"):
+        if key.endswith(COMMIT_FILE):
+            lake.delete(key)
+    ids = _curated_ids(lake)  # legacy shards are still read through their ledgers
+    assert len(ids) == 8 and len(set(ids)) == 5
+    monkeypatch.setenv("MLCORE_HOME", str(settings.home))
+    assert main(["ingest", "repair", "--json"]) == 0
+    ids = _curated_ids(lake)
+    assert len(ids) == len(set(ids)) == 5
+    assert (_ledger(lake, "old-b").accepted, _ledger(lake, "old-b").duplicates) == (1, 3)
+    assert [k for k in lake.list("curated") if k.endswith(COMMIT_FILE)]
+    _drop(lake, "new", {"again.png": shared["s0.png"]})
+    assert ingest_batch(lake, settings, "new", DAY).duplicates == 1  # claims now cover the lake
