@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 LANDING = "landing"
 READY_MARKER = "_READY"
 SEEN_PREFIX = "_state/ingest_seen"  # <batch>/<listing hash>: listings already handled
+FILES_PREFIX = "_state/ingest_files"  # <batch>.parquet: key, size, version, sha256 per object
 CONFLICT_PREFIX = "_state/conflicts"
 FEEDBACK_PREFIX = "feedback/labels"
 QUARANTINE = "quarantine"
@@ -180,12 +181,17 @@ def _stream_sha256(lake: Lake, key: str) -> str:
     return h.hexdigest()
 
 
+def _unsafe_sha(info: ObjectInfo) -> str:
+    """Stands in for the content of an entry that is never read."""
+    return hashlib.sha256(f"unsafe\0{info.key}\0{info.version}".encode()).hexdigest()
+
+
 def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
     """Size (from the listing) before bytes: a too-large file is hashed as a stream, never
     held; an unsafe entry (symlink, special file, bad key) is never read at all."""
     if info.unsafe:
-        marker = hashlib.sha256(f"unsafe\0{info.key}\0{info.version}".encode()).hexdigest()
-        return FileProfile(info.key, marker, info.size, reason="unsafe_entry", detail=info.unsafe)
+        return FileProfile(info.key, _unsafe_sha(info), info.size, reason="unsafe_entry",
+                           detail=info.unsafe)
     if info.size > settings.max_file_bytes:
         return FileProfile(info.key, _stream_sha256(lake, info.key), info.size, reason="too_large",
                            detail=f"{info.size} bytes > limit {settings.max_file_bytes}")
@@ -201,16 +207,49 @@ def content_hash(items: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def _content_hash_of(lake: Lake, files: list[ObjectInfo]) -> str:
-    """The batch's content hash, streaming each object (used to judge a changed listing)."""
+def _shas_of(lake: Lake, files: list[ObjectInfo], known: dict[tuple, str] | None = None
+             ) -> dict[str, str]:
+    """sha256 per object, streaming; an object whose (key, size, version) is in ``known``
+    (recorded at ingestion) is not read again: only what changed is hashed."""
     shas = {}
     for info in files:
-        if info.unsafe:
-            shas[info.key] = hashlib.sha256(
-                f"unsafe\0{info.key}\0{info.version}".encode()).hexdigest()
+        if (info.key, info.size, info.version) in (known or {}):
+            shas[info.key] = known[(info.key, info.size, info.version)]
+        elif info.unsafe:
+            shas[info.key] = _unsafe_sha(info)
         else:
             shas[info.key] = _stream_sha256(lake, info.key)
-    return content_hash(shas)
+    return shas
+
+
+def _content_hash_of(lake: Lake, files: list[ObjectInfo]) -> str:
+    return content_hash(_shas_of(lake, files))
+
+
+def _files_key(batch_id: str) -> str:
+    return f"{FILES_PREFIX}/{safe_name(batch_id)}.parquet"
+
+
+def _record_files(lake: Lake, batch_id: str, files: list[ObjectInfo], shas: dict[str, str]) -> None:
+    import pyarrow as pa
+
+    from mlcore.storage import parquet_bytes
+
+    rows = [{"key": i.key, "size": i.size, "version": i.version, "sha256": shas[i.key]}
+            for i in files if i.key in shas]
+    schema = pa.schema([("key", pa.string()), ("size", pa.int64()), ("version", pa.string()),
+                        ("sha256", pa.string())])
+    lake.write_bytes(_files_key(batch_id), parquet_bytes(pa.Table.from_pylist(rows, schema)))
+
+
+def _recorded_files(lake: Lake, batch_id: str) -> dict[tuple, str]:
+    from mlcore.storage import read_parquet
+
+    if not lake.exists(_files_key(batch_id)):
+        return {}  # ingested before per-object records: hash everything
+    t = read_parquet(lake, _files_key(batch_id)).to_pydict()
+    return {(k, s, v): h for k, s, v, h in zip(t["key"], t["size"], t["version"], t["sha256"],
+                                              strict=True)}
 
 
 def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str]
@@ -282,7 +321,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     shas = {p.key: p.sha256 for p in profiles}
     if label_info is not None:
         shas[label_info.key] = (_stream_sha256(lake, label_info.key) if not label_info.unsafe
-                                else "unsafe")
+                                else _unsafe_sha(label_info))
     report = BatchReport(batch_id, content_hash(shas), "ingested", at, listing_hash=fingerprint,
                          files=len(images))
     _set_label_issues(report, label_issues)
@@ -371,6 +410,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
                                        settings.shard_rows, prefix=LABELS_PREFIX)
     _record_feedback(lake, batch_id, logical_date, relabels)
     _quarantine(lake, report)
+    _record_files(lake, batch_id, files, shas)
     commit_shards(lake, report.shards, batch_id, logical_date)
     commit_shards(lake, report.label_shards, batch_id, logical_date, prefix=LABELS_PREFIX)
     lake.write_bytes(ledger_key(batch_id), _dump(report))
@@ -394,7 +434,9 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
     """A ledgered batch seen again: a retry (same content: the recorded outcome again) or a
     change after ingestion (recorded as a conflict with a warning, never mixed in)."""
     previous = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
-    digest = _content_hash_of(lake, files)
+    recorded_files = _recorded_files(lake, batch_id)
+    shas = _shas_of(lake, files, recorded_files)
+    digest = content_hash(shas)
     if previous.content_hash == digest:
         _mark_seen(lake, batch_id, fingerprint)
         if previous.status == "rejected":  # a retry or a cleared task must fail the same way
@@ -404,17 +446,22 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
                                             previous.docs_keys[-1], lake, settings.data_docs_url)
         log.info("batch %s already ingested; nothing to do", batch_id)
         return previous
-    recorded = {r.key for r in previous.rejections} | set(previous.duplicate_keys)
+    before = {k: h for (k, _, _), h in recorded_files.items()}
+    added = sorted(set(shas) - set(before))
+    removed = sorted(set(before) - set(shas))
+    changed = sorted(k for k in set(shas) & set(before) if shas[k] != before[k])
     conflict = BatchReport(batch_id, digest, "conflict", logical_date.isoformat(),
                            files=sum(1 for i in files if not i.key.endswith("/" + LABELS_FILE)),
                            listing_hash=fingerprint)
-    conflict.reason = (f"{len(files)} objects now; the ledger recorded {previous.files} files "
-                       f"(content hash {previous.content_hash[:12]})")
-    conflict.duplicate_keys = sorted(i.key for i in files if i.key not in recorded)[:LEDGER_ISSUES]
+    conflict.reason = "changed_after_ingestion"
+    conflict.detail = (f"{len(added)} added, {len(removed)} removed, {len(changed)} changed "
+                       f"(ledger content hash {previous.content_hash[:12]}, now {digest[:12]})")
+    conflict.rejections = ([Rejection(k, "added") for k in added] + [Rejection(k, "removed") for k in removed]
+                           + [Rejection(k, "changed") for k in changed])[:LEDGER_ISSUES]
     lake.write_bytes(f"{CONFLICT_PREFIX}/{safe_name(batch_id)}-{digest[:12]}.json", _dump(conflict))
     _mark_seen(lake, batch_id, fingerprint)
     log.warning("batch %s changed after ingestion (%s); the change is not ingested: upload "
-                "changes under a new batch id", batch_id, conflict.reason)
+                "changes under a new batch id", batch_id, conflict.detail)
     return conflict
 
 

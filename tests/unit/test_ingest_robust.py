@@ -226,8 +226,20 @@ def test_every_change_to_a_ledgered_batch_is_found_by_discovery(lake, settings, 
         with path.open("ab") as fh:
             fh.write(b"more")
     assert ready_batches(lake) == ["b1"]  # no retry needed to notice
-    conflict = ingest_batch(lake, settings, "b1", DAY)
+
+    class CountingLake(LocalLake):
+        reads: list = []
+
+        def read_chunks(self, key, chunk=1 << 20):
+            self.reads.append(key)
+            return super().read_chunks(key, chunk)
+
+    conflict = ingest_batch(CountingLake(lake.root), settings, "b1", DAY)
     assert conflict.status == "conflict" and "changed after ingestion" in caplog.text
+    changed = "landing/b1/late.png" if change == "add" else "landing/b1/b.png"
+    assert [(r.key, r.reason) for r in conflict.rejections] == [
+        (changed, "added" if change == "add" else "changed")]
+    assert CountingLake.reads == [changed]  # only what changed is hashed again
     assert [k for k in lake.list("_state/conflicts") if k.startswith("_state/conflicts/b1-")]
     assert _ledger(lake, "b1") == first and len(_curated_ids(lake)) == 2
     assert ready_batches(lake) == []  # recorded once
