@@ -46,6 +46,7 @@ LANDING = "landing"
 READY_MARKER = "_READY"
 SEEN_PREFIX = "_state/ingest_seen"  # <batch>/<listing hash>: listings already handled
 FILES_PREFIX = "_state/ingest_files"  # <batch>.parquet: key, size, version, sha256 per object
+ATTEMPTS_PREFIX = "_state/ingest_attempts"  # <batch>.json: the dates an attempt wrote under
 CONFLICT_PREFIX = "_state/conflicts"
 FEEDBACK_PREFIX = "feedback/labels"
 QUARANTINE = "quarantine"
@@ -405,6 +406,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     report.labeled = sum(r.label is not None for r in curated)
     report.relabeled = len(relabels)
     # Stage everything, then commit: parts -> commit records -> ledger entry (last).
+    _withdraw_other_attempts(lake, batch_id, keep=logical_date)
     report.shards = stage_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
     report.label_shards = stage_shards(lake, relabels, batch_id, logical_date,
                                        settings.shard_rows, prefix=LABELS_PREFIX)
@@ -419,6 +421,21 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
                    + ([f"{QUARANTINE}/{batch_id}"] if report.quarantined else []))
     log.info("batch %s: %s", batch_id, report.summary())
     return report
+
+
+def _withdraw_other_attempts(lake: Lake, batch_id: str, keep: datetime | None) -> None:
+    """A killed attempt may have committed shards under another ingestion date (a new run,
+    not an Airflow retry, took the batch up again): withdraw them, so the batch's images
+    are committed once. Then record ``keep`` as the date this attempt writes under."""
+    key = f"{ATTEMPTS_PREFIX}/{safe_name(batch_id)}.json"
+    dates = json.loads(lake.read_bytes(key)) if lake.exists(key) else []
+    for day in dates:
+        if keep is None or day != keep.isoformat():
+            at = datetime.fromisoformat(day)
+            uncommit_shards(lake, batch_id, at)
+            uncommit_shards(lake, batch_id, at, prefix=LABELS_PREFIX)
+    if keep is not None:
+        lake.write_bytes(key, json.dumps([keep.isoformat()]).encode())
 
 
 def _set_label_issues(report: BatchReport, issues: list[Rejection]) -> None:
@@ -485,6 +502,7 @@ def _finish_rejected(lake: Lake, claims: Claims, report: BatchReport, logical_da
     # An earlier attempt under other settings may have claimed or committed: withdraw it.
     claims.release(report.batch_id)
     if copy:
+        _withdraw_other_attempts(lake, report.batch_id, keep=None)
         uncommit_shards(lake, report.batch_id, logical_date)
         uncommit_shards(lake, report.batch_id, logical_date, prefix=LABELS_PREFIX)
     _quarantine(lake, report, copy_files=copy)

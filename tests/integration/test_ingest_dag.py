@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from mlcore import audit
 from mlcore.airflow_local import DagRunFailed, airflow_env, dags_test, ensure_db
 from mlcore.images import encode_png
 from mlcore.ingest import BatchReport, ledger_key
@@ -41,5 +42,10 @@ def test_a_poison_batch_fails_once_and_does_not_silence_the_others(tmp_path):
     poison = BatchReport.from_json(lake.read_bytes(ledger_key(POISON)))
     assert (poison.status, poison.reason) == ("rejected", "invalid_batch_id")
     assert BatchReport.from_json(lake.read_bytes(ledger_key("good"))).accepted == 3
-    second = dags_test(env, "ingest_landing", "2026-11-22T12:10:00+00:00")  # nothing is due
+    # A manual trigger for one batch: nothing is due (the poison batch is not retried), and
+    # the audit entry carries when the trigger happened, not the run's logical date.
+    second = dags_test(env, "ingest_landing", "2026-11-22T12:10:00+00:00",
+                       conf={"batch_id": POISON})
     assert "starting task_id=ingest " not in second
+    [entry] = audit.entries(lake, "manual_trigger")
+    assert not entry.at.startswith("2026-11-22T12:10") and entry.details["params"]["batch_id"] == POISON

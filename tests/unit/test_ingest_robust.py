@@ -363,6 +363,19 @@ def test_kill_matrix_a_retry_commits_exactly_the_batch(lake, settings, point):
     assert ready_batches(lake) == []
 
 
+def test_a_new_run_after_a_kill_past_the_commit_record_commits_the_batch_once(lake, settings):
+    from datetime import timedelta
+
+    files = {f"{i:02d}.png": _img(i) for i in range(6)}
+    _drop(lake, "b1", files)
+    status = _in_child(lambda: ingest_batch(KillingLake(lake.root, "before_ledger"), settings, "b1", DAY))
+    assert os.WIFSIGNALED(status) and len(_curated_ids(lake)) == 6
+    report = ingest_batch(lake, settings, "b1", DAY + timedelta(days=1))  # not a retry: a new run
+    ids = _curated_ids(lake)
+    assert report.accepted == 6 and len(ids) == len(set(ids)) == 6
+    assert shards_for_dates(lake, ["2026-11-22"]) == []
+
+
 def test_quarantine_reprocess_after_a_kill_accepts_the_batch(lake, settings):
     from mlcore.ingest import reprocess
 
