@@ -77,8 +77,10 @@ def main() -> None:
         sw = _report.Stopwatch()
         sw.patch(mlcore.ingest, "run_suite", "gx")
         sw.patch(mlcore.ingest, "profile_image", "profile")
-        sw.patch(mlcore.ingest, "known_image_ids", "known_ids")
-        sw.patch(mlcore.ingest, "write_shards", "shards")
+        import mlcore.claims
+
+        sw.patch(mlcore.claims.Claims, "claim", "known_ids")
+        sw.patch(mlcore.ingest, "stage_shards", "shards")
         lake.read_bytes = sw.wrap(lake.read_bytes, "read")
         try:
             with _report.timer() as total:
@@ -100,7 +102,7 @@ def main() -> None:
                    f"{sw.calls['gx']})", s["gx"], "s")
         report.add("profile_s", "  profiling/decoding (profile_image)", s["profile"], "s")
         report.add("read_s", "  reading landing objects", s["read"], "s")
-        report.add("known_ids_s", "  duplicate lookup (known_image_ids)", s["known_ids"], "s")
+        report.add("known_ids_s", "  duplicate claims (Claims.claim)", s["known_ids"], "s")
         report.add("shards_s", "  writing curated shards", s["shards"], "s")
         report.add("other_s", "  other (list, hash, frames, quarantine, ledger)", other, "s")
         report.add("imports_s", "one-off imports (GX, pandas, pyarrow; untimed)",

@@ -7,7 +7,11 @@ with Great Expectations, quarantine rejects with a reason, pack accepted images 
 curated Parquet shards, and record the batch in the ingestion ledger.
 
 A failed batch-level check fails that batch's task; its log names the failed
-expectations and links the Data Docs page. Trigger with `batch_id` to ingest one batch.
+expectations and links the Data Docs page. A batch that cannot be ingested at all (a bad
+batch id, an unreadable `labels.csv`, an error that outlived every retry) gets a ledger
+entry with its reason and fails once: later runs do not take it up again. `publish`
+announces the batches that succeeded even when another failed; `all_batches_ok` keeps the
+run red when any batch failed. Trigger with `batch_id` to ingest one batch.
 """
 
 from pathlib import Path
@@ -38,8 +42,8 @@ from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
 )
 def ingest_landing():
     @task
-    def find_ready_batches(params=None, dag_run=None, logical_date=None) -> list[str]:
-        """Batches with a `_READY` marker and no ledger entry."""
+    def find_ready_batches(params=None, dag_run=None) -> list[str]:
+        """Batches with a `_READY` marker whose listing was never handled (new or changed)."""
         from mlcore import audit
         from mlcore.ingest import ready_batches
         from mlcore.settings import get_settings
@@ -50,7 +54,8 @@ def ingest_landing():
         wanted = (params or {}).get("batch_id")
         if wanted and dag_run.run_type == "manual":
             user = getattr(dag_run, "triggering_user_name", None) or "unknown"
-            audit.record(lake, user, logical_date, "manual_trigger", f"ingest_landing/{wanted}",
+            # When it happened (run_after is the trigger time), not the logical date.
+            audit.record(lake, user, dag_run.run_after, "manual_trigger", f"ingest_landing/{wanted}",
                          "manual trigger with params", params=dict(params), run_id=dag_run.run_id)
         return [b for b in ready if b == wanted] if wanted else ready
 
@@ -60,7 +65,7 @@ def ingest_landing():
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
-        from mlcore.ingest import ingest_batch
+        from mlcore.ingest import BatchRejected, ingest_batch, record_failure
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
         from mlcore.validation import ValidationFailed
@@ -68,22 +73,46 @@ def ingest_landing():
         context = get_current_context()
         context["batch_id"] = batch_id  # names the mapped task in the UI
         settings = get_settings()
+        lake = open_lake(settings)
+        ti = context["ti"]
         try:
-            return ingest_batch(open_lake(settings), settings, batch_id, logical_date).summary()
+            return ingest_batch(lake, settings, batch_id, logical_date).summary()
         except ValidationFailed as exc:
             # The plugin's "Data Docs" button on this task reads this key.
-            context["ti"].xcom_push(key="data_docs_url", value=exc.docs_url)
+            ti.xcom_push(key="data_docs_url", value=exc.docs_url)
             raise AirflowFailException(str(exc)) from exc  # a retry cannot fix bad data
+        except BatchRejected as exc:
+            raise AirflowFailException(str(exc)) from exc
+        except Exception as exc:
+            if ti.try_number <= ti.max_tries:
+                raise  # transient (an S3 outage, a lost worker): the next try may succeed
+            # It outlived every retry: record it, so later runs do not fail on it forever.
+            record_failure(lake, batch_id, logical_date, exc)
+            raise AirflowFailException(f"batch {batch_id!r} failed on every try and is recorded "
+                                       f"as ingest_error: {exc}") from exc
 
-    @task(outlets=[CURATED_IMAGES, LABELED_IMAGES])
+    @task(outlets=[CURATED_IMAGES, LABELED_IMAGES], trigger_rule="all_done")
     def publish(reports: list[dict], outlet_events=None) -> dict:
-        """Announce new curated (and labeled) images to DAGs that wait on the Assets."""
-        totals = {k: sum(r[k] for r in reports) for k in ("accepted", "labeled", "quarantined")}
+        """Announce the batches that succeeded (a failed one has no report) to the DAGs that
+        wait on the Assets; nothing new, no event."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        done = [r for r in reports if r]
+        totals = {k: sum(r[k] for r in done) for k in ("accepted", "labeled", "quarantined")}
+        if not totals["accepted"] and not totals["labeled"]:
+            raise AirflowSkipException("no new curated or labeled images")
         outlet_events[CURATED_IMAGES].extra = {"accepted": totals["accepted"]}
         outlet_events[LABELED_IMAGES].extra = {"labeled": totals["labeled"]}
         return totals
 
-    publish(ingest.expand(batch_id=find_ready_batches()))
+    @task
+    def all_batches_ok(reports: list[dict]) -> int:
+        """Runs only when every batch succeeded: a failed batch keeps the run red."""
+        return len(reports)
+
+    reports = ingest.expand(batch_id=find_ready_batches())
+    publish(reports)
+    all_batches_ok(reports)
 
 
 ingest_landing()

@@ -24,7 +24,7 @@ ACTIONS = ("promote", "force_promote", "rollback", "gate_reject", "quarantine_re
 @dataclass(frozen=True)
 class AuditEntry:
     actor: str
-    at: str  # ISO-8601 UTC: a task's logical date, or the moment a person acted
+    at: str  # ISO-8601 UTC: when it happened (a manual trigger's run_after, a CLI action's clock)
     action: str
     target: str
     reason: str

@@ -99,6 +99,21 @@ def cmd_quarantine_reprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_repair(args: argparse.Namespace) -> int:
+    from mlcore.claims import open_claims
+    from mlcore.repair import repair_curated
+
+    settings, lake = _lake_settings()
+    done = repair_curated(lake, open_claims(settings))
+    if args.json:
+        print(json.dumps(done, indent=2))
+    else:
+        print(f"{done['batches']} ingested batches: {done['claimed']} image ids claimed, "
+              f"{done['duplicates_removed']} duplicates removed from curated, "
+              f"{done['committed_batches']} shard folders committed")
+    return 0
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from mlcore.trace import BrokenLink, render, resolve, trace
 
@@ -210,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     rep.add_argument("--actor", default=getpass.getuser())
     rep.set_defaults(func=cmd_quarantine_reprocess)
+
+    ing = nouns.add_parser("ingest", help="curated data and ingestion state").add_subparsers(
+        dest="verb", required=True)
+    repair = ing.add_parser("repair", help="claim image ids, drop duplicates and commit shards "
+                            "of a lake curated before claims existed (once, after upgrading)")
+    repair.add_argument("--json", action="store_true")
+    repair.set_defaults(func=cmd_ingest_repair)
 
     tr = nouns.add_parser("trace", help="follow an image from upload to its predictions and model")
     tr.add_argument("ref", help="image id (sha256), landing key, or partition date YYYY-MM-DD")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,11 @@ CLASSES = (
     "Ankle boot",
 )
 CURATED_PREFIX = "curated/images"
+# Labels a later batch supplied for images already curated: same schema as the image
+# shards, read by training (never by scoring), so each image keeps one row in curated/images.
+LABELS_PREFIX = "curated/labels"
+COMMIT_FILE = "_COMMITTED.json"
+LEDGER_PREFIX = "_state/ingest"
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -104,15 +110,21 @@ class CuratedRow:
     label: int | None
 
 
-def shard_key(ingested_at: datetime, batch_id: str, index: int) -> str:
+def shard_key(ingested_at: datetime, batch_id: str, index: int, prefix: str = CURATED_PREFIX) -> str:
     """Shards are grouped by ingestion date so scoring can select a data interval cheaply."""
-    return f"{CURATED_PREFIX}/dt={ingested_at:%Y-%m-%d}/batch={batch_id}/part-{index:05d}.parquet"
+    return f"{prefix}/dt={ingested_at:%Y-%m-%d}/batch={batch_id}/part-{index:05d}.parquet"
 
 
-def write_shards(
-    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int
+def commit_key(ingested_at: datetime, batch_id: str, prefix: str = CURATED_PREFIX) -> str:
+    """The batch's commit record: readers trust only the parts it names."""
+    return f"{prefix}/dt={ingested_at:%Y-%m-%d}/batch={batch_id}/{COMMIT_FILE}"
+
+
+def stage_shards(
+    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int,
+    prefix: str = CURATED_PREFIX,
 ) -> list[str]:
-    """Write accepted images as Parquet shards (each written atomically); return their keys."""
+    """Write the parts (each atomically) but commit nothing: no reader lists them yet."""
     import pyarrow as pa
 
     from mlcore.storage import parquet_bytes
@@ -132,21 +144,93 @@ def write_shards(
             },
             schema=curated_schema(),
         )
-        key = shard_key(ingested_at, batch_id, index)
+        key = shard_key(ingested_at, batch_id, index, prefix)
         lake.write_bytes(key, parquet_bytes(table))
         keys.append(key)
     return keys
 
 
-def list_shards(lake: Lake) -> list[str]:
-    return [k for k in lake.list(CURATED_PREFIX) if k.endswith(".parquet")]
+def commit_shards(lake: Lake, keys: list[str], batch_id: str, ingested_at: datetime,
+                  prefix: str = CURATED_PREFIX) -> None:
+    """Make the staged ``keys`` visible, all at once: one small object names them.
+
+    Parts a killed attempt left under the batch's folder that this commit does not name are
+    deleted (the folder holds only this batch, so this costs O(batch))."""
+    commit_folder(lake, commit_key(ingested_at, batch_id, prefix).rsplit("/", 1)[0], keys,
+                  batch_id)
+
+
+def commit_folder(lake: Lake, folder: str, keys: list[str], batch_id: str) -> None:
+    """Write ``folder``'s commit record naming ``keys``, then drop parts it does not name."""
+    marker = f"{folder}/{COMMIT_FILE}"
+    record = json.dumps({"batch_id": batch_id, "parts": sorted(keys)}, indent=1).encode()
+    lake.write_bytes(marker, record)
+    for stale in set(lake.list(folder)) - set(keys) - {marker}:
+        lake.delete(stale)
+
+
+def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime,
+                    prefix: str = CURATED_PREFIX) -> None:
+    """Withdraw a batch's commit and parts (a retry that now rejects the batch)."""
+    folder = commit_key(ingested_at, batch_id, prefix).rsplit("/", 1)[0]
+    marker = commit_key(ingested_at, batch_id, prefix)
+    if lake.exists(marker):
+        lake.delete(marker)
+    for key in lake.list(folder):
+        lake.delete(key)
+
+
+def write_shards(
+    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int
+) -> list[str]:
+    """Write accepted images as Parquet shards and commit them; return their keys."""
+    keys = stage_shards(lake, rows, batch_id, ingested_at, shard_rows)
+    commit_shards(lake, keys, batch_id, ingested_at)
+    return keys
+
+
+def _committed(lake: Lake, keys: list[str]) -> list[str]:
+    """The parts among ``keys`` (one listing) that a commit record names.
+
+    A batch folder without a record is either a killed attempt (ignored) or a batch
+    curated before commit records existed: its ingestion ledger then names its parts."""
+    by_folder: dict[str, set[str]] = {}
+    for key in keys:
+        by_folder.setdefault(key.rsplit("/", 1)[0], set()).add(key)
+    out = []
+    for folder, present in sorted(by_folder.items()):
+        marker = f"{folder}/{COMMIT_FILE}"
+        if marker in present:
+            named = set(json.loads(lake.read_bytes(marker))["parts"])
+        else:
+            named = _legacy_parts(lake, folder)
+        out += sorted(k for k in present & named if k.endswith(".parquet"))
+    return out
+
+
+def _legacy_parts(lake: Lake, folder: str) -> set[str]:
+    from mlcore.batch_ids import is_valid_batch_id
+
+    batch_id = folder.rsplit("batch=", 1)[-1]
+    key = f"{LEDGER_PREFIX}/{batch_id}.json"
+    if not is_valid_batch_id(batch_id) or not lake.exists(key):
+        return set()
+    ledger = json.loads(lake.read_bytes(key))
+    if ledger.get("status") != "ingested":
+        return set()
+    return set(ledger.get("shards", [])) | set(ledger.get("label_shards", []))
+
+
+def list_shards(lake: Lake, prefix: str = CURATED_PREFIX) -> list[str]:
+    """Committed image shards (or label shards, ``prefix=LABELS_PREFIX``)."""
+    return _committed(lake, lake.list(prefix))
 
 
 def shards_for_dates(lake: Lake, dates: list[str]) -> list[str]:
-    """Shards ingested on the given ``YYYY-MM-DD`` dates."""
+    """Committed shards ingested on the given ``YYYY-MM-DD`` dates."""
     keys = []
     for day in dates:
-        keys += [k for k in lake.list(f"{CURATED_PREFIX}/dt={day}") if k.endswith(".parquet")]
+        keys += _committed(lake, lake.list(f"{CURATED_PREFIX}/dt={day}"))
     return sorted(keys)
 
 
@@ -166,31 +250,58 @@ def shard_pixels(table: pa.Table) -> np.ndarray:
 
 
 def known_image_ids(lake: Lake) -> set[str]:
-    """Every image id already curated: uploads seen before are recorded as duplicates."""
+    """Every committed image id (reads every shard: for checks and repairs, not per batch)."""
     ids: set[str] = set()
     for key in list_shards(lake):
         ids.update(read_shard(lake, key, columns=["image_id"]).column("image_id").to_pylist())
     return ids
 
 
+def _label_overrides(lake: Lake, keys: list[str]) -> dict[str, tuple[int, str]]:
+    """image id -> (label, label shard) from later batches' labels; the latest shard wins."""
+    out: dict[str, tuple[int, str]] = {}
+    for key in sorted(keys):
+        table = read_shard(lake, key, ["image_id", "label"])
+        for image_id, label in zip(*table.to_pydict().values(), strict=True):
+            if label is not None:
+                out[image_id] = (label, key)
+    return out
+
+
 def count_labeled(lake: Lake) -> int:
-    """How many curated images carry a label (reads only the label column)."""
-    return sum(read_shard(lake, k, ["label"]).column("label").is_valid().sum().as_py()
-               for k in list_shards(lake))
+    """How many curated images carry a label, their own or one a later batch supplied."""
+    overrides = _label_overrides(lake, list_shards(lake, LABELS_PREFIX))
+    n = 0
+    for key in list_shards(lake):
+        table = read_shard(lake, key, ["image_id", "label"])
+        for image_id, label in zip(*table.to_pydict().values(), strict=True):
+            n += label is not None or image_id in overrides
+    return n
 
 
 def labeled_curated(lake: Lake, shards: list[str] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Curated images that carry a label (from ``shards``, default all), with their shard keys."""
-    images, labels, used = [], [], []
-    for key in list_shards(lake) if shards is None else shards:
-        table = read_shard(lake, key, columns=["pixels", "label"])
-        mask = table.column("label").is_valid()
-        table = table.filter(mask)
-        if table.num_rows:
-            images.append(shard_pixels(table))
-            labels.append(table.column("label").to_numpy().astype(np.uint8))
-            used.append(key)
+    """Curated images that carry a label (from ``shards``, default all committed image and
+    label shards), with the shard keys used. A label a later batch supplied (a label shard)
+    replaces the image's own; each image appears once."""
+    if shards is None:
+        shards = list_shards(lake) + list_shards(lake, LABELS_PREFIX)
+    label_keys = [k for k in shards if k.startswith(LABELS_PREFIX + "/")]
+    overrides = _label_overrides(lake, label_keys)
+    images, labels, used = [], [], set()
+    for key in [k for k in shards if not k.startswith(LABELS_PREFIX + "/")]:
+        table = read_shard(lake, key, columns=["image_id", "pixels", "label"])
+        ids = table.column("image_id").to_pylist()
+        own = table.column("label").to_pylist()
+        final = [overrides[i][0] if i in overrides else lab for i, lab in zip(ids, own, strict=True)]
+        mask = np.array([lab is not None for lab in final], dtype=bool)
+        if mask.any():
+            import pyarrow as pa
+
+            images.append(shard_pixels(table.filter(pa.array(mask))))
+            labels.append(np.array([lab for lab in final if lab is not None], dtype=np.uint8))
+            used.add(key)
+            used.update(overrides[i][1] for i in ids if i in overrides)
     if not images:
         return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), []
-    return np.concatenate(images), np.concatenate(labels), used
+    return np.concatenate(images), np.concatenate(labels), sorted(used)

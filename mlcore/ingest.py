@@ -1,49 +1,76 @@
-"""Landing -> curated: every uploaded file ends accepted, quarantined (with a reason) or a
+"""Landing -> curated: every uploaded object ends accepted, quarantined (with a reason) or a
 recorded duplicate, and the batch ledger says which. Landing objects are only ever read.
+
+A batch commits once: its parts are staged, its image ids claimed (``mlcore.claims``), then
+one commit record makes its shards visible and the ledger entry follows. A kill at any
+point leaves either nothing readers trust, or exactly what the retry commits again.
+Every failure that no retry can fix ends in a ledger entry with a reason, so a poison
+batch is recorded once instead of failing every run.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mlcore import lineage
-from mlcore.data import CLASSES, CuratedRow, known_image_ids, write_shards
+from mlcore.batch_ids import batch_id_problem, safe_name
+from mlcore.data import (
+    LABELS_PREFIX,
+    LEDGER_PREFIX,
+    CuratedRow,
+    commit_shards,
+    stage_shards,
+    uncommit_shards,
+)
 from mlcore.images import FileProfile, profile_image
+from mlcore.labels import LABELS_FILE, LabelsUnreadable, Rejection, parse_labels
 from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
+    from mlcore.claims import Claims
     from mlcore.settings import Settings
-    from mlcore.storage import Lake
+    from mlcore.storage import Lake, ObjectInfo
+
+__all__ = ["LABELS_FILE", "BatchNotReady", "BatchRejected", "BatchReport", "Rejection",
+           "ingest_batch", "ledger_key", "parse_labels", "ready_batches", "reprocess"]
 
 log = logging.getLogger(__name__)
 
 LANDING = "landing"
 READY_MARKER = "_READY"
-LABELS_FILE = "labels.csv"
-LEDGER_PREFIX = "_state/ingest"
+SEEN_PREFIX = "_state/ingest_seen"  # <batch>/<listing hash>: listings already handled
+FILES_PREFIX = "_state/ingest_files"  # <batch>.parquet: key, size, version, sha256 per object
+ATTEMPTS_PREFIX = "_state/ingest_attempts"  # <batch>.json: the dates an attempt wrote under
+CONFLICT_PREFIX = "_state/conflicts"
 FEEDBACK_PREFIX = "feedback/labels"
+QUARANTINE = "quarantine"
 # The training set's mean pixel intensity (Fashion-MNIST train split: 72.94); a batch whose
 # accepted images average far from it is drifted input.
 REFERENCE_MEAN_INTENSITY = 72.94
 INTENSITY_TOLERANCE = 30.0
+MIN_JUDGED = 20  # batch rules on labels and intensity need this many images to judge
+MAX_LABELS_BYTES = 64 << 20  # a labels.csv for 200k files is ~10 MB
+LEDGER_ISSUES = 100  # label issues kept in the ledger; all of them are in the quarantine record
 
 
 class BatchNotReady(RuntimeError):
     """The batch has no ``_READY`` marker yet: the upload may still be in progress."""
 
 
-@dataclass
-class Rejection:
-    key: str
-    reason: str
-    detail: str = ""
+class BatchRejected(RuntimeError):
+    """The batch was rejected as a whole for ``reason`` (recorded in its ledger entry);
+    a retry cannot change that. Fix the upload and send it under a new batch id."""
+
+    def __init__(self, batch_id: str, reason: str, detail: str):
+        self.batch_id, self.reason, self.detail = batch_id, reason, detail
+        super().__init__(f"batch {batch_id!r} rejected: {reason}: {detail}. Upload a corrected "
+                         "batch under a new batch id.")
 
 
 @dataclass
@@ -65,6 +92,12 @@ class BatchReport:
     label_issues: list[Rejection] = field(default_factory=list)
     failed_expectations: list[str] = field(default_factory=list)
     docs_keys: list[str] = field(default_factory=list)
+    reason: str = ""  # batch-level reason code when rejected outside the suites
+    detail: str = ""
+    listing_hash: str = ""
+    label_shards: list[str] = field(default_factory=list)
+    relabeled: int = 0  # labels supplied for images another batch curated
+    label_issue_counts: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """Small enough for XCom: counts and ids only."""
@@ -75,76 +108,168 @@ class BatchReport:
             "accepted": self.accepted,
             "quarantined": self.quarantined,
             "duplicates": self.duplicates,
-            "labeled": self.labeled,
+            "labeled": self.labeled + self.relabeled,
             "shards": len(self.shards),
         }
 
     @classmethod
     def from_json(cls, raw: bytes) -> BatchReport:
-        data = json.loads(raw)
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in json.loads(raw).items() if k in known}
         for name in ("rejections", "label_issues"):
-            data[name] = [Rejection(**r) for r in data[name]]
+            data[name] = [Rejection(**r) for r in data.get(name, [])]
         return cls(**data)
 
 
 def ledger_key(batch_id: str) -> str:
-    return f"{LEDGER_PREFIX}/{batch_id}.json"
+    return f"{LEDGER_PREFIX}/{safe_name(batch_id)}.json"
+
+
+# --- discovery ------------------------------------------------------------------------------
+
+
+def listing_hash(infos: list[ObjectInfo]) -> str:
+    """A fingerprint of a batch's listing (keys, sizes, versions): any change shows."""
+    h = hashlib.sha256()
+    for i in sorted(infos, key=lambda i: i.key):
+        h.update(f"{i.key}\0{i.size}\0{i.version}\0{i.unsafe or ''}\n".encode())
+    return h.hexdigest()
+
+
+def _by_batch(infos: list[ObjectInfo]) -> dict[str, list[ObjectInfo]]:
+    out: dict[str, list[ObjectInfo]] = {}
+    for info in infos:
+        parts = info.key.split("/", 2)
+        if len(parts) == 3 and parts[1]:
+            out.setdefault(parts[1], []).append(info)
+    return out
+
+
+def _seen(lake: Lake) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for key in lake.list(SEEN_PREFIX):
+        name, _, fp = key[len(SEEN_PREFIX) + 1 :].partition("/")
+        out.setdefault(name, set()).add(fp)
+    return out
+
+
+def _mark_seen(lake: Lake, batch_id: str, fingerprint: str) -> None:
+    lake.write_if_absent(f"{SEEN_PREFIX}/{safe_name(batch_id)}/{fingerprint}", b"")
 
 
 def ready_batches(lake: Lake) -> list[str]:
-    """Batch ids that carry a ``_READY`` marker and have no ledger entry yet."""
-    ready = sorted(
-        key.split("/")[1]
-        for key in lake.list(LANDING)
-        if key.count("/") == 2 and key.endswith(f"/{READY_MARKER}")
-    )
-    return [b for b in ready if not lake.exists(ledger_key(b))]
+    """Batches with a ``_READY`` marker whose current listing was never handled: new batches,
+    and ledgered batches whose objects changed since (their task records the conflict).
+
+    Two listings per run (landing and the seen fingerprints), no object read."""
+    seen = _seen(lake)
+    due = []
+    for batch_id, infos in sorted(_by_batch(lake.list_info(LANDING)).items()):
+        if not any(i.key == f"{LANDING}/{batch_id}/{READY_MARKER}" and not i.unsafe for i in infos):
+            continue
+        if listing_hash(infos) not in seen.get(safe_name(batch_id), set()):
+            due.append(batch_id)
+    return due
 
 
-def parse_labels(raw: bytes, filenames: set[str]) -> tuple[dict[str, int], list[Rejection]]:
-    """``labels.csv`` (``filename,label``; label is a class name or index) -> filename -> class.
+# --- profiling ------------------------------------------------------------------------------
 
-    Unknown labels map to -1 so the row-level suite rejects that file; every other problem
-    is reported against the CSV without touching the files it names.
-    """
-    key = LABELS_FILE
+
+def _stream_sha256(lake: Lake, key: str) -> str:
+    h = hashlib.sha256()
+    for block in lake.read_chunks(key):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _unsafe_sha(info: ObjectInfo) -> str:
+    """Stands in for the content of an entry that is never read."""
+    return hashlib.sha256(f"unsafe\0{info.key}\0{info.version}".encode()).hexdigest()
+
+
+def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
+    """Size (from the listing) before bytes: a too-large file is hashed as a stream, never
+    held; an unsafe entry (symlink, special file, bad key) is never read at all."""
+    if info.unsafe:
+        return FileProfile(info.key, _unsafe_sha(info), info.size, reason="unsafe_entry",
+                           detail=info.unsafe)
+    if info.size > settings.max_file_bytes:
+        return FileProfile(info.key, _stream_sha256(lake, info.key), info.size, reason="too_large",
+                           detail=f"{info.size} bytes > limit {settings.max_file_bytes}")
+    data = lake.read_bytes(info.key)
+    return profile_image(info.key, data, settings.max_image_pixels, settings.max_file_bytes)
+
+
+def content_hash(items: dict[str, str]) -> str:
+    """Over every key and its content sha256."""
+    h = hashlib.sha256()
+    for key in sorted(items):
+        h.update(f"{key}\0{items[key]}\n".encode())
+    return h.hexdigest()
+
+
+def _shas_of(lake: Lake, files: list[ObjectInfo], known: dict[tuple, str] | None = None
+             ) -> dict[str, str]:
+    """sha256 per object, streaming; an object whose (key, size, version) is in ``known``
+    (recorded at ingestion) is not read again: only what changed is hashed."""
+    shas = {}
+    for info in files:
+        if (info.key, info.size, info.version) in (known or {}):
+            shas[info.key] = known[(info.key, info.size, info.version)]
+        elif info.unsafe:
+            shas[info.key] = _unsafe_sha(info)
+        else:
+            shas[info.key] = _stream_sha256(lake, info.key)
+    return shas
+
+
+def _content_hash_of(lake: Lake, files: list[ObjectInfo]) -> str:
+    return content_hash(_shas_of(lake, files))
+
+
+def _files_key(batch_id: str) -> str:
+    return f"{FILES_PREFIX}/{safe_name(batch_id)}.parquet"
+
+
+def _record_files(lake: Lake, batch_id: str, files: list[ObjectInfo], shas: dict[str, str]) -> None:
+    import pyarrow as pa
+
+    from mlcore.storage import parquet_bytes
+
+    rows = [{"key": i.key, "size": i.size, "version": i.version, "sha256": shas[i.key]}
+            for i in files if i.key in shas]
+    schema = pa.schema([("key", pa.string()), ("size", pa.int64()), ("version", pa.string()),
+                        ("sha256", pa.string())])
+    lake.write_bytes(_files_key(batch_id), parquet_bytes(pa.Table.from_pylist(rows, schema)))
+
+
+def _recorded_files(lake: Lake, batch_id: str) -> dict[tuple, str]:
+    from mlcore.storage import read_parquet
+
+    if not lake.exists(_files_key(batch_id)):
+        return {}  # ingested before per-object records: hash everything
+    t = read_parquet(lake, _files_key(batch_id)).to_pydict()
+    return {(k, s, v): h for k, s, v, h in zip(t["key"], t["size"], t["version"], t["sha256"],
+                                              strict=True)}
+
+
+def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str]
+                 ) -> tuple[dict[str, int], list[Rejection], str | None]:
+    """(labels, row issues, why the file is unreadable or None)."""
+    if info is None:
+        return {}, [], None
+    if info.unsafe:
+        return {}, [], f"{LABELS_FILE} is not a readable object ({info.unsafe})"
+    if info.size > MAX_LABELS_BYTES:
+        return {}, [], f"{info.size} bytes > {MAX_LABELS_BYTES}"
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return {}, [Rejection(key, "labels_encoding", f"not UTF-8: {exc}")]
-    try:
-        rows = list(csv.reader(io.StringIO(text), strict=True))
-    except csv.Error as exc:
-        return {}, [Rejection(key, "labels_malformed", str(exc))]
-    if rows and [c.strip().lower() for c in rows[0]] == ["filename", "label"]:
-        rows = rows[1:]
-    by_name = {name.lower(): i for i, name in enumerate(CLASSES)}
-    labels: dict[str, int] = {}
-    issues: list[Rejection] = []
-    for line_no, row in enumerate(rows, start=2):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            issues.append(Rejection(f"{key}:{line_no}", "labels_malformed", f"{len(row)} fields"))
-            continue
-        name, value = row[0].strip(), row[1].strip()
-        if name not in filenames:
-            issues.append(Rejection(f"{key}:{line_no}", "label_for_missing_file", name))
-            continue
-        label = int(value) if value.isdigit() and int(value) < len(CLASSES) else by_name.get(
-            value.lower(), -1
-        )
-        if name in labels:
-            reason = "duplicate_label_row" if labels[name] == label else "conflicting_labels"
-            issues.append(Rejection(f"{key}:{line_no}", reason, name))
-            if labels[name] != label:
-                labels[name] = -1
-            continue
-        labels[name] = label
-    return labels, issues
+        labels, issues = parse_labels(lake.read_bytes(info.key), names)
+    except LabelsUnreadable as exc:
+        return {}, [], str(exc)
+    return labels, issues, None
 
 
-def max_label_share(labels: list[int | None], min_labeled: int = 20) -> float:
+def max_label_share(labels: list[int | None], min_labeled: int = MIN_JUDGED) -> float:
     """Share of the most frequent class among labeled files: a batch labeled all "Bag" is
     suspect. Batches with fewer than ``min_labeled`` labels are too small to judge (0.0)."""
     known = [lab for lab in labels if lab is not None and lab >= 0]
@@ -153,63 +278,77 @@ def max_label_share(labels: list[int | None], min_labeled: int = 20) -> float:
     return max(known.count(c) for c in set(known)) / len(known)
 
 
-def content_hash(items: dict[str, bytes]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(items):
-        h.update(f"{key}\0{hashlib.sha256(items[key]).hexdigest()}\n".encode())
-    return h.hexdigest()
+def mean_intensity(means: list[float], min_images: int = MIN_JUDGED) -> float:
+    """Mean intensity of the accepted images; batches smaller than ``min_images`` are too
+    small to judge drift by (a few images average anywhere), so they get the reference."""
+    if len(means) < min_images:
+        return REFERENCE_MEAN_INTENSITY
+    return sum(means) / len(means)
 
 
-def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime) -> BatchReport:
+# --- ingestion ------------------------------------------------------------------------------
+
+
+def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime,
+                 claims: Claims | None = None) -> BatchReport:
     """Ingest one ready batch, once. Re-running returns the recorded report unchanged."""
-    import pandas as pd
+    from mlcore.claims import open_claims
 
+    claims = claims or open_claims(settings)
     prefix = f"{LANDING}/{batch_id}/"
-    keys = lake.list(prefix)
-    if prefix + READY_MARKER not in keys:
+    infos = lake.list_info(prefix)
+    if not any(i.key == prefix + READY_MARKER for i in infos):
         raise BatchNotReady(f"{batch_id}: no {READY_MARKER} marker yet; upload still in progress?")
-    blobs = {k: lake.read_bytes(k) for k in keys if k != prefix + READY_MARKER}
-    digest = content_hash(blobs)
+    fingerprint = listing_hash(infos)
+    files = [i for i in infos if i.key != prefix + READY_MARKER]
 
     if lake.exists(ledger_key(batch_id)):
-        previous = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
-        if previous.content_hash == digest:
-            if previous.status == "rejected":  # a retry or a cleared task must fail the same way
-                raise ValidationFailed.for_page(f"batch {batch_id}", previous.failed_expectations,
-                                                previous.docs_keys[-1], lake, settings.data_docs_url)
-            log.info("batch %s already ingested; nothing to do", batch_id)
-            return previous
-        conflict = BatchReport(batch_id, digest, "conflict", logical_date.isoformat())
-        lake.write_bytes(f"_state/conflicts/{batch_id}-{digest[:12]}.json", _dump(conflict))
-        log.warning("batch %s changed after ingestion; upload changes under a new batch id",
-                    batch_id)
-        return conflict
+        return _already_ingested(lake, settings, batch_id, logical_date, files, fingerprint)
 
-    report = BatchReport(batch_id, digest, "ingested", logical_date.isoformat())
-    images = {k: v for k, v in blobs.items() if k != prefix + LABELS_FILE}
-    report.files = len(images)
-    labels: dict[str, int] = {}
-    if prefix + LABELS_FILE in blobs:
-        labels, report.label_issues = parse_labels(
-            blobs[prefix + LABELS_FILE], {k[len(prefix):] for k in images}
-        )
+    at = logical_date.isoformat()
+    if problem := batch_id_problem(batch_id):
+        report = BatchReport(batch_id, _content_hash_of(lake, files), "rejected", at,
+                             listing_hash=fingerprint, files=len(files))
+        profiles = [FileProfile(i.key, "", i.size, reason="batch_rejected",
+                                detail=f"invalid_batch_id: {problem}") for i in files]
+        return _reject_whole(lake, claims, report, logical_date, profiles, "invalid_batch_id",
+                             problem)
 
-    profiles = [
-        profile_image(k, v, settings.max_image_pixels, settings.max_file_bytes)
-        for k, v in images.items()
-    ]
-    seen = known_image_ids(lake)
+    label_info = next((i for i in files if i.key == prefix + LABELS_FILE), None)
+    images = [i for i in files if i.key != prefix + LABELS_FILE]
+    names = {i.key[len(prefix):] for i in images}
+    labels, label_issues, unreadable = _read_labels(lake, label_info, names)
+    profiles = [_profile(lake, info, settings) for info in images]
+    shas = {p.key: p.sha256 for p in profiles}
+    if label_info is not None:
+        shas[label_info.key] = (_stream_sha256(lake, label_info.key) if not label_info.unsafe
+                                else _unsafe_sha(label_info))
+    report = BatchReport(batch_id, content_hash(shas), "ingested", at, listing_hash=fingerprint,
+                         files=len(images))
+    _set_label_issues(report, label_issues)
+    if unreadable:
+        _set_label_issues(report, [Rejection(LABELS_FILE, "labels_unreadable", unreadable)])
+        return _reject_whole(lake, claims, report, logical_date, profiles, "labels_unreadable",
+                             unreadable)
+
+    def label_of(p: FileProfile) -> int | None:
+        return labels.get(p.key[len(prefix):])
+
+    # Same bytes twice in one batch: the first key in sorted order wins.
     unique: list[FileProfile] = []
-    for prof in profiles:
-        if prof.sha256 in seen:
+    in_batch: set[str] = set()
+    for prof in sorted(profiles, key=lambda p: p.key):
+        if prof.sha256 in in_batch and prof.reason is None:
             report.duplicate_keys.append(prof.key)
         else:
-            seen.add(prof.sha256)
+            in_batch.add(prof.sha256)
             unique.append(prof)
+
+    import pandas as pd
 
     frame = pd.DataFrame([p.row() for p in unique], columns=list(FileProfile.__dataclass_fields__)[:-1])
     frame["image_id"] = frame["sha256"]
-    frame["label"] = pd.array([labels.get(p.key[len(prefix):]) for p in unique], dtype="Int64")
+    frame["label"] = pd.array([label_of(p) for p in unique], dtype="Int64")
     rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame, batch_id, logical_date,
                      {"max_file_bytes": settings.max_file_bytes})
     report.docs_keys.append(rows.docs_key)
@@ -218,16 +357,16 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         k: Rejection(k, by_key[k].reason or reasons[0], by_key[k].detail or ", ".join(reasons))
         for k, reasons in sorted(rows.failures.items())
     }
-    accepted = [p for p in unique if p.key not in rejected]
+    passed = [p for p in unique if p.key not in rejected]
 
+    # Batch rules judge what was uploaded (duplicates of earlier batches included), so the
+    # verdict never depends on which concurrent batch claims an image first.
     summary = pd.DataFrame([{
         "key": batch_id,
         "n_files": len(images),
-        "reject_rate": len(rejected) / max(len(unique), 1),
-        "max_label_share": max_label_share([labels.get(p.key[len(prefix):]) for p in accepted]),
-        "accepted_mean_intensity": (
-            sum(p.mean for p in accepted) / len(accepted) if accepted else REFERENCE_MEAN_INTENSITY
-        ),
+        "reject_rate": len(rejected) / max(len(images), 1),
+        "max_label_share": max_label_share([label_of(p) for p in passed]),
+        "accepted_mean_intensity": mean_intensity([p.mean for p in passed]),
     }])
     batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
         "max_batch_files": settings.max_batch_files,
@@ -240,66 +379,200 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     if not batch.success:
         report.status = "rejected"
         report.failed_expectations = batch.failed_expectations
-        for p in accepted:
+        for p in passed:
             rejected[p.key] = Rejection(p.key, "batch_rejected", "; ".join(batch.failed_expectations))
-        accepted = []
+        report.rejections = list(rejected.values())
+        _finish_rejected(lake, claims, report, logical_date)
+        raise ValidationFailed.for_page(f"batch {batch_id}", report.failed_expectations,
+                                        batch.docs_key, lake, settings.data_docs_url)
 
+    # Claim, do not check: the unique constraint decides between concurrent batches.
+    taken = claims.claim(batch_id, [p.sha256 for p in passed])
+    mine = {p.sha256 for p in passed} - set(taken)
+    stale = claims.owned_by(batch_id) - mine  # an earlier attempt under other settings
+    if stale:
+        claims.release(batch_id, stale)
+    accepted = [p for p in passed if p.sha256 in mine]
+    late = [p for p in passed if p.sha256 in taken]
+    report.duplicate_keys = sorted(report.duplicate_keys + [p.key for p in late])
     report.rejections = list(rejected.values())
     report.accepted, report.quarantined = len(accepted), len(rejected)
     report.duplicates = len(report.duplicate_keys)
     assert report.accepted + report.quarantined + report.duplicates == report.files
 
-    curated = [
-        CuratedRow(p.sha256, p.pixels, p.key, labels.get(p.key[len(prefix):])) for p in accepted
-    ]
+    curated = [CuratedRow(p.sha256, p.pixels, p.key, label_of(p)) for p in accepted]
+    relabels = [CuratedRow(p.sha256, p.pixels, p.key, label) for p in late
+                if (label := label_of(p)) is not None and label >= 0]
     report.labeled = sum(r.label is not None for r in curated)
-    report.shards = write_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
-    _record_late_labels(lake, batch_id, logical_date, prefix, profiles, report, labels)
-    _quarantine(lake, batch_id, report, images, blobs.get(prefix + LABELS_FILE))
+    report.relabeled = len(relabels)
+    # Stage everything, then commit: parts -> commit records -> ledger entry (last).
+    _withdraw_other_attempts(lake, batch_id, keep=logical_date)
+    report.shards = stage_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
+    report.label_shards = stage_shards(lake, relabels, batch_id, logical_date,
+                                       settings.shard_rows, prefix=LABELS_PREFIX)
+    _record_feedback(lake, batch_id, logical_date, relabels)
+    _quarantine(lake, report)
+    _record_files(lake, batch_id, files, shas)
+    commit_shards(lake, report.shards, batch_id, logical_date)
+    commit_shards(lake, report.label_shards, batch_id, logical_date, prefix=LABELS_PREFIX)
     lake.write_bytes(ledger_key(batch_id), _dump(report))
-    lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards
-                   + ([f"quarantine/{batch_id}"] if report.quarantined else []))
+    _mark_seen(lake, batch_id, fingerprint)
+    lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards + report.label_shards
+                   + ([f"{QUARANTINE}/{batch_id}"] if report.quarantined else []))
     log.info("batch %s: %s", batch_id, report.summary())
-    if report.status == "rejected":
-        raise ValidationFailed.for_page(f"batch {batch_id}", report.failed_expectations,
-                                        batch.docs_key, lake, settings.data_docs_url)
     return report
 
 
-def _record_late_labels(lake: Lake, batch_id: str, at: datetime, prefix: str,
-                        profiles: list[FileProfile], report: BatchReport,
-                        labels: dict[str, int]) -> None:
-    """Labels that arrive for images already curated (duplicates) are feedback: they let
-    monitoring measure how right past predictions were. Written to ``feedback/labels/``."""
+def _withdraw_other_attempts(lake: Lake, batch_id: str, keep: datetime | None) -> None:
+    """A killed attempt may have committed shards under another ingestion date (a new run,
+    not an Airflow retry, took the batch up again): withdraw them, so the batch's images
+    are committed once. Then record ``keep`` as the date this attempt writes under."""
+    key = f"{ATTEMPTS_PREFIX}/{safe_name(batch_id)}.json"
+    dates = json.loads(lake.read_bytes(key)) if lake.exists(key) else []
+    for day in dates:
+        if keep is None or day != keep.isoformat():
+            at = datetime.fromisoformat(day)
+            uncommit_shards(lake, batch_id, at)
+            uncommit_shards(lake, batch_id, at, prefix=LABELS_PREFIX)
+    if keep is not None:
+        lake.write_bytes(key, json.dumps([keep.isoformat()]).encode())
+
+
+def _set_label_issues(report: BatchReport, issues: list[Rejection]) -> None:
+    """The ledger keeps the first issues and a count per reason (a 200k-row labels.csv with
+    problems must not make a 25 MB ledger); the quarantine record keeps them all."""
+    report.label_issue_counts = dict(Counter(i.reason for i in issues))
+    report.label_issues = issues
+    report._all_label_issues = issues  # type: ignore[attr-defined]
+
+
+def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime,
+                      files: list[ObjectInfo], fingerprint: str) -> BatchReport:
+    """A ledgered batch seen again: a retry (same content: the recorded outcome again) or a
+    change after ingestion (recorded as a conflict with a warning, never mixed in)."""
+    previous = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
+    recorded_files = _recorded_files(lake, batch_id)
+    shas = _shas_of(lake, files, recorded_files)
+    digest = content_hash(shas)
+    if previous.content_hash == digest:
+        _mark_seen(lake, batch_id, fingerprint)
+        if previous.status == "rejected":  # a retry or a cleared task must fail the same way
+            if previous.reason:
+                raise BatchRejected(batch_id, previous.reason, previous.detail)
+            raise ValidationFailed.for_page(f"batch {batch_id}", previous.failed_expectations,
+                                            previous.docs_keys[-1], lake, settings.data_docs_url)
+        log.info("batch %s already ingested; nothing to do", batch_id)
+        return previous
+    before = {k: h for (k, _, _), h in recorded_files.items()}
+    added = sorted(set(shas) - set(before))
+    removed = sorted(set(before) - set(shas))
+    changed = sorted(k for k in set(shas) & set(before) if shas[k] != before[k])
+    conflict = BatchReport(batch_id, digest, "conflict", logical_date.isoformat(),
+                           files=sum(1 for i in files if not i.key.endswith("/" + LABELS_FILE)),
+                           listing_hash=fingerprint)
+    conflict.reason = "changed_after_ingestion"
+    conflict.detail = (f"{len(added)} added, {len(removed)} removed, {len(changed)} changed "
+                       f"(ledger content hash {previous.content_hash[:12]}, now {digest[:12]})")
+    conflict.rejections = ([Rejection(k, "added") for k in added] + [Rejection(k, "removed") for k in removed]
+                           + [Rejection(k, "changed") for k in changed])[:LEDGER_ISSUES]
+    lake.write_bytes(f"{CONFLICT_PREFIX}/{safe_name(batch_id)}-{digest[:12]}.json", _dump(conflict))
+    _mark_seen(lake, batch_id, fingerprint)
+    log.warning("batch %s changed after ingestion (%s); the change is not ingested: upload "
+                "changes under a new batch id", batch_id, conflict.detail)
+    return conflict
+
+
+def _reject_whole(lake: Lake, claims: Claims, report: BatchReport, logical_date: datetime,
+                  profiles: list[FileProfile], reason: str, detail: str) -> BatchReport:
+    """Reject a batch outside the suites (bad id, unreadable labels): every file is
+    quarantined, the ledger names the reason, and the task fails once."""
+    report.status, report.reason, report.detail = "rejected", reason, detail
+    report.rejections = [Rejection(p.key, p.reason or "batch_rejected", p.detail or
+                                   f"{reason}: {detail}") for p in profiles]
+    # A bad id cannot name quarantine copies; its reasons record still lists every file.
+    _finish_rejected(lake, claims, report, logical_date, copy=reason != "invalid_batch_id")
+    raise BatchRejected(report.batch_id, reason, detail)
+
+
+def _finish_rejected(lake: Lake, claims: Claims, report: BatchReport, logical_date: datetime,
+                     copy: bool = True) -> None:
+    report.accepted, report.quarantined = 0, len(report.rejections)
+    report.duplicates = len(report.duplicate_keys)
+    assert report.quarantined + report.duplicates == report.files
+    # An earlier attempt under other settings may have claimed or committed: withdraw it.
+    claims.release(report.batch_id)
+    if copy:
+        _withdraw_other_attempts(lake, report.batch_id, keep=None)
+        uncommit_shards(lake, report.batch_id, logical_date)
+        uncommit_shards(lake, report.batch_id, logical_date, prefix=LABELS_PREFIX)
+    _quarantine(lake, report, copy_files=copy)
+    lake.write_bytes(ledger_key(report.batch_id), _dump(report))
+    _mark_seen(lake, report.batch_id, report.listing_hash)
+    log.warning("batch %s rejected: %s", report.batch_id, report.reason or report.failed_expectations)
+
+
+def _record_feedback(lake: Lake, batch_id: str, at: datetime, relabels: list[CuratedRow]) -> None:
+    """Labels that arrive for images already curated are also feedback: they let monitoring
+    measure how right past predictions were. Written to ``feedback/labels/``."""
     import pyarrow as pa
 
     from mlcore.storage import parquet_bytes
 
-    dup = set(report.duplicate_keys)
-    rows = [{"image_id": p.sha256, "label": labels[p.key[len(prefix):]], "source_key": p.key,
-             "batch_id": batch_id, "labeled_at": at}
-            for p in profiles if p.key in dup and labels.get(p.key[len(prefix):], -1) >= 0]
+    rows = [{"image_id": r.image_id, "label": r.label, "source_key": r.source_key,
+             "batch_id": batch_id, "labeled_at": at} for r in relabels]
     if rows:
         lake.write_bytes(f"{FEEDBACK_PREFIX}/batch={batch_id}.parquet",
                          parquet_bytes(pa.Table.from_pylist(rows)))
 
 
-def _quarantine(lake: Lake, batch_id: str, report: BatchReport, images: dict[str, bytes],
-                labels_csv: bytes | None) -> None:
-    """Copy rejected files byte for byte next to a reasons record; landing stays untouched."""
-    if not report.rejections and not report.label_issues:
+def quarantine_copy_key(batch_id: str, key: str) -> str:
+    """Copies live under ``files/``: a user file named ``_reasons.json`` cannot collide with
+    the reasons record next to it."""
+    return f"{QUARANTINE}/{safe_name(batch_id)}/files/{key.split('/', 2)[2]}"
+
+
+def _quarantine(lake: Lake, report: BatchReport, copy_files: bool = True) -> None:
+    """Copy rejected files byte for byte next to a reasons record; landing stays untouched.
+
+    Too-large files and unsafe entries are recorded (key, size, reason), not copied."""
+    issues = getattr(report, "_all_label_issues", report.label_issues)
+    if not report.rejections and not issues:
         return
-    base = f"quarantine/{batch_id}"
+    base = f"{QUARANTINE}/{safe_name(report.batch_id)}"
+    reasons = []
     for rej in report.rejections:
-        lake.write_bytes(f"{base}/{rej.key.split('/', 2)[2]}", images[rej.key])
-    if report.label_issues and labels_csv is not None:
-        lake.write_bytes(f"{base}/{LABELS_FILE}", labels_csv)
-    reasons = [asdict(r) for r in report.rejections + report.label_issues]
-    lake.write_bytes(f"{base}/_reasons.json", json.dumps(reasons, indent=2).encode())
+        copy = None
+        if copy_files and rej.reason not in ("too_large", "unsafe_entry"):
+            copy = quarantine_copy_key(report.batch_id, rej.key)
+            try:
+                lake.write_bytes(copy, lake.read_bytes(rej.key))
+            except FileNotFoundError:  # removed from landing since it was listed
+                copy = None
+        reasons.append({**asdict(rej), "copy": copy})
+    labels_key = f"{LANDING}/{report.batch_id}/{LABELS_FILE}"
+    if copy_files and issues and lake.exists(labels_key):
+        lake.write_bytes(quarantine_copy_key(report.batch_id, labels_key), lake.read_bytes(labels_key))
+    reasons += [{**asdict(i), "copy": None} for i in issues]
+    lake.write_bytes(f"{base}/_reasons.json", json.dumps(reasons, indent=1).encode())
 
 
 def _dump(report: BatchReport) -> bytes:
-    return json.dumps(asdict(report), indent=2, sort_keys=True).encode()
+    data = asdict(report)
+    data["label_issues"] = data["label_issues"][:LEDGER_ISSUES]
+    return json.dumps(data, indent=2, sort_keys=True).encode()
+
+
+def record_failure(lake: Lake, batch_id: str, logical_date: datetime, exc: BaseException) -> None:
+    """An error no retry fixed: record the batch as rejected (``ingest_error``) so the next
+    run does not take it up again; ``quarantine reprocess`` releases it once fixed."""
+    if lake.exists(ledger_key(batch_id)):
+        return
+    infos = lake.list_info(f"{LANDING}/{batch_id}/") if not batch_id_problem(batch_id) else []
+    report = BatchReport(batch_id, "", "rejected", logical_date.isoformat(), reason="ingest_error",
+                         listing_hash=listing_hash(infos))
+    report.failed_expectations = [f"{type(exc).__name__}: {exc}"[:2000]]
+    lake.write_bytes(ledger_key(batch_id), _dump(report))
+    _mark_seen(lake, batch_id, report.listing_hash)
 
 
 def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) -> str:
@@ -317,9 +590,12 @@ def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) 
     if previous.accepted:
         raise ValueError(f"batch {batch_id} already has {previous.accepted} accepted images; "
                          "upload the corrected files as a new batch instead")
-    archive = f"_state/ingest_history/{batch_id}/{at:%Y%m%dT%H%M%S}-{previous.content_hash[:12]}.json"
+    archive = (f"_state/ingest_history/{safe_name(batch_id)}/{at:%Y%m%dT%H%M%S}-"
+               f"{previous.content_hash[:12]}.json")
     lake.write_bytes(archive, lake.read_bytes(key))
     lake.delete(key)
+    for seen in lake.list(f"{SEEN_PREFIX}/{safe_name(batch_id)}"):
+        lake.delete(seen)
     audit.record(lake, actor, at, "quarantine_reprocess", f"batch/{batch_id}", reason,
                  previous_status=previous.status, quarantined=previous.quarantined)
     return archive

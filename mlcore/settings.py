@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         0.8, description="Batch fails when one class holds more than this share of its labels."
     )
     shard_rows: int = Field(50_000, description="Rows per curated Parquet shard.")
+    claims_db_url: SecretStr = Field(
+        SecretStr(""),
+        description="SQL database (SQLAlchemy URL, secret) holding the image-id claims that "
+        "make duplicates impossible across concurrent batches; empty means SQLite at "
+        "`<home>/ingest_claims.db`. Use PostgreSQL when workers run on several machines.",
+    )
 
     # --- training ------------------------------------------------------------------------
     seed: int = Field(42, description="Seed for shuffling, init and subsets.")
@@ -118,6 +124,11 @@ class Settings(BaseSettings):
     @property
     def resolved_lake_uri(self) -> str:
         return self.lake_uri or str((self.home / "lake").resolve())
+
+    @property
+    def resolved_claims_db_url(self) -> str:
+        url = self.claims_db_url.get_secret_value()
+        return url or f"sqlite:///{(self.home / 'ingest_claims.db').resolve()}"
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -12,6 +12,7 @@ import mimetypes
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from mlcore.settings import Settings
 
 PROTECTED_PREFIXES = ("landing/",)
+# The lake's own temporary files live under this top-level folder of a local lake, never
+# next to user data: an upload named ``.tmp-x.png`` is user data like any other, and a
+# killed write leaves its debris here, not in ``quarantine/<batch>/``.
+TMP_DIR = ".mlcore-tmp"
+CHUNK_BYTES = 1 << 20
 
 # Lakes handed to Great Expectations, by URI: GX builds its store backends from plain
 # config dicts (deep-copied), so the config names the lake and the backend looks it up here.
@@ -48,6 +54,22 @@ def _refuse_protected(key: str) -> None:
         raise PermissionError(f"refusing to modify {key!r}: landing objects are read-only")
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object, from metadata only (stat, ListObjects): no byte is read.
+
+    ``version`` changes whenever the object's content may have (mtime and inode locally,
+    the ETag on S3). ``unsafe`` names why the entry cannot be read as a lake object
+    (a symlink, a special file, a key that fails :func:`check_key`); such entries are
+    still listed so that every object in a batch is accounted for.
+    """
+
+    key: str
+    size: int
+    version: str
+    unsafe: str | None = None
+
+
 class Lake(Protocol):
     uri: str
 
@@ -61,6 +83,14 @@ class Lake(Protocol):
 
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        """Every entry under ``prefix/`` with its size and version, unsafe ones included."""
+        ...
+
+    def read_chunks(self, key: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The object's bytes in chunks: hashing a large object never holds it whole."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]: ...
@@ -78,10 +108,20 @@ class LocalLake:
         self.uri = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
+        if key.split("/", 1)[0] == TMP_DIR:
+            raise UnsafeKey(f"object key {key!r} is inside the lake's temporary folder")
         path = (self.root / check_key(key)).resolve()
         if self.root not in path.parents:
             raise UnsafeKey(f"object key {key!r} resolves outside the lake")
         return path
+
+    def _tmp_file(self, data: bytes) -> str:
+        tmp_dir = self.root / TMP_DIR
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="w-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return tmp
 
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -91,17 +131,17 @@ class LocalLake:
         if path.exists():
             _refuse_protected(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        tmp = self._tmp_file(data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
     def write_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        tmp = self._tmp_file(data)
         try:
             os.link(tmp, path)  # atomic create-if-absent; fails when the key exists
             return True
@@ -114,15 +154,42 @@ class LocalLake:
         return self._path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        if not base.is_dir():
+        return [info.key for info in self.list_info(prefix) if info.unsafe is None]
+
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        if prefix.strip("/"):
+            check_key(prefix.strip("/"))
+            base = self.root / prefix.strip("/")
+        else:
+            base = self.root
+        # lstat, never follow: a symlink in a batch is reported, not read through.
+        if base.is_symlink() or not base.is_dir():
             return []
-        keys = (
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        )
-        return sorted(keys)
+        out = []
+        for folder, dirs, files in os.walk(base, followlinks=False):
+            if Path(folder) == self.root:
+                dirs[:] = [d for d in dirs if d != TMP_DIR]
+            for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+                path = os.path.join(folder, name)
+                key = Path(path).relative_to(self.root).as_posix()
+                st = os.lstat(path)
+                unsafe = None
+                if os.path.islink(path):
+                    unsafe = "symlink"
+                elif not os.path.isfile(path):
+                    unsafe = "not a regular file"
+                else:
+                    try:
+                        check_key(key)
+                    except UnsafeKey as exc:
+                        unsafe = str(exc)
+                out.append(ObjectInfo(key, st.st_size, f"{st.st_mtime_ns}-{st.st_ino}", unsafe))
+        return sorted(out, key=lambda i: i.key)
+
+    def read_chunks(self, key: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        with self._path(key).open("rb") as fh:
+            while block := fh.read(chunk):
+                yield block
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -241,19 +308,42 @@ class S3Lake:
             raise
 
     def list(self, prefix: str) -> list[str]:
+        return [info.key for info in self.list_info(prefix) if info.unsafe is None]
+
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
         if prefix.strip("/"):
             full = self._key(prefix.strip("/")) + "/"
         else:
             full = f"{self.prefix}/" if self.prefix else ""
         strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
+        out: list[ObjectInfo] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=full
         ):
-            # Keys ending in "/" are "folder" markers some S3 tools create, not objects.
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", [])
-                        if not obj["Key"].endswith("/"))
-        return sorted(keys)
+            for obj in page.get("Contents", []):
+                # Keys ending in "/" are "folder" markers some S3 tools create, not objects.
+                if obj["Key"].endswith("/"):
+                    continue
+                key = obj["Key"][strip:]
+                try:
+                    check_key(key)
+                    unsafe = None
+                except UnsafeKey as exc:
+                    unsafe = str(exc)
+                out.append(ObjectInfo(key, int(obj["Size"]), str(obj.get("ETag", "")).strip('"'),
+                                      unsafe))
+        return sorted(out, key=lambda i: i.key)
+
+    def read_chunks(self, key: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except ClientError as exc:
+            if self._code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(self.url(key)) from exc
+            raise
+        yield from body.iter_chunks(chunk)
 
     def delete(self, key: str) -> None:
         full = self._key(key)

@@ -36,7 +36,8 @@ def assert_bad_files_quarantined_with_reasons(lake, batch_id: str = "mixed-bad-0
     assert {r["reason"] for r in reasons} == BAD_BATCH_REASONS
     for r in reasons:  # byte-for-byte copies of the landing objects
         name = r["key"].split("/")[-1]
-        assert lake.read_bytes(f"quarantine/{batch_id}/{name}") == lake.read_bytes(r["key"])
+        assert r["copy"] == f"quarantine/{batch_id}/files/{name}"
+        assert lake.read_bytes(r["copy"]) == lake.read_bytes(r["key"])
     assert report.accepted + report.quarantined + report.duplicates == report.files
 
 

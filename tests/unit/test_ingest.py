@@ -49,7 +49,7 @@ def test_every_file_is_accounted_for_and_bad_ones_quarantined_with_reasons(lake,
         "blank.png": "intensity_out_of_range",
     }
     for name in by_file:  # byte-for-byte copies; landing untouched
-        assert lake.read_bytes(f"quarantine/mixed-bad-01/{name}") == lake.read_bytes(
+        assert lake.read_bytes(f"quarantine/mixed-bad-01/files/{name}") == lake.read_bytes(
             f"landing/mixed-bad-01/{name}")
     assert len(lake.list("landing/mixed-bad-01")) == report.files + 1
 
@@ -83,15 +83,18 @@ def test_labels_become_curated_labels_and_unknown_label_is_quarantined(lake, set
 
 
 @pytest.mark.parametrize(("raw", "reason"), [
-    (b"filename,label\na.png,1\na.png,1\n", "duplicate_label_row"),
-    (b"filename,label\na.png,1\na.png,2\n", "conflicting_labels"),
-    (b"filename,label\na.png,1,extra\n", "labels_malformed"),
-    (b"filename,label\na.png,\"unterminated\n", "labels_malformed"),
-    ("filename,label\na.png,Sneaker\n".encode("utf-16"), "labels_encoding"),
+    (b"filename,label\nb.png,1\na.png,1\na.png,1\n", "duplicate_label_row"),
+    (b"filename,label\nb.png,1\na.png,1\na.png,2\n", "conflicting_labels"),
+    (b"filename,label\nb.png,1\na.png,1,extra\n", "labels_malformed"),
+    (b"filename,label\nb.png,1\na.png,\"unterminated\n", "labels_malformed"),
+    (b"filename,label\nb.png,1\na.png,\"Coat\"x\n", "labels_malformed"),
+    (b"filename,label\nb.png,1\na.png,Sandal\xff\n", "labels_encoding"),
 ])
-def test_labels_csv_problems_get_a_clear_reason(raw, reason):
-    _, issues = parse_labels(raw, {"a.png"})
-    assert [i.reason for i in issues] == [reason]
+def test_labels_csv_problems_get_a_clear_reason_against_that_row_only(raw, reason):
+    labels, issues = parse_labels(raw, {"a.png", "b.png"})
+    last_line = raw.count(b"\n")
+    assert [(i.key, i.reason) for i in issues] == [(f"labels.csv:{last_line}", reason)]
+    assert labels["b.png"] == 1  # the other rows keep their labels
 
 
 def test_batch_level_failure_quarantines_whole_batch_and_names_rules(lake, settings):

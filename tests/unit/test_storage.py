@@ -1,6 +1,6 @@
 import pytest
 
-from mlcore.storage import LocalLake, UnsafeKey, check_key
+from mlcore.storage import TMP_DIR, LocalLake, UnsafeKey, check_key
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "a\\b", "a//b", "", "a/\x00"])
@@ -16,8 +16,33 @@ def test_clean_key_passes():
 def test_write_is_atomic_and_lists_only_finished_objects(tmp_path):
     lake = LocalLake(tmp_path)
     lake.write_bytes("curated/a.parquet", b"x")
-    (tmp_path / "curated" / ".tmp-half").write_bytes(b"partial")
+    (tmp_path / TMP_DIR / "w-half").write_bytes(b"partial")  # what a killed write leaves
     assert lake.list("curated") == ["curated/a.parquet"]
+    assert lake.list("") == ["curated/a.parquet"]
+    with pytest.raises(UnsafeKey):
+        lake.read_bytes(f"{TMP_DIR}/w-half")
+
+
+def test_user_objects_named_like_temp_files_are_listed(tmp_path):
+    """The lake's temp files never share a folder with user data, so no user name is hidden."""
+    lake = LocalLake(tmp_path)
+    lake.write_bytes("landing/b/.tmp-hidden.png", b"user data")
+    assert lake.list("landing/b") == ["landing/b/.tmp-hidden.png"]
+    assert not [p for p in (tmp_path / "landing").rglob("*") if p.name.startswith("w-")]
+
+
+def test_list_info_gives_sizes_from_metadata_and_flags_symlinks(tmp_path):
+    lake = LocalLake(tmp_path / "lake")
+    lake.write_bytes("landing/b/a.png", b"12345")
+    (tmp_path / "secret").write_bytes(b"outside")
+    (tmp_path / "lake/landing/b/link.png").symlink_to(tmp_path / "secret")
+    (tmp_path / "lake/landing/b/dir-link").symlink_to(tmp_path)
+    infos = {i.key: i for i in lake.list_info("landing/b")}
+    assert infos["landing/b/a.png"].size == 5 and infos["landing/b/a.png"].unsafe is None
+    assert infos["landing/b/link.png"].unsafe == "symlink"
+    assert infos["landing/b/dir-link"].unsafe == "symlink"
+    assert lake.list("landing/b") == ["landing/b/a.png"]  # list() gives readable objects only
+    assert b"".join(lake.read_chunks("landing/b/a.png", chunk=2)) == b"12345"
 
 
 def test_write_if_absent_refuses_second_writer(tmp_path):

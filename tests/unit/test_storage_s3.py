@@ -35,6 +35,9 @@ def test_write_read_list_exists_delete(s3_lake, s3_server):
     assert s3_lake.list("") == ["curated/a.parquet", "curated/sub/b.parquet", "curatedx/c",
                                 "validation/data_docs/index.html"]
     assert s3_lake.list("missing") == []
+    infos = {i.key: i for i in s3_lake.list_info("curated")}
+    assert infos["curated/sub/b.parquet"].size == 1 and infos["curated/sub/b.parquet"].version
+    assert b"".join(s3_lake.read_chunks("curated/sub/b.parquet")) == b"b"
 
     s3_lake.write_bytes("curated/a.parquet", b"a2")  # outside landing, overwrite is allowed
     assert s3_lake.read_bytes("curated/a.parquet") == b"a2"

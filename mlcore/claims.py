@@ -1,0 +1,116 @@
+"""Image-id claims: a unique constraint, not a lookup, decides which batch owns an image.
+
+Two batches ingested at once cannot both accept an image: each inserts its ids into one
+table keyed by ``image_id`` (``INSERT ... ON CONFLICT DO NOTHING``) and owns exactly the
+rows that then carry its batch id. A retry of the same batch finds its own rows and owns
+them again (idempotent). Cost is O(batch), independent of how much is curated already.
+SQLite (embedded default, one machine) and PostgreSQL (production) run the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+CHUNK = 500  # ids per statement: under SQLite's bound-parameter limit
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str, pid: int) -> sa.Engine:
+    """One engine per URL and process: pooled connections must never cross a fork."""
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_conn, _record) -> None:  # concurrent readers while one batch writes
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        _table().metadata.create_all(engine)
+    except sa.exc.DBAPIError:  # another process created it between check and create
+        _table().metadata.create_all(engine)
+    return engine
+
+
+@lru_cache(maxsize=1)
+def _table() -> sa.Table:
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    return sa.Table(
+        "image_claims", meta,
+        sa.Column("image_id", sa.String(64), primary_key=True),
+        sa.Column("batch_id", sa.String(128), nullable=False, index=True),
+    )
+
+
+def _insert(engine: sa.Engine):
+    table = _table()
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing(index_elements=["image_id"])
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+class Claims:
+    """The claims table behind one SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = _engine(url, os.getpid())
+
+    def claim(self, batch_id: str, image_ids: Iterable[str]) -> dict[str, str]:
+        """Claim ``image_ids`` for ``batch_id``; returns the ids owned by *other* batches,
+        with their owner. Everything else is now (or already was) owned by ``batch_id``."""
+        import sqlalchemy as sa
+
+        ids = sorted(set(image_ids))
+        table, insert, taken = _table(), _insert(self.engine), {}
+        with self.engine.begin() as conn:  # one transaction: all claims, or none
+            for chunk in _chunks(ids):
+                conn.execute(insert, [{"image_id": i, "batch_id": batch_id} for i in chunk])
+            for chunk in _chunks(ids):
+                rows = conn.execute(sa.select(table.c.image_id, table.c.batch_id).where(
+                    table.c.image_id.in_(chunk), table.c.batch_id != batch_id))
+                taken.update({r.image_id: r.batch_id for r in rows})
+        return taken
+
+    def release(self, batch_id: str, image_ids: Iterable[str] | None = None) -> int:
+        """Drop ``batch_id``'s claims (all, or only ``image_ids``); returns how many."""
+        import sqlalchemy as sa
+
+        table, n = _table(), 0
+        with self.engine.begin() as conn:
+            if image_ids is None:
+                return conn.execute(sa.delete(table).where(table.c.batch_id == batch_id)).rowcount
+            for chunk in _chunks(sorted(set(image_ids))):
+                n += conn.execute(sa.delete(table).where(
+                    table.c.batch_id == batch_id, table.c.image_id.in_(chunk))).rowcount
+        return n
+
+    def owned_by(self, batch_id: str) -> set[str]:
+        import sqlalchemy as sa
+
+        table = _table()
+        with self.engine.connect() as conn:
+            return set(conn.scalars(sa.select(table.c.image_id).where(table.c.batch_id == batch_id)))
+
+
+def open_claims(settings) -> Claims:
+    """The claims table the settings name (SQLite in ``<home>`` by default)."""
+    if not settings.claims_db_url.get_secret_value():
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return Claims(settings.resolved_claims_db_url)
