@@ -159,9 +159,11 @@ def open_table(lake: Lake, table: str = PREDICTIONS,
 
 
 def _ensure_table(lake: Lake, table: str) -> DeltaTable:
-    """The table, created empty if absent. Two first writers may race: ``mode="ignore"`` plus a
-    re-open lets the loser use the winner's table."""
+    """The table, created empty if absent. Two first writers may race for version 0: with no
+    commit retries the loser fails (rather than re-creating the table as version 1) and opens
+    the winner's table."""
     from deltalake import DeltaTable
+    from deltalake.transaction import CommitProperties
 
     from mlcore.storage import table_location
 
@@ -172,7 +174,8 @@ def _ensure_table(lake: Lake, table: str) -> DeltaTable:
         try:
             return DeltaTable.create(loc.uri, table_schema(), mode="ignore",
                                      partition_by=[PARTITION], name=table,
-                                     storage_options=loc.storage_options)
+                                     storage_options=loc.storage_options,
+                                     commit_properties=CommitProperties(max_commit_retries=0))
         except Exception as exc:  # lost the create race: the table exists now
             log.info("%s: creating the table raced with another writer (%s)", table, exc)
     return DeltaTable(loc.uri, storage_options=loc.storage_options)
