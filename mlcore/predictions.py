@@ -78,10 +78,21 @@ def prediction_schema() -> pa.Schema:
     ])
 
 
+def stored_schema() -> pa.Schema:
+    """The columns as the data files and the Delta log hold them: Delta has no fixed-size
+    list, so ``probabilities`` is stored as a list (always of 10), which every engine reads
+    alike; :func:`read_partition` gives it back as ``fixed_size_list<float32>[10]``."""
+    import pyarrow as pa
+
+    schema = prediction_schema()
+    i = schema.get_field_index("probabilities")
+    return schema.set(i, pa.field("probabilities", pa.list_(pa.float32()), nullable=False))
+
+
 def table_schema() -> pa.Schema:
     import pyarrow as pa
 
-    return prediction_schema().append(pa.field(PARTITION, pa.string(), nullable=False))
+    return stored_schema().append(pa.field(PARTITION, pa.string(), nullable=False))
 
 
 def partition_dir(day: date, table: str = PREDICTIONS) -> str:
@@ -133,7 +144,7 @@ def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard:
     token = hashlib.sha256(shard.encode()).hexdigest()[:12]
     key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{token}-"
            f"{uuid.uuid4().hex}.parquet")
-    body = parquet_bytes(data.select(prediction_schema().names))
+    body = parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
     lake.write_bytes(key, body)
     return PartFile(key, data.num_rows, len(body))
 
@@ -291,7 +302,7 @@ def read_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
         schema = pa.schema([schema.field(c) for c in columns])
     if not tables:
         return schema.empty_table()
-    return pa.concat_tables(tables).cast(schema)
+    return pa.concat_tables(tables).cast(schema)  # probabilities: back to fixed_size_list[10]
 
 
 def scan(lake: Lake, *, table: str = PREDICTIONS, columns: list[str] | None = None,
