@@ -180,7 +180,7 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
         "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
         "dag_run_id": dag_run_id,
     })
-    lineage.report(lake, inputs=[p.key for p in parts], outputs=[f"{table}@v{commit.version}"])
+    lineage.report(lake, inputs=[p.key for p in parts], outputs=[commit.partition])
     return commit
 
 

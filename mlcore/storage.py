@@ -524,8 +524,12 @@ def table_location(lake: Lake, key: str) -> TableLocation:
     """
     check_key(key.strip("/"))
     if isinstance(lake, S3Lake):
+        # The same retry budget as boto3's (attempts x timeout), not object_store's 10 retries
+        # over up to 3 minutes: an outage longer than the budget fails the task, as elsewhere.
         options = {"AWS_REGION": lake.region,
-                   "timeout": f"{lake.timeout_s:g}s", "connect_timeout": f"{lake.timeout_s:g}s"}
+                   "timeout": f"{lake.timeout_s:g}s", "connect_timeout": f"{lake.timeout_s:g}s",
+                   "max_retries": str(max(0, lake.max_attempts - 1)),
+                   "retry_timeout": f"{lake.timeout_s * lake.max_attempts:g}s"}
         if lake.endpoint_url:
             options["AWS_ENDPOINT_URL"] = lake.endpoint_url
             if lake.endpoint_url.startswith("http://"):
