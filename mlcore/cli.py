@@ -198,6 +198,18 @@ def cmd_predictions_vacuum(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predictions_migrate(args: argparse.Namespace) -> int:
+    from mlcore.predictions import PREDICTIONS, SHADOW, migrate_manifests
+    from mlcore.storage import open_lake
+
+    lake = open_lake(Settings())
+    for table in (PREDICTIONS, SHADOW):
+        for c in migrate_manifests(lake, table=table):
+            print(f"{c.partition}: {c.rows} rows committed as version {c.version}")
+    print("done: no manifest partitions left")
+    return 0
+
+
 def cmd_airflow_env(args: argparse.Namespace) -> int:
     """Print the Airflow/mlcore environment as shell exports (for scripts/up.sh)."""
     import shlex
@@ -291,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     vac.add_argument("--retention-hours", type=float,
                      help="default: MLCORE_PREDICTIONS_RETENTION_HOURS")
     vac.set_defaults(func=cmd_predictions_vacuum)
+    mig = preds.add_parser("migrate", help="convert manifest partitions (before Delta) once")
+    mig.set_defaults(func=cmd_predictions_migrate)
     return parser
 
 

@@ -394,3 +394,49 @@ def read_rows(lake: Lake, key: str, *, day: date | None = None) -> pa.Table:
         return dt.to_pyarrow_table()
     return dt.to_pyarrow_table(partitions=[(PARTITION, "=", f"{day:%Y-%m-%d}")]).drop_columns(
         [PARTITION])
+
+
+# --- Migration from the manifest protocol --------------------------------------------------
+
+OLD_MANIFEST = "_manifest.json"
+
+
+def migrate_manifests(lake: Lake, *, table: str = PREDICTIONS) -> list[Commit]:
+    """Convert partitions of the old manifest protocol (``<table>/dt=…/_manifest.json``) into
+    commits of the Delta table, once: each manifest's files (checked against their sha256)
+    are rewritten as new data files and committed as that partition, then the manifest files
+    are deleted. Partitions the table already holds are left alone; the old part files are
+    unreferenced, so the next vacuum removes them."""
+    import hashlib
+
+    from mlcore.storage import parquet_table
+
+    commits = []
+    for key in lake.list(table):
+        if not key.endswith(f"/{OLD_MANIFEST}") or "/_delta_log/" in key:
+            continue
+        manifest = json.loads(lake.read_bytes(key))
+        day = date.fromisoformat(key.split(f"{PARTITION}=")[1].split("/")[0])
+        try:
+            already = committed(open_table(lake, table), day, table)
+        except TableMissing:
+            already = False
+        if not already:
+            parts = []
+            for f in manifest["files"]:
+                data = lake.read_bytes(f["key"])
+                if hashlib.sha256(data).hexdigest() != f["sha256"]:
+                    raise PartitionIncomplete(f"{f['key']} does not match its manifest checksum")
+                rows = parquet_table(data)
+                parts.append(write_part(lake, rows, day=day, shard=f["key"],
+                                        dag_run_id=manifest.get("dag_run_id") or "migrated",
+                                        table=table))
+            commits.append(replace_partition(lake, day, parts, table=table, metadata={
+                "migrated_from": f"{OLD_MANIFEST} generation {manifest.get('generation')}",
+                **{k: manifest[k] for k in ("model", "code_version", "validation", "dag_run_id")
+                   if k in manifest}}))
+        prefix = key.rsplit("/", 1)[0]
+        for old in lake.list(f"{prefix}/_manifests"):
+            lake.delete(old)
+        lake.delete(key)  # last: an interrupted migration is simply run again
+    return commits

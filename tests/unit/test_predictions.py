@@ -216,3 +216,34 @@ def test_a_day_with_rows_then_another_reads_each_alone(lake):
     assert assert_whole_and_single_run(lake, DAY) == "r1"
     assert assert_whole_and_single_run(lake, DAY + timedelta(days=1)) == "r2"
     assert committed_days(lake) == [DAY, DAY + timedelta(days=1)]
+
+
+def test_a_manifest_partition_is_migrated_once(lake, settings, monkeypatch, capsys):
+    """The lake of the manifest protocol: part files plus ``_manifest.json`` and its
+    generation record. ``mlcore predictions migrate`` commits it, then removes the manifests."""
+    import hashlib
+
+    from mlcore.cli import main
+    from mlcore.storage import parquet_bytes
+
+    old = rows("scheduled__old")  # fixed_size_list probabilities, as the old files had them
+    data = parquet_bytes(old)
+    prefix = "predictions/dt=2026-11-22"
+    lake.write_bytes(f"{prefix}/part-0123456789abcdef.parquet", data)
+    manifest = {"partition": prefix, "generation": 1, "rows": ROWS, "dag_run_id": "scheduled__old",
+                "files": [{"key": f"{prefix}/part-0123456789abcdef.parquet", "rows": ROWS,
+                           "sha256": hashlib.sha256(data).hexdigest()}],
+                "model": {"name": "fashion-classifier", "version": "1"}}
+    lake.write_bytes(f"{prefix}/_manifest.json", json.dumps(manifest).encode())
+    lake.write_bytes(f"{prefix}/_manifests/000001.json", json.dumps(manifest).encode())
+    monkeypatch.setenv("MLCORE_HOME", str(settings.home))
+    monkeypatch.setenv("MLCORE_LAKE_URI", str(lake.root))
+
+    assert main(["predictions", "migrate"]) == 0
+    assert "predictions/dt=2026-11-22: 40 rows committed" in capsys.readouterr().out
+    assert read_partition(lake, DAY).equals(old)
+    assert not [k for k in lake.list(prefix) if "_manifest" in k]
+    assert main(["predictions", "migrate"]) == 0 and len(history(lake)) == 2  # once
+    vacuum(lake, retention_hours=0)
+    assert not lake.exists(f"{prefix}/part-0123456789abcdef.parquet")
+    assert read_partition(lake, DAY).equals(old)
