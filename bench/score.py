@@ -11,7 +11,8 @@ from training, which is what a naive handler does and is also faster on a batch 
 
 Timed, images/s:
   (a) end to end, as ``batch_score`` does it: shards_in_interval -> score_shard for every
-      shard -> count_inputs -> commit_partition (Great Expectations + manifest);
+      shard -> count_inputs -> commit_partition (Great Expectations + one Delta commit that
+      replaces the partition);
   (b) a naive per-image loop, as a Flask ``/predict`` handler would do it: PIL.Image.open
       on the PNG bytes, to tensor, forward on a batch of one, softmax, JSON answer
       (PNGs are encoded before timing; on a sample of at most --b-sample images);
@@ -91,6 +92,7 @@ def main() -> None:
             import io
             import json
 
+            import deltalake  # noqa: F401
             import great_expectations  # noqa: F401
             import numpy as np
             import pandas  # noqa: F401
@@ -104,7 +106,13 @@ def main() -> None:
             from mlcore.images import encode_png
             from mlcore.model import FashionCNN, for_inference, to_input
             from mlcore.registry import PinnedModel
-            from mlcore.score import commit_partition, count_inputs, score_shard, shards_in_interval
+            from mlcore.score import (
+                ScoringWindow,
+                commit_partition,
+                count_inputs,
+                score_shard,
+                shards_in_interval,
+            )
             from mlcore.settings import Settings
             from mlcore.storage import LocalLake
 
@@ -126,6 +134,7 @@ def main() -> None:
         scoring_model = for_inference(model)  # (a) and (c): as batch_score serves it
         pinned = PinnedModel("fashion-classifier", "0", "bench-run", "0" * 64)
         start, end = LOGICAL_DATE, LOGICAL_DATE + timedelta(days=1)
+        window = ScoringWindow(start, end, start.date())
         with torch.inference_mode():  # one warm-up pass: oneDNN primitives are built lazily
             scoring_model(torch.zeros(bs, 1, 28, 28))
             model(torch.zeros(1, 1, 28, 28))
@@ -142,17 +151,19 @@ def main() -> None:
                     with _report.timer() as t_score:
                         parts = [
                             part for shard in shards
-                            if (part := score_shard(lake, settings, pinned, shard, start, end,
-                                                    end, "bench", model=scoring_model)) is not None
+                            if (part := score_shard(lake, settings, pinned, shard, window,
+                                                    dag_run_id="bench",
+                                                    model=scoring_model)) is not None
                         ]
                     with _report.timer() as t_count:
                         expected = count_inputs(lake, shards, start, end)
                     with _report.timer() as t_commit:
-                        manifest = commit_partition(lake, settings, pinned, start.date(), parts,
-                                                    shards, expected, "bench", end)
+                        commit = commit_partition(lake, settings, pinned, window, parts,
+                                                  shards=shards, expected_rows=expected,
+                                                  dag_run_id="bench")
             finally:
                 sw.restore()
-            assert manifest["rows"] == n == expected, (manifest["rows"], n, expected)
+            assert commit.rows == n == expected, (commit.rows, n, expected)
             return {"seconds": total.seconds, "list": t_list.seconds, "score": t_score.seconds,
                     "forward": sw.seconds["forward"], "count": t_count.seconds,
                     "commit": t_commit.seconds, "gx": sw.seconds["gx"], "shards": len(shards)}

@@ -2,10 +2,12 @@
 ### Nightly batch scoring
 
 Scores the unlabeled images ingested during the run's data interval with the `champion`
-model, pinned once per run, and publishes `predictions/dt=<interval start>/` as Parquet
-files plus a `_manifest.json` written last (the commit point). Shards are scored in
-parallel by mapped tasks. The `predictions` Asset is updated only when a partition is
-committed.
+model, pinned once per run, into the `predictions` Delta table. Mapped tasks score shards in
+parallel, each into a new data file of partition `dt=<interval start>`; `commit` validates
+them with Great Expectations and replaces that partition in one atomic Delta commit (a rerun
+supersedes it; readers see one snapshot or the next, never a mix). The `predictions` Asset is
+updated only when a partition is committed. `vacuum` deletes files that no snapshot inside
+the retention (`MLCORE_PREDICTIONS_RETENTION_HOURS`) needs.
 
 Manual runs can score another day (`date`) or rescore everything ingested up to the
 interval's end (`rescore_all`, e.g. after a rollback) into the run's partition.
@@ -80,7 +82,7 @@ def batch_score():
 
     @task
     def score_shard(shard: str, pinned: dict, window: dict, run_id=None) -> dict | None:
-        """Score one shard into one part file."""
+        """Score one shard into one new data file of the run's partition (not yet visible)."""
         from dataclasses import asdict
 
         from mlcore.registry import PinnedModel
@@ -90,14 +92,13 @@ def batch_score():
         from mlcore.storage import open_lake
 
         settings = get_settings()
-        w = ScoringWindow.from_xcom(window)
         part = score(open_lake(settings), settings, PinnedModel(**pinned), shard,
-                     w.start, w.end, w.end, run_id)
+                     ScoringWindow.from_xcom(window), dag_run_id=run_id)
         return asdict(part) if part else None
 
     @task(outlets=[PREDICTIONS], trigger_rule="none_failed")
     def commit(pinned: dict, parts: list, shards: list[str], window: dict, run_id=None) -> dict:
-        """Check the predictions with GX, then write the manifest last."""
+        """Check the predictions with GX, then replace the partition in one Delta commit."""
         from mlcore.registry import PinnedModel
         from mlcore.score import PartFile, ScoringWindow, commit_partition, count_inputs
         from mlcore.settings import get_settings
@@ -106,13 +107,11 @@ def batch_score():
         settings = get_settings()
         lake = open_lake(settings)
         w = ScoringWindow.from_xcom(window)
-        manifest = commit_partition(
-            lake, settings, PinnedModel(**pinned), w.day,
-            [PartFile(**p) for p in parts or [] if p], shards,
-            count_inputs(lake, shards, w.start, w.end), run_id, w.end,
-        )
-        return {"partition": manifest["partition"], "rows": manifest["rows"],
-                "files": len(manifest["files"])}
+        return commit_partition(
+            lake, settings, PinnedModel(**pinned), w, [PartFile(**p) for p in parts or [] if p],
+            shards=shards, expected_rows=count_inputs(lake, shards, w.start, w.end),
+            dag_run_id=run_id,
+        ).summary()
 
     @task
     def monitor_drift(pinned: dict, shards: list[str], window: dict, committed: dict) -> dict:
@@ -144,9 +143,8 @@ def batch_score():
         challenger = pin_challenger(settings, lake)
         if challenger is None:
             return {"challenger": None}
-        w = ScoringWindow.from_xcom(window)
-        return shadow(lake, settings, PinnedModel(**pinned), challenger, w.day, shards,
-                      w.start, w.end, run_id)
+        return shadow(lake, settings, PinnedModel(**pinned), challenger,
+                      ScoringWindow.from_xcom(window), shards, dag_run_id=run_id)
 
     @task
     def measure_realized_accuracy(committed: dict) -> list[dict]:
@@ -158,6 +156,20 @@ def batch_score():
         settings = get_settings()
         return realized_accuracy(settings, open_lake(settings))
 
+    @task(trigger_rule="all_done")
+    def vacuum() -> dict:
+        """Delete files no snapshot inside the retention needs (superseded or never committed)."""
+        from mlcore.predictions import PREDICTIONS as TABLE
+        from mlcore.predictions import SHADOW
+        from mlcore.predictions import vacuum as vacuum_table
+        from mlcore.settings import get_settings
+        from mlcore.storage import open_lake
+
+        settings = get_settings()
+        lake = open_lake(settings)
+        hours = settings.predictions_retention_hours
+        return {t: len(vacuum_table(lake, table=t, retention_hours=hours)) for t in (TABLE, SHADOW)}
+
     window = resolve_window()
     pinned = pin_champion()
     shards = list_input_shards(window)
@@ -166,6 +178,7 @@ def batch_score():
     monitor_drift(pinned, shards, window, committed)
     shadow_score(pinned, shards, window, committed)
     measure_realized_accuracy(committed)
+    committed >> vacuum()  # a sibling, not the last task: a failed monitor still fails the run
 
 
 batch_score()

@@ -158,17 +158,70 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _as_of(text: str | None) -> int | datetime | None:
+    """``--as-of``: a table version (an integer) or an ISO time (UTC when no offset is given)."""
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def cmd_predictions_read(args: argparse.Namespace) -> int:
-    from mlcore.score import read_predictions
+    from mlcore.predictions import read_partition
     from mlcore.storage import open_lake
 
-    table = read_predictions(open_lake(Settings()), date.fromisoformat(args.date))
+    table = read_partition(open_lake(Settings()), date.fromisoformat(args.date),
+                           as_of=_as_of(args.as_of))
     frame = table.drop_columns(["probabilities"]).to_pandas()
     if args.json:
         print(frame.to_json(orient="records", date_format="iso"))
     else:
         print(frame.head(args.limit).to_string())
         print(f"{table.num_rows} rows")
+    return 0
+
+
+def cmd_predictions_history(args: argparse.Namespace) -> int:
+    from mlcore.predictions import history
+    from mlcore.storage import open_lake
+
+    commits = history(open_lake(Settings()))[: args.limit]
+    if args.json:
+        print(json.dumps(commits, indent=2, default=str))
+        return 0
+    for c in commits:
+        at = datetime.fromtimestamp(c["timestamp"] / 1000, UTC).isoformat(timespec="seconds")
+        model = c.get("model") or {}
+        print(f"v{c['version']:<5} {at}  {c['operation'] or '-':8} {c.get('partition', '-'):14} "
+              f"{c.get('rows', '-')!s:>7} rows  model v{model.get('version', '-')}  "
+              f"run {c.get('dag_run_id', '-')}")
+    return 0
+
+
+def cmd_predictions_vacuum(args: argparse.Namespace) -> int:
+    from mlcore.predictions import PREDICTIONS, SHADOW, vacuum
+    from mlcore.storage import open_lake
+
+    settings = Settings()
+    hours = (settings.predictions_retention_hours if args.retention_hours is None
+             else args.retention_hours)
+    lake = open_lake(settings)
+    for table in (PREDICTIONS, SHADOW):
+        print(f"{table}: {len(vacuum(lake, table=table, retention_hours=hours))} files deleted")
+    return 0
+
+
+def cmd_predictions_migrate(args: argparse.Namespace) -> int:
+    from mlcore.predictions import PREDICTIONS, SHADOW, migrate_manifests
+    from mlcore.storage import open_lake
+
+    lake = open_lake(Settings())
+    for table in (PREDICTIONS, SHADOW):
+        for c in migrate_manifests(lake, table=table):
+            print(f"{c.partition}: {c.rows} rows committed as version {c.version}")
+    print("done: no manifest partitions left")
     return 0
 
 
@@ -255,13 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     aenv = nouns.add_parser("airflow-env", help="shell exports for running Airflow over var/")
     aenv.set_defaults(func=cmd_airflow_env)
 
-    preds = nouns.add_parser("predictions", help="prediction partitions").add_subparsers(
+    preds = nouns.add_parser("predictions", help="the predictions table").add_subparsers(
         dest="verb", required=True)
-    read = preds.add_parser("read", help="read a committed partition (checksums verified)")
-    read.add_argument("--date", required=True)
+    read = preds.add_parser("read", help="read a committed partition (now, or --as-of)")
+    read.add_argument("--date", required=True, help="the partition, YYYY-MM-DD")
+    read.add_argument("--as-of", help="as committed at this ISO time (UTC unless an offset is "
+                                      "given) or table version: time travel")
     read.add_argument("--limit", type=int, default=10)
     read.add_argument("--json", action="store_true")
     read.set_defaults(func=cmd_predictions_read)
+    hist = preds.add_parser("history", help="the table's commits, newest first")
+    hist.add_argument("--limit", type=int, default=20)
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=cmd_predictions_history)
+    vac = preds.add_parser("vacuum", help="delete files no snapshot inside the retention needs")
+    vac.add_argument("--retention-hours", type=float,
+                     help="default: MLCORE_PREDICTIONS_RETENTION_HOURS")
+    vac.set_defaults(func=cmd_predictions_vacuum)
+    mig = preds.add_parser("migrate", help="convert manifest partitions (before Delta) once")
+    mig.set_defaults(func=cmd_predictions_migrate)
     return parser
 
 

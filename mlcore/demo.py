@@ -74,8 +74,8 @@ def _show(console: Console, text: str | None) -> None:
 
 
 def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
+    from mlcore.predictions import partition_commit
     from mlcore.registry import client, current_champion
-    from mlcore.score import read_manifest
 
     lake = open_lake(settings)
     reports = [BatchReport.from_json(lake.read_bytes(ledger_key(b))) for b in batch_ids
@@ -83,7 +83,7 @@ def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
     mlc = client(settings, lake)
     versions = mlc.search_model_versions(f"name='{settings.model_name}'")
     champ = current_champion(mlc, settings.model_name)
-    manifest = read_manifest(lake, day)
+    commit = partition_commit(lake, day)
     return {
         "batches": [
             {**r.summary(), "reasons": [f"{x.key.split('/')[-1]}: {x.reason}" for x in r.rejections]}
@@ -95,8 +95,8 @@ def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
             "champion": champ.version if champ else None,
             "champion_holdout_accuracy": float(champ.tags.get("holdout_accuracy", "nan")) if champ else None,
         },
-        "predictions": {"partition": manifest["partition"], "rows": manifest["rows"],
-                        "files": [f["key"] for f in manifest["files"]]},
+        "predictions": {"partition": commit.partition, "rows": commit.rows,
+                        "version": commit.version, "files": commit.files},
         "drift": _drift(lake, day),
         "lake": lake.uri,
         "tracking_uri": settings.resolved_tracking_uri,
@@ -104,12 +104,16 @@ def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
 
 
 def _drift(lake, day: date) -> dict:
-    from mlcore.storage import read_parquet
+    from mlcore.monitor import DRIFT_TABLE
+    from mlcore.predictions import PartitionIncomplete, read_rows
 
-    key = f"monitoring/dt={day}/drift.parquet"
-    if not lake.exists(key):
+    try:
+        rows = read_rows(lake, DRIFT_TABLE, day=day).to_pylist()
+    except PartitionIncomplete:
         return {}
-    row = read_parquet(lake, key).to_pylist()[0]
+    if not rows:
+        return {}
+    row = rows[0]
     return {k: row[k] for k in ("class_psi", "confidence_js", "intensity_psi", "breached")}
 
 

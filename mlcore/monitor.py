@@ -31,6 +31,11 @@ INTENSITY_BINS = np.linspace(0.0, 256.0, 17)
 EPS = 1e-4
 MIN_ROWS_FOR_ALARM = 100
 
+# Monitoring outputs are Delta tables too, so every figure keeps its history (time travel).
+DRIFT_TABLE = "monitoring/drift"  # one row per partition, partitioned by dt
+SHADOW_TABLE = "monitoring/shadow_agreement"  # one row per partition, partitioned by dt
+REALIZED_ACCURACY_TABLE = "monitoring/realized_accuracy"  # one row per model version
+
 
 class DriftDetected(RuntimeError):
     """A drift score crossed its threshold and the configured action is ``fail``."""
@@ -129,9 +134,9 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
 
     from mlcore.data import load_fashion_mnist, shard_pixels
     from mlcore.model import predict_proba
+    from mlcore.predictions import iter_partition, overwrite_rows
     from mlcore.registry import client, load_pinned
-    from mlcore.score import iter_predictions, rows_to_score
-    from mlcore.storage import parquet_bytes
+    from mlcore.score import rows_to_score
 
     model = model or load_pinned(settings, lake, pinned)
     holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
@@ -140,7 +145,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     # One file at a time, so memory stays bounded however many images the night holds.
     no_probabilities = np.zeros((0, 10), np.float32)
     scored = Profile.of(no_probabilities, np.zeros(0))
-    for part in iter_predictions(lake, day, columns=["probabilities"]):
+    for part in iter_partition(lake, day, columns=["probabilities"]):
         probs = part.column("probabilities").combine_chunks().flatten()
         scored += Profile.of(np.asarray(probs).reshape(-1, 10), np.zeros(0))
     for shard in shards:
@@ -152,8 +157,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
            "breached": ",".join(report.breached),
            **{f"scored_{k}": v for k, v in asdict(scored).items() if k != "rows"},
            **{f"holdout_{k}": v for k, v in asdict(baseline).items() if k != "rows"}}
-    lake.write_bytes(f"monitoring/dt={day}/drift.parquet",
-                     parquet_bytes(pa.Table.from_pylist([row])))
+    overwrite_rows(lake, DRIFT_TABLE, pa.Table.from_pylist([row]), day=day)
     client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
     with mlflow.start_run(run_name=f"drift {day} v{pinned.version}"):
         mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
@@ -169,43 +173,49 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     return report
 
 
+def record_shadow_agreement(lake: Lake, day: date, result: dict) -> None:
+    """Store how often the challenger agreed with the champion on partition ``day``."""
+    import pyarrow as pa
+
+    from mlcore.predictions import overwrite_rows
+
+    schema = pa.schema([("champion_version", pa.string()), ("challenger_version", pa.string()),
+                        ("rows", pa.int64()), ("agreement", pa.float64())])  # agreement may be None
+    row = {name: result[name] for name in schema.names}
+    overwrite_rows(lake, SHADOW_TABLE, pa.Table.from_pylist([row], schema), day=day)
+
+
 def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     """Accuracy of each model version on images whose labels arrived after they were scored.
 
-    Joins the late labels in ``feedback/labels/`` with every committed prediction partition;
-    the result is written to ``monitoring/realized_accuracy.parquet`` and logged to MLflow.
+    Joins the late labels in ``feedback/labels/`` with the current snapshot of the
+    predictions table (one scan that keeps only the labeled rows: the history of predictions
+    only grows); the result replaces the ``monitoring/realized_accuracy`` table and is logged
+    to MLflow.
     """
     import mlflow
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from mlcore.ingest import FEEDBACK_PREFIX
+    from mlcore.predictions import overwrite_rows, scan
     from mlcore.registry import client
-    from mlcore.score import MANIFEST, PREDICTIONS, iter_predictions
-    from mlcore.storage import parquet_bytes, read_parquet
+    from mlcore.storage import read_parquet
 
     feedback = [read_parquet(lake, k) for k in lake.list(FEEDBACK_PREFIX) if k.endswith(".parquet")]
     if not feedback:
         return []
     late = pa.concat_tables(feedback)
     labels = dict(zip(*late.select(["image_id", "label"]).to_pydict().values(), strict=True))
+    labeled = scan(lake, columns=["image_id", "predicted_class", "model_version"],
+                   filter=pc.field("image_id").isin(late.column("image_id")))
     hits: dict[str, list[bool]] = {}
-    for key in lake.list(PREDICTIONS):
-        if not key.endswith(f"/{MANIFEST}"):
-            continue
-        day = date.fromisoformat(key.split("dt=")[1].split("/")[0])
-        # File by file, keeping only the labeled rows: the history of predictions only grows.
-        for part in iter_predictions(lake, day,
-                                     columns=["image_id", "predicted_class", "model_version"]):
-            labeled = part.filter(pc.is_in(part.column("image_id"), late.column("image_id")))
-            for r in labeled.to_pylist():
-                hits.setdefault(r["model_version"], []).append(
-                    r["predicted_class"] == labels[r["image_id"]])
+    for r in labeled.to_pylist():
+        hits.setdefault(r["model_version"], []).append(r["predicted_class"] == labels[r["image_id"]])
     rows = [{"model_version": v, "labeled_predictions": len(h), "realized_accuracy": sum(h) / len(h)}
             for v, h in sorted(hits.items())]
     if rows:
-        lake.write_bytes("monitoring/realized_accuracy.parquet",
-                         parquet_bytes(pa.Table.from_pylist(rows)))
+        overwrite_rows(lake, REALIZED_ACCURACY_TABLE, pa.Table.from_pylist(rows))
         client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
         with mlflow.start_run(run_name="realized accuracy"):
             for r in rows:

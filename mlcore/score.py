@@ -1,20 +1,18 @@
-"""Batch scoring: curated shards -> ``predictions/dt=YYYY-MM-DD/`` with a manifest written last.
+"""Batch scoring: curated shards -> the ``predictions`` Delta table, one partition per run.
 
 Which images a run scores: those whose ``ingested_at`` lies in the run's data interval
 ``[start, end)``. ``ingested_at`` is the logical date of the ingestion run that accepted
 them, so the rule never depends on the wall clock.
 
-Commit protocol: part files go to keys derived from (shard, model version, input hash), so
-a rerun with the same inputs rewrites identical bytes; ``_manifest.json`` is written last
-and lists the files with their row counts and sha256. Readers trust only the manifest.
+Publishing (see :mod:`mlcore.predictions`): each shard's predictions become one new data file
+in the partition's folder, and the commit validates them with GX, then replaces partition
+``dt=<day>`` in one atomic Delta commit. Readers see only committed snapshots.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -23,7 +21,16 @@ import numpy as np
 
 from mlcore import lineage
 from mlcore.data import CLASSES, read_shard, shard_pixels, shards_for_dates
-from mlcore.storage import parquet_bytes
+from mlcore.predictions import (
+    PREDICTIONS,
+    SHADOW,
+    Commit,
+    PartFile,
+    prediction_schema,
+    read_partition,
+    replace_partition,
+    write_part,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,43 +40,11 @@ if TYPE_CHECKING:
     from mlcore.settings import Settings
     from mlcore.storage import Lake
 
+__all__ = ["PREDICTIONS", "SHADOW", "Commit", "PartFile", "ScoringWindow", "commit_partition",
+           "count_inputs", "prediction_schema", "rows_to_score", "score_shard", "shadow_score",
+           "shards_in_interval"]
+
 log = logging.getLogger(__name__)
-
-PREDICTIONS = "predictions"
-SHADOW = "predictions_shadow"  # the challenger's predictions: same layout, never for consumers
-MANIFEST = "_manifest.json"
-
-
-class PartitionIncomplete(RuntimeError):
-    """A partition has no manifest, or its files do not match it."""
-
-
-class ConcurrentCommit(RuntimeError):
-    """Another run committed this partition at the same time; this run did not publish."""
-
-
-def prediction_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema([
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("source_key", pa.string(), nullable=False),
-        pa.field("batch_id", pa.string(), nullable=False),
-        pa.field("predicted_class", pa.int32(), nullable=False),
-        pa.field("predicted_label", pa.string(), nullable=False),
-        pa.field("confidence", pa.float32(), nullable=False),
-        pa.field("probabilities", pa.list_(pa.float32(), 10), nullable=False),
-        pa.field("model_name", pa.string(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("model_run_id", pa.string(), nullable=False),
-        pa.field("scored_at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("dag_run_id", pa.string(), nullable=False),
-    ])
-
-
-def partition_prefix(day: date, root: str = PREDICTIONS) -> str:
-    return f"{root}/dt={day:%Y-%m-%d}"
-
 
 @dataclass(frozen=True)
 class ScoringWindow:
@@ -135,26 +110,12 @@ def count_inputs(lake: Lake, shards: list[str], start: datetime, end: datetime) 
     return sum(rows_to_score(lake, s, start, end, ["image_id"]).num_rows for s in shards)
 
 
-@dataclass
-class PartFile:
-    key: str
-    rows: int
-    sha256: str
 
-
-def score_shard(
-    lake: Lake,
-    settings: Settings,
-    pinned: PinnedModel,
-    shard: str,
-    start: datetime,
-    end: datetime,
-    scored_at: datetime,
-    dag_run_id: str,
-    model=None,
-    root: str = PREDICTIONS,
-) -> PartFile | None:
-    """Score one shard's rows in the interval into one part file; ``None`` if it has none.
+def score_shard(lake: Lake, settings: Settings, pinned: PinnedModel, shard: str,
+                window: ScoringWindow, *, dag_run_id: str, model=None,
+                table: str = PREDICTIONS) -> PartFile | None:
+    """Score one shard's rows in the window into one new data file of partition
+    ``window.day`` (never elsewhere, ``rescore_all`` included); ``None`` if it has none.
 
     ``model``: the pinned version, already loaded and ideally passed through
     :func:`mlcore.model.for_inference` (callers scoring many shards do that once); by default
@@ -165,85 +126,62 @@ def score_shard(
     from mlcore.model import for_inference, predict_proba
     from mlcore.registry import load_pinned
 
-    table = rows_to_score(lake, shard, start, end,
-                          ["image_id", "pixels", "source_key", "batch_id"])
-    if table.num_rows == 0:
+    rows = rows_to_score(lake, shard, window.start, window.end,
+                         ["image_id", "pixels", "source_key", "batch_id"])
+    if rows.num_rows == 0:
         return None
-    table = table.sort_by("image_id")
+    rows = rows.sort_by("image_id")
     model = model or for_inference(load_pinned(settings, lake, pinned))
-    probs = predict_proba(model, shard_pixels(table), settings.score_batch_size).astype(np.float32)
+    probs = predict_proba(model, shard_pixels(rows), settings.score_batch_size).astype(np.float32)
     classes = probs.argmax(axis=1).astype(np.int32)
-    n = table.num_rows
+    n = rows.num_rows
     out = pa.Table.from_arrays(
         [
-            table.column("image_id"), table.column("source_key"), table.column("batch_id"),
+            rows.column("image_id"), rows.column("source_key"), rows.column("batch_id"),
             pa.array(classes),
             pa.array(np.asarray(CLASSES, dtype=object)[classes], pa.string()),
             pa.array(probs.max(axis=1)),
             pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 10),
             pa.array([pinned.name] * n), pa.array([pinned.version] * n),
             pa.array([pinned.run_id] * n),
-            pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
+            # The interval's end, not the wall clock: a rerun records the same time.
+            pa.array([window.end] * n, pa.timestamp("us", tz="UTC")),
             pa.array([dag_run_id] * n),
         ],
         schema=prediction_schema(),
     )
-    token = hashlib.sha256(f"{shard}|{pinned.version}|{pinned.weights_sha256}".encode()).hexdigest()
-    key = f"{partition_prefix(start.date(), root)}/part-{token[:16]}.parquet"
-    data = parquet_bytes(out)
-    lake.write_bytes(key, data)
-    lineage.report(lake, inputs=[shard], outputs=[key])
-    return PartFile(key, n, hashlib.sha256(data).hexdigest())
+    part = write_part(lake, out, day=window.day, dag_run_id=dag_run_id, shard=shard, table=table)
+    lineage.report(lake, inputs=[shard], outputs=[part.key])
+    return part
 
 
-def commit_partition(
-    lake: Lake,
-    settings: Settings,
-    pinned: PinnedModel,
-    day: date,
-    parts: list[PartFile],
-    shards: list[str],
-    expected_rows: int,
-    dag_run_id: str,
-    run_time: datetime,
-    root: str = PREDICTIONS,
-) -> dict:
-    """Validate the parts with GX, then write ``_manifest.json`` last: the commit point."""
+def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window: ScoringWindow,
+                     parts: list[PartFile], *, shards: list[str], expected_rows: int,
+                     dag_run_id: str, table: str = PREDICTIONS) -> Commit:
+    """Validate the data files with GX, then make them partition ``window.day`` in one commit.
+
+    Nothing is published when validation fails: the files stay unreferenced until vacuum.
+    """
     from mlcore.registry import code_version
     from mlcore.validation import ValidationFailed, run_suite
 
+    day = window.day
     parts = sorted(parts, key=lambda p: p.key)
     check = run_suite(lake, settings.gx_suites_dir, "predictions", _validation_frame(lake, parts),
-                      f"{root}-{day:%Y-%m-%d}", run_time, {"expected_rows": expected_rows},
+                      f"{table}-{day:%Y-%m-%d}", window.end, {"expected_rows": expected_rows},
                       key_column="image_id")
     if not check.success:
-        raise ValidationFailed.for_page(f"predictions for {day}", check.failed_expectations,
+        raise ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
                                         check.docs_key, lake, settings.data_docs_url)
-    prefix = partition_prefix(day, root)
-    current = _current_manifest(lake, day, root)
-    generation = current["generation"] + 1 if current else 1
-    manifest = {
-        "partition": prefix,
-        "generation": generation,
-        "files": [asdict(p) for p in parts],
-        "rows": sum(p.rows for p in parts),
-        "schema": prediction_schema().to_string(),
+    commit = replace_partition(lake, day, parts, table=table, metadata={
         "model": asdict(pinned),
-        "inputs": {"shards": sorted(shards), "hash": inputs_hash(shards)},
+        "inputs": {"shards": len(shards), "hash": inputs_hash(shards)},
         "code_version": code_version(),
         "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
         "dag_run_id": dag_run_id,
-    }
-    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    # Optimistic concurrency: one writer wins each generation; a concurrent run loses here.
-    if not lake.write_if_absent(f"{prefix}/_manifests/{generation:06d}.json", body):
-        raise ConcurrentCommit(f"{prefix}: generation {generation} was committed by another run")
-    lake.write_bytes(f"{prefix}/{MANIFEST}", body)  # the commit point: readers trust only this
-    lineage.report(lake, inputs=[p.key for p in parts], outputs=[f"{prefix}/{MANIFEST}"])
-    _remove_unreferenced_parts(lake, prefix, manifest, current)
-    log.info("committed %s (generation %d): %d rows in %d files", prefix, generation,
-             manifest["rows"], len(parts))
-    return manifest
+    })
+    lineage.report(lake, inputs=[p.key for p in parts], outputs=[commit.partition])
+    return commit
 
 
 def _validation_frame(lake: Lake, parts: list[PartFile]) -> pd.DataFrame:
@@ -274,83 +212,34 @@ def _validation_frame(lake: Lake, parts: list[PartFile]) -> pd.DataFrame:
         types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get)
 
 
-def _current_manifest(lake: Lake, day: date, root: str) -> dict | None:
-    try:
-        return read_manifest(lake, day, root)
-    except PartitionIncomplete:
-        return None
-
-
-def _remove_unreferenced_parts(lake: Lake, prefix: str, manifest: dict, previous: dict | None):
-    """Delete parts neither generation references: leftovers of killed or superseded runs.
-
-    The previous generation's files are kept, so a reader that fetched the old manifest a
-    moment ago can still read it.
-    """
-    keep = {f["key"] for m in (manifest, previous) if m for f in m["files"]}
-    for key in lake.list(prefix):
-        if key.endswith(".parquet") and key not in keep:
-            lake.delete(key)
-
-
-def read_manifest(lake: Lake, day: date, root: str = PREDICTIONS) -> dict:
-    key = f"{partition_prefix(day, root)}/{MANIFEST}"
-    if not lake.exists(key):
-        raise PartitionIncomplete(f"{partition_prefix(day, root)} has no manifest: not committed yet")
-    return json.loads(lake.read_bytes(key))
-
-
-def iter_predictions(lake: Lake, day: date, root: str = PREDICTIONS,
-                     columns: list[str] | None = None) -> Iterator[pa.Table]:
-    """The manifest's files one at a time (all columns, or ``columns``), each checked
-    against its recorded sha256: a whole night never has to fit in memory."""
-    from mlcore.storage import parquet_table
-
-    for part in read_manifest(lake, day, root)["files"]:
-        data = lake.read_bytes(part["key"])
-        if hashlib.sha256(data).hexdigest() != part["sha256"]:
-            raise PartitionIncomplete(f"{part['key']} does not match its manifest checksum")
-        yield parquet_table(data, columns)
-
-
-def read_predictions(lake: Lake, day: date, root: str = PREDICTIONS,
-                     columns: list[str] | None = None) -> pa.Table:
-    """Exactly the manifest's files, each checked against its recorded sha256."""
-    import pyarrow as pa
-
-    tables = list(iter_predictions(lake, day, root, columns))
-    if tables:
-        return pa.concat_tables(tables)
-    empty = prediction_schema().empty_table()
-    return empty.select(columns) if columns else empty
-
-
 def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challenger: PinnedModel,
-                 day: date, shards: list[str], start: datetime, end: datetime,
-                 dag_run_id: str) -> dict:
-    """Score the same shards with the challenger under ``predictions_shadow/`` and record how
-    often it agrees with the champion's committed predictions."""
-    import pyarrow as pa
+                 window: ScoringWindow, shards: list[str], *, dag_run_id: str) -> dict:
+    """Score the same shards with the challenger into the ``predictions_shadow`` table and
+    record how often it agrees with the champion's committed predictions."""
     import pyarrow.compute as pc
 
     from mlcore.model import for_inference
+    from mlcore.monitor import record_shadow_agreement
     from mlcore.registry import load_pinned
 
     model = for_inference(load_pinned(settings, lake, challenger))
-    parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, start, end, end,
-                                                    dag_run_id, model, root=SHADOW))]
-    commit_partition(lake, settings, challenger, day, parts, shards,
-                     count_inputs(lake, shards, start, end), dag_run_id, end, root=SHADOW)
+    parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, window,
+                                                    dag_run_id=dag_run_id, model=model,
+                                                    table=SHADOW))]
+    commit_partition(lake, settings, challenger, window, parts, shards=shards,
+                     expected_rows=count_inputs(lake, shards, window.start, window.end),
+                     dag_run_id=dag_run_id, table=SHADOW)
     columns = ["image_id", "predicted_class"]
-    joined = read_predictions(lake, day, columns=columns).join(
-        read_predictions(lake, day, SHADOW, columns), "image_id", right_suffix="_challenger")
+    day = window.day
+    joined = read_partition(lake, day, columns=columns).join(
+        read_partition(lake, day, table=SHADOW, columns=columns), "image_id",
+        right_suffix="_challenger")
     agree = pc.sum(pc.equal(joined.column("predicted_class"),
                             joined.column("predicted_class_challenger"))).as_py() or 0
     result = {"dt": str(day), "champion_version": champion.version,
               "challenger_version": challenger.version, "rows": joined.num_rows,
               "agreement": agree / joined.num_rows if joined.num_rows else None}
-    lake.write_bytes(f"monitoring/dt={day}/shadow.parquet",
-                     parquet_bytes(pa.Table.from_pylist([result])))
+    record_shadow_agreement(lake, day, result)
     log.info("shadow: challenger v%s agrees with champion v%s on %s of %d rows",
              challenger.version, champion.version, result["agreement"], joined.num_rows)
     return result

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     drift_action: Literal["warn", "fail"] = Field(
         "warn", description="On a drift breach: `warn` in the log, or `fail` the monitor task."
     )
+    predictions_retention_hours: float = Field(
+        168.0, description="Vacuum keeps every file a prediction snapshot of the last N hours "
+                           "needs (time travel reaches that far back; default 7 days)."
+    )
 
     @property
     def resolved_lake_uri(self) -> str:

@@ -591,3 +591,41 @@ def parquet_bytes(table, **kwargs) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", **kwargs)
     return buf.getvalue()
+
+
+# --- Open table formats (Delta Lake) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableLocation:
+    """Where a table under the lake lives, as a table library wants it: a URI plus
+    ``storage_options`` (endpoint and keys; never in the repr, so never in a log)."""
+
+    uri: str
+    storage_options: dict[str, str] | None = field(default=None, repr=False)
+
+
+def table_location(lake: Lake, key: str) -> TableLocation:
+    """The table folder ``key`` of ``lake`` for ``deltalake``: a local path, or ``s3://`` with
+    the lake's own endpoint, keys and timeouts (delta-rs has its own S3 client, not boto3).
+
+    No locking option is set: delta-rs 1.x commits on S3 with a conditional
+    ``PutObject`` (``If-None-Match: *``), so concurrent writers need no lock service.
+    """
+    check_key(key.strip("/"))
+    if isinstance(lake, S3Lake):
+        # The same retry budget as boto3's (attempts x timeout), not object_store's 10 retries
+        # over up to 3 minutes: an outage longer than the budget fails the task, as elsewhere.
+        options = {"AWS_REGION": lake.region,
+                   "timeout": f"{lake.timeout_s:g}s", "connect_timeout": f"{lake.timeout_s:g}s",
+                   "max_retries": str(max(0, lake.max_attempts - 1)),
+                   "retry_timeout": f"{lake.timeout_s * lake.max_attempts:g}s"}
+        if lake.endpoint_url:
+            options["AWS_ENDPOINT_URL"] = lake.endpoint_url
+            if lake.endpoint_url.startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        if lake.access_key_id and lake.secret_access_key:
+            options["AWS_ACCESS_KEY_ID"] = lake.access_key_id
+            options["AWS_SECRET_ACCESS_KEY"] = lake.secret_access_key
+        return TableLocation(lake.url(key.strip("/")), options)
+    return TableLocation(str(lake._path(key.strip("/"))), None)

@@ -1,6 +1,6 @@
 """``mlcore trace``: follow one image from upload to every prediction made of it.
 
-It only reads records the pipeline already writes: prediction manifests and files, curated
+It only reads records the pipeline already writes: the prediction table (Delta), curated
 shards, the ingestion ledger, GX results, MLflow runs and versions, and the audit trail.
 A missing record is a :class:`BrokenLink` that names the link, never a silent gap.
 """
@@ -17,7 +17,7 @@ from mlcore import audit
 from mlcore.data import list_shards, read_shard
 from mlcore.data_docs import page_url, restore
 from mlcore.ingest import BatchReport, ledger_key
-from mlcore.score import PREDICTIONS, read_manifest, read_predictions
+from mlcore.predictions import PREDICTIONS, partition_dir, read_partition, scan
 
 if TYPE_CHECKING:
     from mlcore.settings import Settings
@@ -44,31 +44,22 @@ def resolve(lake: Lake, ref: str, row: int | None = None) -> str:
         except FileNotFoundError as exc:
             raise BrokenLink("landing object", f"{ref} does not exist") from exc
     day = date.fromisoformat(ref.removeprefix(f"{PREDICTIONS}/").removeprefix("dt="))
-    table = read_predictions(lake, day)
+    table = read_partition(lake, day, columns=["image_id"])
     if row is None or not 0 <= row < table.num_rows:
         raise BrokenLink("prediction row", f"row {row} not in {day} ({table.num_rows} rows)")
     return table.column("image_id")[row].as_py()
 
 
 def _prediction_hits(lake: Lake, image_id: str) -> list[dict]:
+    """Every current prediction of the image, from one filtered scan of the table."""
     import pyarrow.compute as pc
 
-    hits = []
-    for key in lake.list(PREDICTIONS):
-        if not key.endswith("/_manifest.json"):
-            continue
-        day = date.fromisoformat(key.split("dt=")[1].split("/")[0])
-        table = read_predictions(lake, day)
-        found = table.filter(pc.equal(table.column("image_id"), image_id))
-        for r in found.drop_columns(["probabilities"]).to_pylist():
-            hits.append({
-                "partition": read_manifest(lake, day)["partition"],
-                "predicted_label": r["predicted_label"], "confidence": round(r["confidence"], 6),
-                "model_name": r["model_name"], "model_version": r["model_version"],
-                "model_run_id": r["model_run_id"], "source_key": r["source_key"],
-                "batch_id": r["batch_id"], "dag_run_id": r["dag_run_id"],
-            })
-    return hits
+    columns = ["dt", "predicted_label", "confidence", "model_name", "model_version",
+               "model_run_id", "source_key", "batch_id", "dag_run_id"]
+    found = scan(lake, columns=columns, filter=pc.field("image_id") == image_id)
+    return [{"partition": partition_dir(date.fromisoformat(r.pop("dt"))),
+             **r, "confidence": round(r["confidence"], 6)}
+            for r in sorted(found.to_pylist(), key=lambda r: r["dt"])]
 
 
 def _curated_hit(lake: Lake, image_id: str) -> dict | None:

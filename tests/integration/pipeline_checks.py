@@ -11,7 +11,7 @@ import pytest
 
 from mlcore.data import list_shards, read_shard
 from mlcore.ingest import BatchReport, ledger_key
-from mlcore.score import read_manifest, read_predictions
+from mlcore.predictions import PREDICTIONS, partition_commit, read_partition
 
 DAY = date(2026, 11, 22)  # the day the end-to-end runs simulate
 PER_BATCH = 12  # images per seeded landing batch in those runs
@@ -25,7 +25,7 @@ def assert_predictions_are_the_accepted_unlabeled_images(lake, summary: dict, da
         rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
         unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
     accepted_unlabeled = sum(b["accepted"] - b["labeled"] for b in summary["batches"])
-    predictions = read_predictions(lake, day)
+    predictions = read_partition(lake, day)
     assert predictions.num_rows == accepted_unlabeled == len(unlabeled) > 0
     assert set(predictions.column("image_id").to_pylist()) == unlabeled
 
@@ -41,19 +41,21 @@ def assert_bad_files_quarantined_with_reasons(lake, batch_id: str = "mixed-bad-0
     assert report.accepted + report.quarantined + report.duplicates == report.files
 
 
-def assert_manifest_lists_exactly_the_files_present(lake, day: date) -> dict:
-    manifest = read_manifest(lake, day)
-    present = [k for k in lake.list(manifest["partition"]) if k.endswith(".parquet")]
-    assert sorted(f["key"] for f in manifest["files"]) == present != []
-    assert manifest["validation"]["success"] is True
-    assert lake.exists(manifest["validation"]["docs_key"])
-    return manifest
+def assert_partition_commit_is_validated_and_its_files_exist(lake, day: date):
+    """The snapshot's files of ``day`` all exist, lie in the partition's folder, and the
+    commit that made them records a passed GX validation whose Data Docs page exists."""
+    commit = partition_commit(lake, day)
+    assert commit.files and all(lake.exists(f"{PREDICTIONS}/{f}") for f in commit.files)
+    assert all(f.startswith(f"dt={day}/") for f in commit.files)
+    assert commit.metadata["validation"]["success"] is True
+    assert lake.exists(commit.metadata["validation"]["docs_key"])
+    return commit
 
 
 def assert_same_predictions(lake, reference_lake, day: date) -> None:
     """Two runs over the same seeded inputs published the same predictions."""
-    ours = read_predictions(lake, day).sort_by("image_id").to_pydict()
-    theirs = read_predictions(reference_lake, day).sort_by("image_id").to_pydict()
+    ours = read_partition(lake, day).sort_by("image_id").to_pydict()
+    theirs = read_partition(reference_lake, day).sort_by("image_id").to_pydict()
     assert ours["image_id"] == theirs["image_id"]
     assert ours["predicted_class"] == theirs["predicted_class"]
     assert ours["confidence"] == pytest.approx(theirs["confidence"], abs=1e-6)

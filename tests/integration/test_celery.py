@@ -26,12 +26,13 @@ WORKERS = ("worker-a", "worker-b")
 
 
 def predictions(lake, day: date) -> tuple[dict, list[tuple[str, int]]]:
-    from mlcore.score import read_manifest, read_predictions
+    from mlcore.predictions import partition_commit, read_partition
 
-    table = read_predictions(lake, day)
+    table = read_partition(lake, day)
     rows = zip(table.column("image_id").to_pylist(), table.column("predicted_class").to_pylist(),
                strict=True)
-    return read_manifest(lake, day), sorted(rows)
+    commit = partition_commit(lake, day)
+    return {"version": commit.version, "rows": commit.rows, **commit.metadata}, sorted(rows)
 
 
 def celery_provider_importable() -> None:
@@ -104,7 +105,7 @@ def test_celery_partition_equals_the_local_executor_one(runs):
     local_manifest, local_rows = runs["local_predictions"]
     _, local_tis = runs["local_score"]
     assert not {t["hostname"] for t in local_tis} & set(WORKERS)  # really not on Celery
-    assert local_manifest["generation"] == celery_manifest["generation"] + 1
+    assert local_manifest["version"] == celery_manifest["version"] + 1
     assert local_manifest["model"] == celery_manifest["model"]  # the same pinned champion
     assert local_manifest["inputs"] == celery_manifest["inputs"]
     assert len(celery_rows) == celery_manifest["rows"] > 0

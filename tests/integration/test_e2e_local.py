@@ -9,8 +9,8 @@ from rich.console import Console
 
 from mlcore.data import list_shards
 from mlcore.demo import run_pipeline
+from mlcore.predictions import read_partition, read_rows
 from mlcore.registry import client
-from mlcore.score import read_predictions
 from mlcore.storage import open_lake
 from tests.integration import pipeline_checks as checks
 from tests.integration.pipeline_checks import DAY, PER_BATCH
@@ -62,8 +62,14 @@ def test_mlflow_has_a_registered_champion_with_metrics_and_plots(run):
     assert champion.tags["gate_decision"] == "promoted"
 
 
-def test_manifest_lists_exactly_the_files_present(run):
-    checks.assert_manifest_lists_exactly_the_files_present(open_lake(run[0]), DAY)
+def test_partition_commit_is_validated_and_its_files_exist(run):
+    from mlcore.predictions import history
+
+    lake = open_lake(run[0])
+    commit = checks.assert_partition_commit_is_validated_and_its_files_exist(lake, DAY)
+    # The first run's commit, then the rerun's, which superseded it: the history has both.
+    ours = [h["version"] for h in history(lake) if h.get("partition") == f"dt={DAY}"]
+    assert len(ours) == 2 and ours[0] == commit.version
 
 
 def test_rerun_ingests_nothing_twice_and_keeps_the_partition_whole(run):
@@ -79,7 +85,7 @@ def test_trace_of_a_prediction_row_shows_every_link(run):
 
     settings = run[0]
     lake = open_lake(settings)
-    row = read_predictions(lake, DAY).slice(0, 1).to_pylist()[0]
+    row = read_partition(lake, DAY).slice(0, 1).to_pylist()[0]
     chain = trace(settings, lake, resolve(lake, str(DAY), 0))
     assert chain["image_id"] == row["image_id"]
     assert chain["landing"]["key"] == row["source_key"]
@@ -109,7 +115,7 @@ def test_trace_names_the_missing_link_and_exits_non_zero(run, tmp_path, monkeypa
     monkeypatch.setenv("MLCORE_HOME", str(settings.home))
     monkeypatch.setenv("MLCORE_LAKE_URI", str(copy))
     get_settings.cache_clear()
-    row = read_predictions(open_lake(settings), DAY).slice(0, 1).to_pylist()[0]
+    row = read_partition(open_lake(settings), DAY).slice(0, 1).to_pylist()[0]
     shard = next(k for k in list_shards(open_lake(settings)) if f"batch={row['batch_id']}/" in k)
     (copy / shard).unlink()
     assert main(["trace", row["image_id"]]) == 2
@@ -127,25 +133,26 @@ def test_audit_trail_has_no_duplicates_after_rerunning_every_dag(run):
 
 
 def test_challenger_is_scored_in_shadow_and_agreement_recorded(run):
-    from mlcore.score import SHADOW
-    from mlcore.storage import read_parquet
+    from mlcore.monitor import SHADOW_TABLE
+    from mlcore.predictions import SHADOW
 
     settings, first, _, _ = run
     lake = open_lake(settings)
-    [shadow] = read_parquet(lake, f"monitoring/dt={DAY}/shadow.parquet").to_pylist()
+    [shadow] = read_rows(lake, SHADOW_TABLE, day=DAY).to_pylist()
     assert (shadow["champion_version"], shadow["challenger_version"]) == ("1", "2")
     assert shadow["rows"] == first["predictions"]["rows"]
     assert shadow["agreement"] == 1.0  # v2 retrained on the same data with the same seed
-    assert read_predictions(lake, DAY, SHADOW).column("model_version").unique().to_pylist() == ["2"]
+    assert read_partition(lake, DAY, table=SHADOW).column("model_version").unique().to_pylist() == [
+        "2"]
 
 
 def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
     import mlflow
 
-    from mlcore.storage import read_parquet
+    from mlcore.monitor import DRIFT_TABLE
 
     settings = run[0]
-    [row] = read_parquet(open_lake(settings), f"monitoring/dt={DAY}/drift.parquet").to_pylist()
+    [row] = read_rows(open_lake(settings), DRIFT_TABLE, day=DAY).to_pylist()
     assert {"class_psi", "confidence_js", "intensity_psi"} <= set(row)
     client(settings, open_lake(settings))
     runs = mlflow.search_runs(experiment_names=[f"{settings.mlflow_experiment}-monitoring"],
@@ -171,8 +178,7 @@ def test_openlineage_events_name_the_lake_datasets_each_task_reads_and_writes(ru
     ins, outs = done["retrain_model.train_and_register"]
     assert any("batch%3Dlabeled-01" in n or "batch=labeled-01" in n for n in ins)
     assert any("/models/" in n for n in outs)
-    assert any(n.endswith("/predictions/dt=2026-11-22/_manifest.json")
-               or n.endswith("/predictions/dt%3D2026-11-22/_manifest.json")
+    assert any(n.endswith("/predictions/dt=2026-11-22") or n.endswith("/predictions/dt%3D2026-11-22")
                for n in done["batch_score.commit"][1])
 
 
@@ -180,9 +186,12 @@ def test_manual_params_rescore_everything_into_the_chosen_partition_and_are_audi
     from mlcore.audit import entries
 
     lake = open_lake(rescore)
-    everything = read_predictions(lake, date(2026, 11, 30))
+    everything = read_partition(lake, date(2026, 11, 30))
     assert set(everything.column("image_id").to_pylist()) == set(
-        read_predictions(lake, DAY).column("image_id").to_pylist())
+        read_partition(lake, DAY).column("image_id").to_pylist())
+    # Defect 2 of the manifest protocol: rescore_all wrote under dt=1970-01-01.
+    data = {k.split("/")[1] for k in lake.list("predictions") if "/_delta_log/" not in k}
+    assert data == {"dt=2026-11-22", "dt=2026-11-30"}
     [trigger] = entries(lake, "manual_trigger")
     assert trigger.target == "batch_score/2026-11-30"
     assert trigger.details["params"] == {"date": "2026-11-30", "rescore_all": True}

@@ -77,8 +77,8 @@ def test_quarantine_holds_the_bad_files_with_reasons(s3_run):
     checks.assert_bad_files_quarantined_with_reasons(open_lake(s3_run.settings))
 
 
-def test_manifest_lists_exactly_the_files_present(s3_run):
-    checks.assert_manifest_lists_exactly_the_files_present(open_lake(s3_run.settings), DAY)
+def test_partition_commit_is_validated_and_its_files_exist(s3_run):
+    checks.assert_partition_commit_is_validated_and_its_files_exist(open_lake(s3_run.settings), DAY)
 
 
 def test_champion_and_its_artifacts_are_in_the_bucket(s3_run, s3_server, mlflow_s3_env):

@@ -99,8 +99,8 @@ def test_only_the_bad_batch_fails_and_the_others_are_ingested(live):
 
 
 def test_scoring_covers_the_ingested_day_and_publishes_its_predictions(live):
+    from mlcore.predictions import partition_commit, read_partition
     from mlcore.registry import client
-    from mlcore.score import read_manifest, read_predictions
 
     settings, lake, score = live["settings"], live["lake"], live["score"]
     start = datetime.fromisoformat(score["data_interval_start"])
@@ -114,12 +114,12 @@ def test_scoring_covers_the_ingested_day_and_publishes_its_predictions(live):
         unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
     reports = [BatchReport.from_json(lake.read_bytes(ledger_key(b))) for b in live["seeded"]]
     accepted_unlabeled = sum(r.accepted - r.labeled for r in reports)
-    manifest = read_manifest(lake, DAY)
-    assert manifest["rows"] == accepted_unlabeled == len(unlabeled) > 0
-    assert set(read_predictions(lake, DAY).column("image_id").to_pylist()) == unlabeled
+    commit = partition_commit(lake, DAY)
+    assert commit.rows == accepted_unlabeled == len(unlabeled) > 0
+    assert set(read_partition(lake, DAY).column("image_id").to_pylist()) == unlabeled
 
     champion = client(settings, lake).get_model_version_by_alias(settings.model_name, "champion")
-    assert str(champion.version) == str(manifest["model"]["version"])
+    assert str(champion.version) == str(commit.metadata["model"]["version"])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlcore.data import list_shards, read_shard
-from mlcore.score import read_predictions
+from mlcore.predictions import read_partition
 from mlcore.storage import open_lake
 from tests.integration.pipeline_checks import DAY
 
@@ -29,7 +29,7 @@ def test_pipeline_completes_with_predictions(pg_run):
     for key in list_shards(lake):
         rows = read_shard(lake, key, ["image_id", "label"]).to_pydict()
         unlabeled |= {i for i, lab in zip(rows["image_id"], rows["label"], strict=True) if lab is None}
-    predictions = read_predictions(lake, DAY)
+    predictions = read_partition(lake, DAY)
     assert summary["predictions"]["rows"] == predictions.num_rows == len(unlabeled) > 0
     # Neither store fell back to SQLite in the home folder.
     home = pg_run.settings.home

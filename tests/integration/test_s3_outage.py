@@ -4,7 +4,7 @@
   (boto3 ``standard`` mode inside a task, then Airflow's task retries), and the outputs
   equal a clean local-lake run.
 - An outage longer than the retry budget fails the scoring run, and nothing is published:
-  no manifest, no readable partition, no ``predictions`` Asset event. A later run, with S3
+  no table commit, no readable partition, no ``predictions`` Asset event. A later run, with S3
   back, commits the complete partition.
 
 The server keeps its objects while frozen, and the kernel still accepts connections, so a
@@ -23,7 +23,7 @@ import pytest
 
 from mlcore.airflow_local import DagRunFailed, airflow_env, dags_test, ensure_db
 from mlcore.demo import PROFILES, TASK_EVENT, schedule_for, summarize
-from mlcore.score import PartitionIncomplete, read_manifest, read_predictions
+from mlcore.predictions import PartitionIncomplete, history, partition_commit, read_partition
 from mlcore.seed import seed_landing
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
@@ -132,12 +132,12 @@ def outage_runs(tmp_path_factory):
             long_outage.end()
         after_failure = {
             "commit": task_runs(home, "batch_score", "commit"),
-            "manifest_keys": [k for k in lake.list(f"predictions/dt={DAY}")
-                              if "manifest" in k],
+            "log_entries": [k for k in lake.list("predictions/_delta_log")
+                            if k.endswith(".json")],
             "asset_events": asset_events(home, "predictions"),
         }
         try:
-            read_predictions(lake, DAY)
+            read_partition(lake, DAY)
             after_failure["readable"] = True
         except PartitionIncomplete:
             after_failure["readable"] = False
@@ -175,7 +175,7 @@ def test_an_outage_longer_than_the_retry_budget_fails_and_publishes_nothing(outa
     assert outage_runs["failure"] is not None, "batch_score succeeded with S3 frozen"
     after = outage_runs["after_failure"]
     assert [r["state"] for r in after["commit"]] == ["failed"]
-    assert after["manifest_keys"] == []
+    assert len(after["log_entries"]) <= 1  # at most the empty table's creation: no commit
     assert after["readable"] is False
     assert after["asset_events"] == 0
 
@@ -184,7 +184,9 @@ def test_scoring_rides_out_a_20s_outage_and_equals_a_clean_run(outage_runs, loca
     _assert_rode_out(task_runs(outage_runs["home"], "batch_score", "score_shard"),
                      outage_runs["score_outage"])
     lake = outage_runs["lake"]
-    manifest = read_manifest(lake, DAY)
-    assert manifest["generation"] == 1  # the failed run never committed a generation
+    commit = partition_commit(lake, DAY)
+    # The failed run never committed: the partition has exactly one commit, the later run's.
+    assert [h["version"] for h in history(lake) if h.get("partition") == f"dt={DAY}"] == [
+        commit.version]
     assert_same_predictions(lake, open_lake(local_run.settings), DAY)
     assert asset_events(outage_runs["home"], "predictions") == 1

@@ -3,20 +3,25 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 import torch
 
 from mlcore.data import CuratedRow, write_shards
 from mlcore.model import FashionCNN
-from mlcore.registry import PinnedModel
-from mlcore.score import (
+from mlcore.predictions import (
     PartFile,
     PartitionIncomplete,
+    history,
+    partition_commit,
+    prediction_schema,
+    read_partition,
+    read_rows,
+)
+from mlcore.registry import PinnedModel
+from mlcore.score import (
+    ScoringWindow,
     commit_partition,
     count_inputs,
-    prediction_schema,
-    read_predictions,
     score_shard,
     shards_in_interval,
 )
@@ -26,7 +31,9 @@ from tests.conftest import DAY
 
 START = datetime(2026, 11, 22, 3, tzinfo=UTC)
 END = START + timedelta(days=1)
+WINDOW = ScoringWindow(START, END, START.date())
 PINNED = PinnedModel("fashion-classifier", "3", "run-abc", "0" * 64)
+PARTITION = "predictions/dt=2026-11-22"
 
 
 @pytest.fixture
@@ -44,128 +51,136 @@ def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):
     return write_shards(lake, rows, batch, when, settings.shard_rows)
 
 
-def _score_day(lake, settings, model, pinned=PINNED):
-    shards = shards_in_interval(lake, START, END)
-    parts = [p for s in shards
-             if (p := score_shard(lake, settings, pinned, s, START, END, END, "run-1", model))]
-    return commit_partition(lake, settings, pinned, START.date(), parts, shards,
-                            count_inputs(lake, shards, START, END), "run-1", END)
+def _score(lake, settings, model, pinned=PINNED, run_id="run-1", window=WINDOW):
+    """What the mapped ``score_shard`` tasks of one run write (nothing committed yet)."""
+    shards = shards_in_interval(lake, window.start, window.end)
+    parts = [p for s in shards if (p := score_shard(lake, settings, pinned, s, window,
+                                                    dag_run_id=run_id, model=model))]
+    return parts, shards
+
+
+def _commit(lake, settings, parts, shards, pinned=PINNED, run_id="run-1", window=WINDOW,
+            expected=None):
+    if expected is None:
+        expected = count_inputs(lake, shards, window.start, window.end)
+    return commit_partition(lake, settings, pinned, window, parts, shards=shards,
+                            expected_rows=expected, dag_run_id=run_id)
+
+
+def _score_day(lake, settings, model, pinned=PINNED, run_id="run-1", window=WINDOW):
+    parts, shards = _score(lake, settings, model, pinned, run_id, window)
+    return _commit(lake, settings, parts, shards, pinned, run_id, window)
+
+
+def _data_files(lake, prefix="predictions"):
+    return {k for k in lake.list(prefix) if k.endswith(".parquet") and "/_delta_log/" not in k}
 
 
 def test_only_unlabeled_images_of_the_interval_are_scored(lake, settings, model):
     _curate(lake, settings, n=7, labeled=2)
     _curate(lake, settings, n=4, labeled=0, when=END + timedelta(hours=1), batch="later")
-    manifest = _score_day(lake, settings, model)
-    table = read_predictions(lake, START.date())
-    assert manifest["rows"] == table.num_rows == 5
+    commit = _score_day(lake, settings, model)
+    table = read_partition(lake, START.date())
+    assert commit.rows == table.num_rows == 5
     assert set(table.column("image_id").to_pylist()) == {f"b1-{i:03d}" for i in range(2, 7)}
 
 
 def test_schema_is_exactly_the_documented_one(lake, settings, model):
     _curate(lake, settings)
     _score_day(lake, settings, model)
-    assert read_predictions(lake, START.date()).schema.equals(prediction_schema())
+    assert read_partition(lake, START.date()).schema.equals(prediction_schema())
+    assert partition_commit(lake, START.date()).metadata["model"]["version"] == "3"
 
 
-def test_manifest_lists_exactly_the_files_present_and_rerun_is_identical(lake, settings, model):
+def test_rerun_with_another_run_id_never_touches_the_committed_snapshot(lake, settings, model):
+    """Defect 1 of the manifest protocol: a rerun rewrote the committed part files (same key,
+    new ``dag_run_id`` bytes), so a rerun killed before its commit broke the partition."""
     _curate(lake, settings)
-    first = _score_day(lake, settings, model)
-    files = [k for k in lake.list("predictions/dt=2026-11-22") if k.endswith(".parquet")]
-    assert sorted(f["key"] for f in first["files"]) == files
-    before = {k: lake.read_bytes(k) for k in files}
-    second = _score_day(lake, settings, model)
-    assert second["files"] == first["files"]
-    assert {k: lake.read_bytes(k) for k in files} == before  # byte-identical rerun
+    first = _score_day(lake, settings, model, run_id="scheduled__2026-11-22")
+    committed = {k: lake.read_bytes(k) for k in _data_files(lake)}
+    before = read_partition(lake, START.date())
+
+    parts, shards = _score(lake, settings, model, run_id="manual__rerun")  # killed before commit
+    assert not {p.key for p in parts} & set(committed)  # new keys: nothing is rewritten
+    assert {k: lake.read_bytes(k) for k in committed} == committed
+    during = read_partition(lake, START.date())
+    assert during.equals(before) and set(during.column("dag_run_id").to_pylist()) == {
+        "scheduled__2026-11-22"}
+
+    second = _commit(lake, settings, parts, shards, run_id="manual__rerun")
+    after = read_partition(lake, START.date())
+    assert second.version > first.version and after.num_rows == before.num_rows == 5
+    assert sorted(after.column("image_id").to_pylist()) == sorted(
+        before.column("image_id").to_pylist())  # no row lost, none doubled
+    assert set(after.column("dag_run_id").to_pylist()) == {"manual__rerun"}
+    assert read_partition(lake, START.date(), as_of=first.version).equals(before)  # time travel
 
 
-def test_consumers_reading_the_manifest_files_get_exactly_the_manifest_rows(lake, settings,
-                                                                           model):
-    """The docs/consumers.md snippets (pandas, pyarrow.dataset, DuckDB) read the manifest's
-    files, so a leftover part of a killed run beside them is never counted."""
-    import json
-
-    import duckdb
-    import pandas as pd
-
+def test_rescore_all_writes_only_into_its_own_partition(lake, settings, model):
+    """Defect 2: ``rescore_all`` wrote its files under ``dt=1970-01-01`` (the widened window's
+    start), where a second ``rescore_all`` for another day overwrote them."""
     _curate(lake, settings)
-    first_part = _score_day(lake, settings, model)["files"][0]["key"]
-    lake.write_bytes("predictions/dt=2026-11-22/part-leftover.parquet", lake.read_bytes(first_part))
-    expected = read_predictions(lake, START.date()).to_pandas()
+    _curate(lake, settings, n=3, labeled=0, when=DAY - timedelta(days=5), batch="older")
+    day1 = ScoringWindow.resolve(START, END, rescore_all=True)
+    _score_day(lake, settings, model, run_id="rescore-1", window=day1)
+    assert all(k.startswith(f"{PARTITION}/") for k in _data_files(lake))
+    first = read_partition(lake, START.date())
+    assert first.num_rows == 5 + 3
 
-    root = str(lake.root)
-    manifest = json.load(open(f"{root}/predictions/dt=2026-11-22/_manifest.json"))
-    files = [f"{root}/{f['key']}" for f in manifest["files"]]
-    df = pd.concat(pd.read_parquet(p) for p in files)
-    assert sorted(df["image_id"]) == sorted(expected["image_id"]) and len(df) == 5
-    np.testing.assert_allclose(np.stack(df["probabilities"]).sum(axis=1), 1, atol=1e-4)
-
-    dataset = ds.dataset(files, format="parquet")
-    assert dataset.to_table().schema.equals(prediction_schema())
-    assert dataset.count_rows() == manifest["rows"] == 5
-
-    counts = duckdb.execute("SELECT predicted_label, count(*) FROM read_parquet(?) "
-                            "GROUP BY 1 ORDER BY 1", [files]).fetchall()
-    assert counts == sorted(expected["predicted_label"].value_counts().items())
-    globbed = duckdb.execute("SELECT count(*) FROM read_parquet(?)",
-                             [f"{root}/predictions/dt=2026-11-22/*.parquet"]).fetchone()[0]
-    assert globbed == 10  # what ignoring the manifest would have read: the leftover twice over
+    day2 = ScoringWindow.resolve(START + timedelta(days=1), END + timedelta(days=1),
+                                 rescore_all=True)
+    _score_day(lake, settings, model, run_id="rescore-2", window=day2)
+    folders = {k.split("/")[1] for k in _data_files(lake)}
+    assert folders == {"dt=2026-11-22", "dt=2026-11-23"}  # no phantom 1970 partition
+    assert read_partition(lake, START.date()).equals(first)
+    assert read_partition(lake, day2.day).num_rows == 8
 
 
-def test_partition_without_manifest_does_not_exist(lake):
+def test_a_commit_killed_midway_never_blocks_later_runs(lake, settings, model):
+    """Defect 3: a run killed between claiming a generation and writing ``_manifest.json``
+    made every later run for the date lose with ``ConcurrentCommit``. A Delta commit is one
+    create-if-absent of the next log entry: a killed commit leaves at most a staging file and
+    unreferenced data files, and later runs with other run ids commit."""
+    _curate(lake, settings)
+    _score_day(lake, settings, model, run_id="run-1")
+    _score(lake, settings, model, run_id="killed")  # its data files, never committed
+    log_dir = lake.root / "predictions" / "_delta_log"
+    (log_dir / "_commit_0123abcd.json.tmp").write_text('{"commitInfo":{}}')  # a killed writer's
+    (log_dir / "00000000000000000002.json#1").write_text('{"add":')  # staging files, torn
+    for run in ("run-2", "run-3"):
+        commit = _score_day(lake, settings, model, run_id=run)
+        table = read_partition(lake, START.date())
+        assert set(table.column("dag_run_id").to_pylist()) == {run} and table.num_rows == 5
+    assert commit.version == 3
+
+
+def test_a_retried_commit_of_the_same_run_publishes_once(lake, settings, model):
+    """The commit task died after its commit landed: its Airflow retry finds the partition
+    already holding its files and does not commit again."""
+    _curate(lake, settings)
+    parts, shards = _score(lake, settings, model)
+    first = _commit(lake, settings, parts, shards)
+    retried = _commit(lake, settings, parts, shards)
+    assert retried.version == first.version and retried.files == first.files
+    assert len(history(lake)) == first.version + 1
+    assert read_partition(lake, START.date()).num_rows == first.rows
+
+
+def test_partition_never_committed_does_not_exist(lake, settings, model):
     with pytest.raises(PartitionIncomplete):
-        read_predictions(lake, START.date())
-
-
-def test_tampered_part_file_is_refused_by_the_reader(lake, settings, model):
+        read_partition(lake, START.date())
     _curate(lake, settings)
-    manifest = _score_day(lake, settings, model)
-    key = manifest["files"][0]["key"]
-    (lake.root / key).write_bytes(lake.read_bytes(key) + b"x")
+    _score(lake, settings, model)  # data files without a commit are not a partition
     with pytest.raises(PartitionIncomplete):
-        read_predictions(lake, START.date())
+        read_partition(lake, START.date())
+    _score_day(lake, settings, model)
+    with pytest.raises(PartitionIncomplete):
+        read_partition(lake, START.date() + timedelta(days=1))
 
 
-def test_two_concurrent_commits_for_one_date_only_one_publishes(lake, settings, model):
-    from mlcore.score import ConcurrentCommit
-
-    _curate(lake, settings)
-    shards = shards_in_interval(lake, START, END)
-    parts = [score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model) for s in shards]
-    expected = count_inputs(lake, shards, START, END)
-    # Both runs read "no manifest yet" before either commits: simulate by pre-claiming generation 1.
-    assert lake.write_if_absent("predictions/dt=2026-11-22/_manifests/000001.json", b"{}")
-    with pytest.raises(ConcurrentCommit):
-        commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected, "run-2", END)
-    assert not lake.exists("predictions/dt=2026-11-22/_manifest.json")
-
-
-def test_a_retried_commit_of_the_same_run_publishes(lake, settings, model):
-    """The commit task died after claiming its generation but before ``_manifest.json``: its
-    Airflow retry writes the identical generation record and must publish, not lose a race
-    against itself."""
-    _curate(lake, settings)
-    shards = shards_in_interval(lake, START, END)
-    parts = [score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model) for s in shards]
-    expected = count_inputs(lake, shards, START, END)
-    first = commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected,
-                             "run-1", END)
-    lake.delete("predictions/dt=2026-11-22/_manifest.json")  # as if the first try died here
-    retried = commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected,
-                               "run-1", END)
-    assert retried == first and retried["generation"] == 1
-    assert read_predictions(lake, START.date()).num_rows == first["rows"]
-
-
-def test_parts_of_a_superseded_model_are_cleaned_after_two_generations(lake, settings, model):
-    _curate(lake, settings)
-    first = _score_day(lake, settings, model)
-    newer = PinnedModel("fashion-classifier", "4", "run-def", "1" * 64)
-    _score_day(lake, settings, model, newer)
-    third = _score_day(lake, settings, model, newer)
-    present = {k for k in lake.list("predictions/dt=2026-11-22") if k.endswith(".parquet")}
-    assert present == {f["key"] for f in third["files"]}
-    assert not present & {f["key"] for f in first["files"]}
-    assert third["generation"] == 3
+def test_an_empty_night_commits_an_empty_partition(lake, settings, model):
+    commit = _commit(lake, settings, [], [])
+    assert commit.rows == 0 and read_partition(lake, START.date()).num_rows == 0
 
 
 def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings, model):
@@ -180,7 +195,7 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     lake.write_bytes("landing/new/_READY", b"")
     ingest_batch(lake, settings, "new", START + timedelta(hours=9))
     _score_day(lake, settings, model)
-    predicted = dict(zip(*read_predictions(lake, START.date()).select(
+    predicted = dict(zip(*read_partition(lake, START.date()).select(
         ["source_key", "predicted_class"]).to_pydict().values(), strict=True))
     # Later, the same files come back with labels: two right, one wrong.
     truth = {n: predicted[f"landing/new/{n}"] for n in ("0.png", "1.png")}
@@ -194,7 +209,7 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     assert report.duplicates == 3
     [row] = realized_accuracy(settings, lake)
     assert row == {"model_version": "3", "labeled_predictions": 3, "realized_accuracy": 2 / 3}
-    assert read_parquet(lake, "monitoring/realized_accuracy.parquet").num_rows == 1
+    assert read_rows(lake, "monitoring/realized_accuracy").to_pylist() == [row]
 
 
 @pytest.mark.parametrize("brightness", [1, 0.5])
@@ -217,7 +232,7 @@ def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, model, cap
 
     report = monitor("warn")
     assert report.scored.rows == 600 and sum(report.scored.intensity_counts) == 600
-    stored = read_parquet(lake, "monitoring/dt=2026-11-22/drift.parquet").to_pylist()[0]
+    stored = read_rows(lake, "monitoring/drift", day=START.date()).to_pylist()[0]
     assert stored["intensity_psi"] == pytest.approx(report.intensity_psi)
     if brightness == 1:
         assert report.breached == [] and report.intensity_psi < 0.1
@@ -244,21 +259,19 @@ def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
 
 def _commit_refused(lake, settings, parts, shards, expected, reason):
     with pytest.raises(ValidationFailed, match=reason) as err:
-        commit_partition(lake, settings, PINNED, START.date(), parts, shards, expected, "run-1",
-                         END)
-    assert not lake.exists("predictions/dt=2026-11-22/_manifest.json")  # nothing published
+        _commit(lake, settings, parts, shards, expected=expected)
+    with pytest.raises(PartitionIncomplete):  # nothing published
+        read_partition(lake, START.date())
     assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
     return err.value
 
 
 def _tampered_part(lake, part, change):
     """A copy of ``part`` whose table went through ``change``, as a buggy scorer would write."""
-    import hashlib
-
     data = parquet_bytes(change(read_parquet(lake, part.key)))
     key = part.key.replace("part-", "part-tampered-")
     lake.write_bytes(key, data)
-    return PartFile(key, part.rows, hashlib.sha256(data).hexdigest())
+    return PartFile(key, part.rows, len(data))
 
 
 @pytest.mark.parametrize(("column", "bad_values", "reason"), [
@@ -271,9 +284,7 @@ def test_implausible_predictions_are_refused_before_publishing(lake, settings, m
     import pyarrow as pa
 
     _curate(lake, settings)
-    shards = shards_in_interval(lake, START, END)
-    (part,) = [score_shard(lake, settings, PINNED, s, START, END, END, "run-1", model)
-               for s in shards]
+    (part,), shards = _score(lake, settings, model)
 
     def spoil(table):
         i = table.schema.get_field_index(column)
@@ -289,9 +300,10 @@ def test_rows_from_two_model_versions_or_a_missing_shard_are_refused(lake, setti
     _curate(lake, settings)
     shards = shards_in_interval(lake, START, END)
     expected = count_inputs(lake, shards, START, END)
-    ours = score_shard(lake, settings, PINNED, shards[0], START, END, END, "run-1", model)
+    ours = score_shard(lake, settings, PINNED, shards[0], WINDOW, dag_run_id="run-1", model=model)
     newer = PinnedModel("fashion-classifier", "4", "run-def", "1" * 64)
-    theirs = score_shard(lake, settings, newer, shards[0], START, END, END, "run-1", model)
+    theirs = score_shard(lake, settings, newer, shards[0], WINDOW, dag_run_id="run-1",
+                         model=model)
     mixed = _commit_refused(lake, settings, [ours, theirs], shards, expected, "duplicate_rows")
     assert any("row_count" in f for f in mixed.failed_expectations)
     _commit_refused(lake, settings, [ours], shards, expected + 1, "row_count")

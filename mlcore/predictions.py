@@ -1,0 +1,442 @@
+"""The prediction tables: Delta Lake tables in the lake, partitioned by ``dt``.
+
+``predictions/`` (what consumers read) and ``predictions_shadow/`` (the challenger's, never
+for consumers) are Delta tables. Every engine that reads Delta (deltalake, polars, DuckDB,
+Spark, Trino) sees only committed snapshots, and past snapshots stay readable (time travel).
+
+Protocol, in three steps that each leave the table readable whenever a process dies:
+
+1. ``write_part``: a scoring task writes one data file to a key that is new for every run and
+   every try (``dt=<day>/part-<run>-<shard>-<uuid>.parquet``), inside its partition's folder.
+   No snapshot references it yet, so no reader sees it; an object a snapshot references is
+   never written again.
+2. ``replace_partition``: one Delta commit removes the partition's files and adds the run's.
+   The commit is a create-if-absent of ``_delta_log/<version>.json`` (``If-None-Match: *`` on
+   S3): it lands whole or not at all, and of two writers one wins the version. Each commit
+   also carries a Delta app transaction for its partition, so two runs for one date always
+   conflict (even when the partition was empty) and the loser retries on the new snapshot:
+   concurrent runs serialize, rows are never doubled.
+3. ``vacuum``: files no snapshot inside the retention references (superseded parts, parts of
+   killed runs) are deleted by Delta's own vacuum.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from mlcore.storage import Lake
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+SHADOW = "predictions_shadow"  # the challenger's predictions: same layout, never for consumers
+PARTITION = "dt"
+COMMIT_ATTEMPTS = 20
+
+
+class PartitionIncomplete(RuntimeError):
+    """The partition has no committed snapshot (yet, or at the requested time)."""
+
+
+class ConcurrentCommit(RuntimeError):
+    """The commit kept losing to other writers of the table and gave up; nothing was published."""
+
+
+class TableMissing(PartitionIncomplete):
+    """No table exists at this location (nothing was ever committed)."""
+
+
+def prediction_schema() -> pa.Schema:
+    """The documented columns of every prediction row (``dt`` is the table's partition column)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("source_key", pa.string(), nullable=False),
+        pa.field("batch_id", pa.string(), nullable=False),
+        pa.field("predicted_class", pa.int32(), nullable=False),
+        pa.field("predicted_label", pa.string(), nullable=False),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32(), 10), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("model_run_id", pa.string(), nullable=False),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("dag_run_id", pa.string(), nullable=False),
+    ])
+
+
+def stored_schema() -> pa.Schema:
+    """The columns as the data files and the Delta log hold them: Delta has no fixed-size
+    list, so ``probabilities`` is stored as a list (always of 10), which every engine reads
+    alike; :func:`read_partition` gives it back as ``fixed_size_list<float32>[10]``."""
+    import pyarrow as pa
+
+    schema = prediction_schema()
+    i = schema.get_field_index("probabilities")
+    return schema.set(i, pa.field("probabilities", pa.list_(pa.float32()), nullable=False))
+
+
+def table_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return stored_schema().append(pa.field(PARTITION, pa.string(), nullable=False))
+
+
+def partition_dir(day: date, table: str = PREDICTIONS) -> str:
+    """The lake folder of one partition: every data file of ``day`` lies under it."""
+    return f"{table}/{PARTITION}={day:%Y-%m-%d}"
+
+
+def _app_id(table: str, day: date) -> str:
+    return f"mlcore/{table}/{PARTITION}={day:%Y-%m-%d}"
+
+
+@dataclass(frozen=True)
+class PartFile:
+    """A data file written by a scoring task, not yet (or already) committed."""
+
+    key: str
+    rows: int
+    size: int
+
+
+@dataclass
+class Commit:
+    """One committed replacement of a partition: the snapshot ``version`` holds exactly ``files``."""
+
+    table: str
+    partition: str
+    version: int
+    rows: int
+    files: list[str]
+    metadata: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"table": self.table, "partition": self.partition, "version": self.version,
+                "rows": self.rows, "files": len(self.files)}
+
+
+def _safe(text: str, keep: int = 48) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:keep] or "x"
+
+
+def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard: str,
+               table: str = PREDICTIONS) -> PartFile:
+    """Write one data file of ``day`` (without the ``dt`` column: Delta keeps partition values
+    in its log). The key is new for every run and every try, so nothing is ever overwritten."""
+    import hashlib
+
+    from mlcore.storage import parquet_bytes
+
+    token = hashlib.sha256(shard.encode()).hexdigest()[:12]
+    key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{token}-"
+           f"{uuid.uuid4().hex}.parquet")
+    body = parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
+    lake.write_bytes(key, body)
+    return PartFile(key, data.num_rows, len(body))
+
+
+def open_table(lake: Lake, table: str = PREDICTIONS,
+               as_of: int | datetime | None = None) -> DeltaTable:
+    """The table's current snapshot, or the one at ``as_of`` (a version, or a time: the last
+    commit at or before it, which is what a consumer reading then saw)."""
+    from deltalake import DeltaTable
+
+    from mlcore.storage import table_location
+
+    loc = table_location(lake, table)
+    if not DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options):
+        raise TableMissing(f"{table}: no table yet (nothing was ever committed)")
+    dt = DeltaTable(loc.uri, storage_options=loc.storage_options)
+    if as_of is not None:
+        try:
+            dt.load_as_version(as_of)
+        except Exception as exc:  # deltalake raises a plain error for "before the first commit"
+            raise PartitionIncomplete(f"{table}: no snapshot at {as_of}: {exc}") from exc
+    return dt
+
+
+def _ensure_table(lake: Lake, table: str) -> DeltaTable:
+    """The table, created empty if absent. Two first writers may race for version 0: with no
+    commit retries the loser fails (rather than re-creating the table as version 1) and opens
+    the winner's table."""
+    from deltalake import DeltaTable
+    from deltalake.transaction import CommitProperties
+
+    from mlcore.storage import table_location
+
+    loc = table_location(lake, table)
+    for _ in range(3):
+        if DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options):
+            return DeltaTable(loc.uri, storage_options=loc.storage_options)
+        try:
+            return DeltaTable.create(loc.uri, table_schema(), mode="ignore",
+                                     partition_by=[PARTITION], name=table,
+                                     storage_options=loc.storage_options,
+                                     commit_properties=CommitProperties(max_commit_retries=0))
+        except Exception as exc:  # lost the create race: the table exists now
+            log.info("%s: creating the table raced with another writer (%s)", table, exc)
+    return DeltaTable(loc.uri, storage_options=loc.storage_options)
+
+
+def _relative(table: str, key: str) -> str:
+    prefix = f"{table}/"
+    if not key.startswith(f"{prefix}{PARTITION}="):
+        raise ValueError(f"{key} is not a data file of table {table}")
+    return key[len(prefix):]
+
+
+def _partition_files(dt: DeltaTable, day: date) -> set[str]:
+    import pyarrow as pa
+
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pydict()  # arro3 -> pyarrow
+    values = actions.get(f"partition.{PARTITION}", [])
+    return {p for p, v in zip(actions.get("path", []), values, strict=True)
+            if v == f"{day:%Y-%m-%d}"}
+
+
+def replace_partition(lake: Lake, day: date, parts: list[PartFile], *, table: str = PREDICTIONS,
+                      metadata: dict | None = None, attempts: int = COMMIT_ATTEMPTS) -> Commit:
+    """Make ``parts`` the whole of partition ``day`` in one atomic commit.
+
+    A retry of a commit that already landed (the task died after committing) finds the
+    partition holding exactly these files and returns that commit instead of a second one.
+    """
+    from deltalake.exceptions import CommitFailedError
+    from deltalake.transaction import AddAction, CommitProperties, Transaction
+
+    partition = f"{PARTITION}={day:%Y-%m-%d}"
+    where = partition_dir(day, table)
+    paths = sorted(_relative(table, p.key) for p in parts)
+    rows = sum(p.rows for p in parts)
+    # commit_id finds this commit's version in the history, whoever committed around it.
+    info = {**(metadata or {}), "partition": partition, "rows": rows,
+            "commit_id": uuid.uuid4().hex}
+    # modificationTime is the wall clock of the commit, as every Delta writer records it; no
+    # rule of ours (retention included) reads it.
+    adds = [AddAction(_relative(table, p.key), p.size, {PARTITION: f"{day:%Y-%m-%d}"},
+                      int(time.time() * 1000), True, json.dumps({"numRecords": p.rows}))
+            for p in sorted(parts, key=lambda p: p.key)]
+    app_id = _app_id(table, day)
+    for attempt in range(attempts):
+        dt = _ensure_table(lake, table)
+        if paths and _partition_files(dt, day) == set(paths):
+            log.info("%s/%s already holds these %d files (version %d): nothing to commit",
+                     table, partition, len(paths), dt.version())
+            return Commit(table, where, dt.version(), rows, paths, info)
+        txn = Transaction(app_id, (dt.transaction_version(app_id) or 0) + 1)
+        try:
+            dt.create_write_transaction(
+                adds, "overwrite", table_schema(), partition_by=[PARTITION],
+                partition_filters=[(PARTITION, "=", f"{day:%Y-%m-%d}")],
+                commit_properties=CommitProperties(custom_metadata={"mlcore": info},
+                                                   app_transactions=[txn]))
+        except CommitFailedError as exc:
+            # Another run committed this partition (or the table) first: retry on its snapshot.
+            log.info("%s/%s: commit attempt %d lost to a concurrent writer (%s); retrying",
+                     table, partition, attempt + 1, exc)
+            time.sleep(min(0.05 * 2 ** attempt, 2.0))
+            continue
+        commit = Commit(table, where, _version_of(dt, info["commit_id"]), rows, paths, info)
+        log.info("committed %s/%s as version %d: %d rows in %d files", table, partition,
+                 commit.version, rows, len(paths))
+        return commit
+    raise ConcurrentCommit(f"{table}/{partition}: gave up after {attempts} conflicting commits")
+
+
+def _version_of(dt: DeltaTable, commit_id: str) -> int:
+    dt.update_incremental()
+    for entry in dt.history(limit=50):
+        if (entry.get("mlcore") or {}).get("commit_id") == commit_id:
+            return entry["version"]
+    raise LookupError(f"commit {commit_id} is not among the table's last 50 commits")
+
+
+def committed(dt: DeltaTable, day: date, table: str = PREDICTIONS) -> bool:
+    """Whether this snapshot has a committed partition ``day`` (possibly with no rows): every
+    mlcore commit of a partition records its app transaction, which snapshots keep."""
+    return dt.transaction_version(_app_id(table, day)) is not None
+
+
+def _check_committed(dt: DeltaTable, table: str, day: date, as_of=None) -> None:
+    if not committed(dt, day, table):
+        when = f" at {as_of}" if as_of is not None else ""
+        raise PartitionIncomplete(f"{table}/{PARTITION}={day:%Y-%m-%d} has no committed "
+                                  f"snapshot{when}: not committed yet")
+
+
+def iter_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
+                   columns: list[str] | None = None,
+                   as_of: int | datetime | None = None) -> Iterator[pa.Table]:
+    """The snapshot's files of ``day`` one at a time (bounded memory however big the night)."""
+    dt = open_table(lake, table, as_of)
+    _check_committed(dt, table, day, as_of)
+    dataset = dt.to_pyarrow_dataset(partitions=[(PARTITION, "=", f"{day:%Y-%m-%d}")])
+    for fragment in dataset.get_fragments():
+        yield fragment.to_table(columns=columns or prediction_schema().names,
+                                schema=dataset.schema)
+
+
+def read_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
+                   columns: list[str] | None = None,
+                   as_of: int | datetime | None = None) -> pa.Table:
+    """Partition ``day`` as committed now (or at ``as_of``): the documented columns, or ``columns``."""
+    import pyarrow as pa
+
+    tables = list(iter_partition(lake, day, table=table, columns=columns, as_of=as_of))
+    schema = prediction_schema()
+    if columns:
+        schema = pa.schema([schema.field(c) for c in columns])
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables(tables).cast(schema)  # probabilities: back to fixed_size_list[10]
+
+
+def scan(lake: Lake, *, table: str = PREDICTIONS, columns: list[str] | None = None,
+         filter=None, as_of: int | datetime | None = None) -> pa.Table:
+    """Rows of every committed partition matching ``filter`` (a pyarrow expression), with ``dt``."""
+    try:
+        dt = open_table(lake, table, as_of)
+    except TableMissing:
+
+        schema = table_schema()
+        return (schema.empty_table().select(columns) if columns else schema.empty_table())
+    return dt.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+
+def committed_days(lake: Lake, *, table: str = PREDICTIONS) -> list[date]:
+    """The partitions the current snapshot holds rows for."""
+    try:
+        dt = open_table(lake, table)
+    except TableMissing:
+        return []
+    return sorted(date.fromisoformat(p[PARTITION]) for p in dt.partitions())
+
+
+def partition_commit(lake: Lake, day: date, *, table: str = PREDICTIONS) -> Commit:
+    """The commit that made partition ``day`` what it is now, with what it recorded (model,
+    inputs, validation, run id). Raises :class:`PartitionIncomplete` if there is none."""
+    dt = open_table(lake, table)
+    _check_committed(dt, table, day)
+    partition = f"{PARTITION}={day:%Y-%m-%d}"
+    files = sorted(_partition_files(dt, day))
+    for entry in dt.history():
+        info = entry.get("mlcore") or {}
+        if info.get("partition") == partition:
+            return Commit(table, partition_dir(day, table), entry["version"], info.get("rows", 0),
+                          files, info)
+    raise PartitionIncomplete(f"{table}/{partition}: no mlcore commit in the table history")
+
+
+def history(lake: Lake, *, table: str = PREDICTIONS) -> list[dict[str, Any]]:
+    """Every commit, newest first: version, time, operation and what mlcore recorded."""
+    return [{"version": e["version"], "timestamp": e["timestamp"],
+             "operation": e.get("operation"), **(e.get("mlcore") or {})}
+            for e in open_table(lake, table).history()]
+
+
+def vacuum(lake: Lake, *, table: str = PREDICTIONS, retention_hours: float) -> list[str]:
+    """Delete files that no snapshot of the last ``retention_hours`` references: files removed
+    by a commit longer ago than that, and files no commit ever added (killed runs) that are
+    older than that. Time travel inside the retention keeps working."""
+    try:
+        dt = open_table(lake, table)
+    except TableMissing:
+        return []
+    deleted = dt.vacuum(retention_hours=int(retention_hours), dry_run=False,
+                        enforce_retention_duration=False, full=True)
+    log.info("vacuumed %s: %d files older than %sh and in no live snapshot", table,
+             len(deleted), retention_hours)
+    return deleted
+
+
+# --- Small tables (monitoring figures) -----------------------------------------------------
+
+
+def overwrite_rows(lake: Lake, key: str, rows: pa.Table, *, day: date | None = None) -> None:
+    """Replace a small Delta table's rows (or only partition ``day``'s) in one commit; earlier
+    versions stay readable."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from mlcore.storage import table_location
+
+    loc = table_location(lake, key)
+    if day is None:
+        write_deltalake(loc.uri, rows, mode="overwrite", schema_mode="overwrite",
+                        storage_options=loc.storage_options)
+        return
+    if PARTITION in rows.column_names:
+        rows = rows.drop_columns([PARTITION])
+    rows = rows.append_column(PARTITION, pa.array([f"{day:%Y-%m-%d}"] * rows.num_rows))
+    write_deltalake(loc.uri, rows, mode="overwrite", partition_by=[PARTITION],
+                    predicate=f"{PARTITION} = '{day:%Y-%m-%d}'",
+                    storage_options=loc.storage_options)
+
+
+def read_rows(lake: Lake, key: str, *, day: date | None = None) -> pa.Table:
+    """A small Delta table's current rows (only partition ``day``'s, without ``dt``, if given)."""
+    dt = open_table(lake, key)
+    if day is None:
+        return dt.to_pyarrow_table()
+    return dt.to_pyarrow_table(partitions=[(PARTITION, "=", f"{day:%Y-%m-%d}")]).drop_columns(
+        [PARTITION])
+
+
+# --- Migration from the manifest protocol --------------------------------------------------
+
+OLD_MANIFEST = "_manifest.json"
+
+
+def migrate_manifests(lake: Lake, *, table: str = PREDICTIONS) -> list[Commit]:
+    """Convert partitions of the old manifest protocol (``<table>/dt=…/_manifest.json``) into
+    commits of the Delta table, once: each manifest's files (checked against their sha256)
+    are rewritten as new data files and committed as that partition, then the manifest files
+    are deleted. Partitions the table already holds are left alone; the old part files are
+    unreferenced, so the next vacuum removes them."""
+    import hashlib
+
+    from mlcore.storage import parquet_table
+
+    commits = []
+    for key in lake.list(table):
+        if not key.endswith(f"/{OLD_MANIFEST}") or "/_delta_log/" in key:
+            continue
+        manifest = json.loads(lake.read_bytes(key))
+        day = date.fromisoformat(key.split(f"{PARTITION}=")[1].split("/")[0])
+        try:
+            already = committed(open_table(lake, table), day, table)
+        except TableMissing:
+            already = False
+        if not already:
+            parts = []
+            for f in manifest["files"]:
+                data = lake.read_bytes(f["key"])
+                if hashlib.sha256(data).hexdigest() != f["sha256"]:
+                    raise PartitionIncomplete(f"{f['key']} does not match its manifest checksum")
+                rows = parquet_table(data)
+                parts.append(write_part(lake, rows, day=day, shard=f["key"],
+                                        dag_run_id=manifest.get("dag_run_id") or "migrated",
+                                        table=table))
+            commits.append(replace_partition(lake, day, parts, table=table, metadata={
+                "migrated_from": f"{OLD_MANIFEST} generation {manifest.get('generation')}",
+                **{k: manifest[k] for k in ("model", "code_version", "validation", "dag_run_id")
+                   if k in manifest}}))
+        prefix = key.rsplit("/", 1)[0]
+        for old in lake.list(f"{prefix}/_manifests"):
+            lake.delete(old)
+        lake.delete(key)  # last: an interrupted migration is simply run again
+    return commits
