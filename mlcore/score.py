@@ -156,22 +156,20 @@ def score_shard(
 ) -> PartFile | None:
     """Score one shard's rows in the interval into one part file; ``None`` if it has none.
 
-    ``model``: the pinned version, already loaded and ideally passed through
-    :func:`mlcore.model.for_inference` (callers scoring many shards do that once); by default
-    it is loaded from the registry and prepared here.
+    ``model``: the pinned version's served graph (:func:`mlcore.serving.load_served`;
+    callers scoring many shards load it once); by default it is loaded here.
     """
     import pyarrow as pa
 
-    from mlcore.model import for_inference, predict_proba
-    from mlcore.registry import load_pinned
+    from mlcore.serving import load_served
 
     table = rows_to_score(lake, shard, start, end,
                           ["image_id", "pixels", "source_key", "batch_id"])
     if table.num_rows == 0:
         return None
     table = table.sort_by("image_id")
-    model = model or for_inference(load_pinned(settings, lake, pinned))
-    probs = predict_proba(model, shard_pixels(table), settings.score_batch_size).astype(np.float32)
+    model = model or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked, no torch
+    probs = model.predict_proba(shard_pixels(table), settings.score_batch_size).astype(np.float32)
     classes = probs.argmax(axis=1).astype(np.int32)
     n = table.num_rows
     out = pa.Table.from_arrays(
@@ -333,10 +331,9 @@ def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challeng
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlcore.model import for_inference
-    from mlcore.registry import load_pinned
+    from mlcore.serving import load_served
 
-    model = for_inference(load_pinned(settings, lake, challenger))
+    model = load_served(settings, lake, challenger)
     parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, start, end, end,
                                                     dag_run_id, model, root=SHADOW))]
     commit_partition(lake, settings, challenger, day, parts, shards,

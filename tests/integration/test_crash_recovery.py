@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from mlcore.data import CuratedRow, write_shards
+from mlcore.export import served_model
 from mlcore.model import FashionCNN
 from mlcore.registry import PinnedModel
 from mlcore.score import (
@@ -28,6 +29,7 @@ END = START + timedelta(days=1)
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys, torch
     from datetime import datetime, timedelta, UTC
+    from mlcore.export import served_model
     from mlcore.model import FashionCNN
     from mlcore.registry import PinnedModel
     from mlcore.score import score_shard, shards_in_interval
@@ -35,7 +37,7 @@ KILLED_RUN = textwrap.dedent("""
     from mlcore.storage import LocalLake
     start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
     lake = LocalLake(sys.argv[1]); settings = Settings(home=sys.argv[1])
-    torch.manual_seed(0); model = FashionCNN().eval()
+    torch.manual_seed(0); model = served_model(FashionCNN().eval())
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64)
     for shard in shards_in_interval(lake, start, end):
         score_shard(lake, settings, pinned, shard, start, end, end, "killed-run", model)
@@ -62,7 +64,7 @@ def test_sigkill_before_manifest_then_rerun_commits_complete_partition(tmp_path,
     assert not lake.exists(f"{prefix}/_manifest.json")
 
     torch.manual_seed(0)
-    model = FashionCNN().eval()
+    model = served_model(FashionCNN().eval())
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64)
     parts = [score_shard(lake, settings, pinned, s, START, END, END, "rerun", model) for s in shards]
     manifest = commit_partition(lake, settings, pinned, START.date(), parts, shards,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mlcore.data import CuratedRow, write_shards
+from mlcore.export import served_model
 from mlcore.model import FashionCNN
 from mlcore.registry import PinnedModel
 from mlcore.score import (
@@ -32,7 +33,7 @@ PINNED = PinnedModel("fashion-classifier", "3", "run-abc", "0" * 64)
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return FashionCNN().eval()
+    return served_model(FashionCNN().eval())  # the ONNX graph scoring serves
 
 
 def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):
