@@ -2,10 +2,12 @@
 ### Retrain the classifier
 
 Builds the training set (Fashion-MNIST train split + curated labeled images, minus
-anything in the frozen holdout), trains the CNN, evaluates it on the Fashion-MNIST test
-split, logs everything to MLflow and registers a new version as `challenger`. The
-`champion` alias moves to it only if the promotion gate passes; the decision and its
-reasons are tags on the version.
+anything in the frozen holdout), trains the CNN, fits the confidence temperature on a
+validation split, exports it to ONNX and quantizes it to int8 (the served model),
+evaluates both on the Fashion-MNIST test split, logs everything to MLflow and registers
+the int8 graph as a new version, `challenger`. The `champion` alias moves to it only if
+the promotion gate (`mlcore/promotion.py`) passes; the decision and its reasons are tags
+on the version and in its model card (`mlcore model show VERSION`).
 
 Runs daily at 02:00 UTC, and whenever ingestion publishes new labeled images.
 """
@@ -54,7 +56,9 @@ def retrain_model():
 
     @task
     def train_and_register(run_id=None) -> dict:
-        """Train, evaluate on the holdout, log to MLflow and register a version."""
+        """Train, package (ONNX int8, calibrated), evaluate on the holdout, log to MLflow
+        and register a version."""
+        from mlcore.package import build_package
         from mlcore.registry import log_and_register
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
@@ -62,15 +66,19 @@ def retrain_model():
 
         settings = get_settings()
         lake = open_lake(settings)
-        result = train(settings, build_training_data(settings, lake))
-        _, version, mlflow_run_id = log_and_register(settings, lake, result, run_id)
+        data = build_training_data(settings, lake)
+        result = train(settings, data)
+        package = build_package(settings, result, data)
+        _, version, mlflow_run_id = log_and_register(settings, lake, result, package, run_id)
         return {"version": version, "mlflow_run_id": mlflow_run_id,
-                "holdout_accuracy": result.evaluation.accuracy}
+                "holdout_accuracy": package.int8.accuracy,
+                "fp32_holdout_accuracy": package.fp32.accuracy}
 
     @task
     def promote_if_better(candidate: dict, dag_run=None, logical_date=None) -> dict:
         """Make it `challenger`; move `champion` only when the gate passes."""
-        from mlcore.registry import client, decide_and_alias
+        from mlcore.promotion import decide_and_alias
+        from mlcore.registry import client
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 

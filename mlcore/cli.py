@@ -70,7 +70,7 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 
 
 def cmd_model_promote(args: argparse.Namespace) -> int:
-    from mlcore.registry import promote
+    from mlcore.promotion import promote
 
     settings, lake = _lake_settings()
     decision = promote(settings, lake, args.version, args.actor, _now(), args.force, args.reason)
@@ -80,8 +80,15 @@ def cmd_model_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_show(args: argparse.Namespace) -> int:
+    from mlcore.model_card import read_card
+
+    print(read_card(*_lake_settings(), args.version), end="")
+    return 0
+
+
 def cmd_model_rollback(args: argparse.Namespace) -> int:
-    from mlcore.registry import rollback
+    from mlcore.promotion import rollback
 
     settings, lake = _lake_settings()
     version = rollback(settings, lake, args.actor, _now(), args.reason)
@@ -266,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     prom.add_argument("--reason", default="", help="why; recorded in the audit trail")
     prom.add_argument("--actor", default=getpass.getuser(), help="who (default: you)")
     prom.set_defaults(func=cmd_model_promote)
+    show = model.add_parser("show", help="print a version's model card (Markdown)")
+    show.add_argument("version")
+    show.set_defaults(func=cmd_model_show)
     roll = model.add_parser("rollback", help="move champion back to the previous one")
     roll.add_argument("--reason", required=True, help="why; recorded in the audit trail")
     roll.add_argument("--actor", default=getpass.getuser())

@@ -7,19 +7,20 @@ recorded when the model was registered. Nothing here ever unpickles.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
+from mlcore.serving import ArtifactTampered, sha256_hex
+
 # Fashion-MNIST train split statistics, applied to every input (train, holdout, scoring).
 PIXEL_MEAN = 0.2860
 PIXEL_STD = 0.3530
 
 
-class WeightsTampered(RuntimeError):
+class WeightsTampered(ArtifactTampered):
     """The weights file does not match the checksum recorded on the model version."""
 
 
@@ -86,24 +87,25 @@ def for_inference(model: nn.Module) -> nn.Module:
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Class probabilities (N, 10) float32 for uint8 images, in batches to bound memory."""
+def logits(model: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Raw class scores (N, 10) float32 for uint8 images, in batches to bound memory."""
     model.eval()
-    out = [
-        torch.softmax(model(to_input(images[i : i + batch_size])), dim=1).numpy()
-        for i in range(0, len(images), batch_size)
-    ]
+    out = [model(to_input(images[i : i + batch_size])).numpy()
+           for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities (N, 10) float32 for uint8 images (uncalibrated: the served model,
+    :class:`mlcore.serving.ServedModel`, applies the fitted temperature)."""
+    return torch.softmax(torch.from_numpy(logits(model, images, batch_size)), dim=1).numpy()
 
 
 def weights_bytes(model: nn.Module) -> bytes:
     from safetensors.torch import save
 
     return save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_weights(data: bytes, expected_sha256: str) -> FashionCNN:

@@ -133,14 +133,14 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     import pyarrow as pa
 
     from mlcore.data import load_fashion_mnist, shard_pixels
-    from mlcore.model import predict_proba
     from mlcore.predictions import iter_partition, overwrite_rows
-    from mlcore.registry import client, load_pinned
+    from mlcore.registry import client
     from mlcore.score import rows_to_score
+    from mlcore.serving import load_served
 
-    model = model or load_pinned(settings, lake, pinned)
+    model = model or load_served(settings, lake, pinned)  # the served graph: same confidence
     holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
-    baseline = Profile.of(predict_proba(model, holdout, settings.score_batch_size),
+    baseline = Profile.of(model.predict_proba(holdout, settings.score_batch_size),
                           image_means(holdout))
     # One file at a time, so memory stays bounded however many images the night holds.
     no_probabilities = np.zeros((0, 10), np.float32)

@@ -1,9 +1,10 @@
-"""MLflow tracking and registry: log every run, register every model, and let only a
-better one become ``champion``.
+"""MLflow tracking and registry plumbing: log every run, register every model package,
+resolve aliases to exact versions.
 
-Aliases, never stages. MLflow keeps no alias history, so each promotion records the
-champion it replaced as the tag ``previous_champion`` on the new champion: that is what
-``rollback`` follows.
+A registered version is the served model: the int8 ONNX graph (ONNX flavor), with the
+fp32 graph, the torch weights (safetensors), the holdout evidence and the model card as
+artifacts of its run. Which version becomes ``champion`` is decided in
+:mod:`mlcore.promotion`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import logging
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlcore import audit
 from mlcore.settings import REPO_ROOT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from mlcore.model import FashionCNN
+    from mlcore.package import ModelPackage
     from mlcore.settings import Settings
     from mlcore.storage import Lake
     from mlcore.train import TrainResult
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+EVALUATION = "evaluation.json"  # per-image holdout evidence of a run (see mlcore.package)
+WEIGHTS = "weights/model.safetensors"
 
 
 class NoChampion(LookupError):
@@ -45,12 +47,7 @@ class PinnedModel:
     version: str
     run_id: str
     weights_sha256: str
-
-
-@dataclass
-class GateDecision:
-    promote: bool
-    reasons: list[str]
+    onnx_sha256: str = ""  # the served int8 graph; scoring refuses a graph that differs
 
 
 def code_version() -> str:
@@ -83,29 +80,6 @@ def client(settings: Settings, lake: Lake, experiment: str | None = None) -> Mlf
     return mlflow.MlflowClient()
 
 
-def gate(candidate: dict[str, float], champion: dict[str, float] | None, settings: Settings,
-         num_classes: int = 10) -> GateDecision:
-    """The promotion rule. Every reason is written down, pass or fail."""
-    acc = candidate["holdout_accuracy"]
-    reasons = []
-    ok = acc >= settings.promote_floor
-    reasons.append(f"accuracy {acc:.4f} {'>=' if ok else '<'} floor {settings.promote_floor:.4f}")
-    if champion is not None:
-        need = champion["holdout_accuracy"] + settings.promote_margin
-        beat = acc >= need
-        ok &= beat
-        reasons.append(f"accuracy {acc:.4f} {'>=' if beat else '<'} champion "
-                       f"{champion['holdout_accuracy']:.4f} + margin {settings.promote_margin:.4f}")
-        for i in range(num_classes):
-            drop = champion[f"class_{i}_accuracy"] - candidate[f"class_{i}_accuracy"]
-            if drop > settings.max_class_drop:
-                ok = False
-                reasons.append(f"class {i} accuracy drops {drop:.4f} > {settings.max_class_drop:.4f}")
-    else:
-        reasons.append("no champion yet")
-    return GateDecision(ok, reasons)
-
-
 def version_metrics(mlc: MlflowClient, run_id: str) -> dict[str, float]:
     return dict(mlc.get_run(run_id).data.metrics)
 
@@ -119,14 +93,19 @@ def current_champion(mlc: MlflowClient, name: str):
         return None
 
 
-def log_and_register(settings: Settings, lake: Lake, result: TrainResult, dag_run_id: str):
-    """Log params, curves, metrics, plots, lineage and the model; register a new version."""
+def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
+                     package: ModelPackage, dag_run_id: str):
+    """Log params, curves, metrics, plots, lineage and the package; register the int8 graph
+    as a new version (ONNX flavor). Returns (client, version, run id)."""
     import mlflow
     import numpy as np
+    import onnx
+    import onnxruntime
     from mlflow.models import infer_signature
 
+    from mlcore.calibration import reliability_figure
     from mlcore.data import CLASSES
-    from mlcore.model import predict_proba, sha256_hex, weights_bytes
+    from mlcore.model import sha256_hex, weights_bytes
     from mlcore.train import confusion_figure, curves_figure
 
     mlc = client(settings, lake)
@@ -136,154 +115,79 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, dag_ru
         "epochs": settings.train_epochs, "batch_size": settings.train_batch_size,
         "learning_rate": settings.learning_rate, "seed": settings.seed,
         "train_subset": settings.train_subset, "holdout_subset": settings.holdout_subset,
-        "architecture": "FashionCNN",
+        "validation_fraction": settings.validation_fraction,
+        "quantize_calibration_images": package.calibration_images,
+        "architecture": "FashionCNN", "served_as": "onnx int8 (QDQ, per-channel, static)",
     }
     lineage = result.lineage
+    example = np.zeros((2, 28, 28), dtype=np.uint8)
+    signature = infer_signature(example, np.full((2, 10), 0.1, np.float32))
+    requirements = [f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}",
+                    f"numpy=={np.__version__}"]
     with mlflow.start_run(run_name=f"retrain {dag_run_id}") as run:
         mlflow.log_params(params)
         for row in result.history:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        mlflow.log_metrics(result.evaluation.metrics())
+            # Per-epoch figures are the fp32 torch model's: named apart from the final
+            # (served int8) ones, so "latest value" never mixes the two.
+            mlflow.log_metrics({("epoch_holdout_accuracy" if k == "holdout_accuracy" else k): v
+                                for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        mlflow.log_metrics(package.metrics())
+        mlflow.log_metrics(result.validation)
         mlflow.log_metric("train_seconds", result.seconds)
         mlflow.log_metric("curated_labeled_images", lineage.get("curated_labeled_images", 0))
-        mlflow.log_figure(confusion_figure(result.evaluation.confusion), "plots/confusion_matrix.png")
+        mlflow.log_figure(confusion_figure(package.int8.confusion), "plots/confusion_matrix.png")
         mlflow.log_figure(curves_figure(result.history), "plots/training_curves.png")
+        mlflow.log_figure(reliability_figure(package.reliability_before, package.reliability_after),
+                          "plots/reliability.png")
         mlflow.log_dict(lineage, "lineage.json")
-        mlflow.set_tags({
+        mlflow.log_dict(package.evaluation_record(), EVALUATION)
+        mlflow.log_text(checksum, "weights/model.sha256")
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.safetensors").write_bytes(weights)
+            mlflow.log_artifact(f"{tmp}/model.safetensors", "weights")
+        tags = {
             "code_version": code_version(),
             "train_data_hash": lineage["train_data_hash"],
             "holdout_hash": lineage["holdout_hash"],
             "curated_shard_count": str(len(lineage["curated_shards"])),
             "weights_sha256": checksum,
+            "onnx_sha256": package.int8_sha256,
+            "onnx_fp32_sha256": package.fp32_sha256,
             "airflow_dag_run_id": dag_run_id,
-        })
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "model.safetensors").write_bytes(weights)
-            (Path(tmp) / "model.sha256").write_text(checksum)
-            example = np.zeros((2, 28, 28), dtype=np.uint8)
-            model_info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={"weights": f"{tmp}/model.safetensors", "checksum": f"{tmp}/model.sha256"},
-                signature=infer_signature(example, predict_proba(result.model, example)),
-                input_example=example,
-                pip_requirements=str(REPO_ROOT / "requirements.txt"),
-                registered_model_name=settings.model_name,
-                metadata={"classes": list(CLASSES)},
-            )
+        }
+        mlflow.set_tags(tags)
+        metadata = {"classes": list(CLASSES), "temperature": package.temperature}
+        mlflow.onnx.log_model(onnx.load_from_string(package.fp32_onnx), name="model_fp32",
+                              signature=signature, pip_requirements=requirements,
+                              metadata={**metadata, "precision": "fp32"},
+                              save_as_external_data=False)
+        model_info = mlflow.onnx.log_model(
+            onnx.load_from_string(package.int8_onnx), name="model", signature=signature,
+            pip_requirements=requirements, metadata={**metadata, "precision": "int8"},
+            save_as_external_data=False, registered_model_name=settings.model_name,
+        )
     version = str(model_info.registered_model_version)
     from mlcore import lineage as ol
 
     ol.report(lake, inputs=lineage["curated_shards"],
               outputs=[f"mlflow/{settings.mlflow_experiment}/models/{model_info.model_id}"])
-    for key, value in {"weights_sha256": checksum, "run_id": run.info.run_id,
-                       "holdout_accuracy": f"{result.evaluation.accuracy:.6f}"}.items():
-        mlc.set_model_version_tag(settings.model_name, version, key, value)
+    for key in ("weights_sha256", "onnx_sha256", "onnx_fp32_sha256"):
+        mlc.set_model_version_tag(settings.model_name, version, key, tags[key])
+    mlc.set_model_version_tag(settings.model_name, version, "run_id", run.info.run_id)
+    mlc.set_model_version_tag(settings.model_name, version, "holdout_accuracy",
+                              f"{package.int8.accuracy:.6f}")
     return mlc, version, run.info.run_id
 
 
-class PromotionRefused(RuntimeError):
-    """The gate said no, or there is nothing to roll back to."""
+def evaluation_record(mlc: MlflowClient, run_id: str) -> dict | None:
+    """The run's per-image holdout evidence, or ``None`` for a run that predates it."""
+    from mlflow.exceptions import MlflowException
 
-
-def decide_and_alias(settings: Settings, lake: Lake, mlc: MlflowClient, version: str,
-                     actor: str, at: datetime) -> GateDecision:
-    """Make the new version ``challenger``; move ``champion`` to it only if the gate passes."""
-    name = settings.model_name
-    mlc.set_registered_model_alias(name, CHALLENGER, version)
-    decision = _gate_version(settings, mlc, version)
-    _record_decision(mlc, name, version, decision)
-    if decision.promote:
-        _move_champion(settings, lake, mlc, version, actor, at, "promote", "; ".join(decision.reasons))
-    else:
-        audit.record(lake, actor, at, "gate_reject", f"{name}/{version}", "; ".join(decision.reasons))
-    log.info("version %s %s: %s", version, "promoted" if decision.promote else "not promoted",
-             "; ".join(decision.reasons))
-    return decision
-
-
-def promote(settings: Settings, lake: Lake, version: str, actor: str, at: datetime,
-            force: bool = False, reason: str = "") -> GateDecision:
-    """Promote by hand: through the gate, or with ``force`` (needs a reason; audited)."""
-    mlc = client(settings, lake)
-    name = settings.model_name
-    decision = _gate_version(settings, mlc, version)
-    if force:
-        if not reason:
-            raise PromotionRefused("a forced promotion needs --reason")
-        mlc.set_model_version_tag(name, version, "forced_by", actor)
-        mlc.set_model_version_tag(name, version, "forced_reason", reason)
-        _move_champion(settings, lake, mlc, version, actor, at, "force_promote", reason,
-                       gate=decision.reasons)
-        return GateDecision(True, [f"forced by {actor}: {reason}", *decision.reasons])
-    _record_decision(mlc, name, version, decision)
-    if not decision.promote:
-        raise PromotionRefused(f"version {version} does not pass the gate: "
-                               + "; ".join(decision.reasons))
-    _move_champion(settings, lake, mlc, version, actor, at, "promote",
-                   reason or "; ".join(decision.reasons))
-    return decision
-
-
-def rollback(settings: Settings, lake: Lake, actor: str, at: datetime, reason: str) -> str:
-    """Move ``champion`` back to the version it replaced; returns that version."""
-    mlc = client(settings, lake)
-    name = settings.model_name
-    champ = current_champion(mlc, name)
-    previous = champ.tags.get("previous_champion") if champ else None
-    if not previous:
-        raise PromotionRefused("no previous champion recorded: nothing to roll back to")
-    mlc.set_registered_model_alias(name, CHAMPION, previous)
-    mlc.set_model_version_tag(name, champ.version, "rolled_back_by", actor)
-    audit.record(lake, actor, at, "rollback", f"{name}/{previous}", reason,
-                 from_version=str(champ.version))
-    log.info("champion rolled back from %s to %s by %s", champ.version, previous, actor)
-    return previous
-
-
-def list_versions(settings: Settings, lake: Lake) -> list[dict]:
-    """Every version with its holdout accuracy, gate decision and aliases."""
-    mlc = client(settings, lake)
-    aliases: dict[str, list[str]] = {}
-    for alias, version in mlc.get_registered_model(settings.model_name).aliases.items():
-        aliases.setdefault(str(version), []).append(alias)
-    return [
-        {
-            "version": str(mv.version),
-            "aliases": sorted(aliases.get(str(mv.version), [])),
-            "holdout_accuracy": float(mv.tags.get("holdout_accuracy", "nan")),
-            "gate_decision": mv.tags.get("gate_decision"),
-            "run_id": mv.run_id,
-        }
-        for mv in sorted(mlc.search_model_versions(f"name='{settings.model_name}'"),
-                         key=lambda v: int(v.version))
-    ]
-
-
-def _gate_version(settings: Settings, mlc: MlflowClient, version: str) -> GateDecision:
-    candidate = mlc.get_model_version(settings.model_name, version)
-    champ = current_champion(mlc, settings.model_name)
-    if champ is not None and str(champ.version) == str(version):
-        return GateDecision(False, [f"version {version} is already champion"])
-    return gate(version_metrics(mlc, candidate.run_id),
-                version_metrics(mlc, champ.run_id) if champ else None, settings)
-
-
-def _record_decision(mlc: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
-    mlc.set_model_version_tag(name, version, "gate_decision",
-                              "promoted" if decision.promote else "rejected")
-    mlc.set_model_version_tag(name, version, "gate_reasons", json.dumps(decision.reasons))
-
-
-def _move_champion(settings: Settings, lake: Lake, mlc: MlflowClient, version: str, actor: str,
-                   at: datetime, action: str, reason: str, **details) -> None:
-    name = settings.model_name
-    previous = current_champion(mlc, name)
-    if previous is not None and str(previous.version) != str(version):
-        mlc.set_model_version_tag(name, version, "previous_champion", str(previous.version))
-    mlc.set_registered_model_alias(name, CHAMPION, version)
-    audit.record(lake, actor, at, action, f"{name}/{version}", reason,
-                 previous_champion=str(previous.version) if previous else None, **details)
+    try:
+        with open(mlc.download_artifacts(run_id, EVALUATION)) as fh:
+            return json.load(fh)
+    except (MlflowException, OSError):
+        return None
 
 
 class DataChanged(RuntimeError):
@@ -315,7 +219,7 @@ def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
             f"recorded {lineage['train_data_hash'][:12]}…: refusing to reproduce version {version}")
     result = train(recorded, data)
     then = run.data.metrics
-    now = result.evaluation.metrics()
+    now = result.evaluation.metrics("fp32_")  # the torch model's figures: no export needed
     return {
         "version": version, "run_id": mv.run_id, "code_version_then": run.data.tags.get("code_version"),
         "code_version_now": code_version(),
@@ -343,7 +247,12 @@ def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:
         raise NoChampion(
             f"model {settings.model_name!r} has no champion; run the retrain_model DAG first"
         )
-    return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"])
+    return _pinned(settings, mv)
+
+
+def _pinned(settings: Settings, mv) -> PinnedModel:
+    return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"],
+                       mv.tags.get("onnx_sha256", ""))
 
 
 def pin_challenger(settings: Settings, lake: Lake) -> PinnedModel | None:
@@ -358,19 +267,15 @@ def pin_challenger(settings: Settings, lake: Lake) -> PinnedModel | None:
         return None
     if champ is not None and str(champ.version) == str(mv.version):
         return None
-    return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"])
+    return _pinned(settings, mv)
 
 
 def load_pinned(settings: Settings, lake: Lake, pinned: PinnedModel) -> FashionCNN:
-    """Download the version's safetensors and load them after checking the recorded sha256."""
-    import mlflow
-
+    """The version's trained torch model (for retraining and analysis; scoring serves the
+    ONNX graph, :func:`mlcore.serving.load_served`), after checking the recorded sha256."""
     from mlcore.model import load_weights
 
-    client(settings, lake)
+    mlc = client(settings, lake)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            f"models:/{pinned.name}/{pinned.version}", dst_path=tmp
-        )
-        data = (Path(local) / "artifacts" / "model.safetensors").read_bytes()
+        data = Path(mlc.download_artifacts(pinned.run_id, WEIGHTS, tmp)).read_bytes()
     return load_weights(data, pinned.weights_sha256)

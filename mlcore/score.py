@@ -117,22 +117,20 @@ def score_shard(lake: Lake, settings: Settings, pinned: PinnedModel, shard: str,
     """Score one shard's rows in the window into one new data file of partition
     ``window.day`` (never elsewhere, ``rescore_all`` included); ``None`` if it has none.
 
-    ``model``: the pinned version, already loaded and ideally passed through
-    :func:`mlcore.model.for_inference` (callers scoring many shards do that once); by default
-    it is loaded from the registry and prepared here.
+    ``model``: the pinned version's served graph (:func:`mlcore.serving.load_served`;
+    callers scoring many shards load it once); by default it is loaded here.
     """
     import pyarrow as pa
 
-    from mlcore.model import for_inference, predict_proba
-    from mlcore.registry import load_pinned
+    from mlcore.serving import load_served
 
     rows = rows_to_score(lake, shard, window.start, window.end,
                          ["image_id", "pixels", "source_key", "batch_id"])
     if rows.num_rows == 0:
         return None
     rows = rows.sort_by("image_id")
-    model = model or for_inference(load_pinned(settings, lake, pinned))
-    probs = predict_proba(model, shard_pixels(rows), settings.score_batch_size).astype(np.float32)
+    model = model or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked, no torch
+    probs = model.predict_proba(shard_pixels(rows), settings.score_batch_size).astype(np.float32)
     classes = probs.argmax(axis=1).astype(np.int32)
     n = rows.num_rows
     out = pa.Table.from_arrays(
@@ -218,11 +216,10 @@ def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challeng
     record how often it agrees with the champion's committed predictions."""
     import pyarrow.compute as pc
 
-    from mlcore.model import for_inference
     from mlcore.monitor import record_shadow_agreement
-    from mlcore.registry import load_pinned
+    from mlcore.serving import load_served
 
-    model = for_inference(load_pinned(settings, lake, challenger))
+    model = load_served(settings, lake, challenger)
     parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, window,
                                                     dag_run_id=dag_run_id, model=model,
                                                     table=SHADOW))]

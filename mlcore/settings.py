@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     train_subset: int = Field(0, description="Use only N base training images (0 = all 60,000).")
     holdout_subset: int = Field(0, description="Evaluate on N holdout images (0 = all 10,000).")
     torch_threads: int = Field(0, description="torch intra-op threads (0 = torch default).")
+    validation_fraction: float = Field(
+        0.05, description="Share of the training data set aside (seeded) to fit the "
+        "temperature that calibrates `confidence`; never the holdout."
+    )
+    quantize_calibration_images: int = Field(
+        1024, description="Training images the int8 quantizer calibrates its ranges on."
+    )
     retrain_min_new_labels: int = Field(
         100, description="An asset-triggered retrain runs only with this many new labeled images."
     )
@@ -107,6 +114,14 @@ class Settings(BaseSettings):
     )
     max_class_drop: float = Field(
         0.03, description="Largest allowed per-class accuracy drop vs the champion."
+    )
+    promote_significance: float = Field(
+        0.05, description="A challenger must also beat the champion in McNemar's exact test "
+        "on the holdout (paired, two-sided) at this level: p below it."
+    )
+    min_agreement: float = Field(
+        0.995, description="Least share of holdout images on which the served int8 model "
+        "predicts the fp32 model's class; below it the version is refused."
     )
 
     # --- scoring -------------------------------------------------------------------------

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlcore.calibration import expected_calibration_error, fit_temperature, softmax
 from mlcore.data import CLASSES, array_hash, labeled_curated, load_fashion_mnist, pixel_sha256
-from mlcore.model import FashionCNN, predict_proba, to_input
+from mlcore.model import FashionCNN, logits, predict_proba, to_input
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -30,6 +31,9 @@ class TrainingData:
     holdout_images: np.ndarray
     holdout_labels: np.ndarray
     lineage: dict = field(default_factory=dict)
+    # Carved from the training data (never the holdout): fits the temperature.
+    validation_images: np.ndarray = field(default_factory=lambda: np.zeros((0, 28, 28), np.uint8))
+    validation_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
 
 
 @dataclass
@@ -39,10 +43,26 @@ class Evaluation:
     per_class_accuracy: list[float]
     confusion: np.ndarray
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, prefix: str = "") -> dict[str, float]:
         out = {"holdout_accuracy": self.accuracy, "holdout_macro_f1": self.macro_f1}
         out |= {f"class_{i}_accuracy": a for i, a in enumerate(self.per_class_accuracy)}
-        return out
+        return {f"{prefix}{k}": v for k, v in out.items()}
+
+    @classmethod
+    def of(cls, predicted: np.ndarray, labels: np.ndarray) -> Evaluation:
+        """Accuracy, macro F1, per-class accuracy (recall) and confusion of predicted classes."""
+        k = len(CLASSES)
+        confusion = np.bincount(labels.astype(np.int64) * k + predicted.astype(np.int64),
+                                minlength=k * k).reshape(k, k)
+        support = confusion.sum(axis=1)
+        predicted_n = confusion.sum(axis=0)
+        tp = np.diag(confusion).astype(np.float64)
+        recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+        precision = np.divide(tp, predicted_n, out=np.zeros(k), where=predicted_n > 0)
+        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
+                       where=(precision + recall) > 0)
+        return cls(accuracy=float(tp.sum() / max(len(labels), 1)), macro_f1=float(f1.mean()),
+                   per_class_accuracy=[float(r) for r in recall], confusion=confusion)
 
 
 @dataclass
@@ -52,6 +72,8 @@ class TrainResult:
     history: list[dict]
     seconds: float
     lineage: dict
+    temperature: float = 1.0  # fitted on the validation split; the served graph applies it
+    validation: dict = field(default_factory=dict)  # ECE on the validation split, before/after
 
 
 def _subset(images: np.ndarray, labels: np.ndarray, n: int, seed: int):
@@ -64,7 +86,8 @@ def _subset(images: np.ndarray, labels: np.ndarray, n: int, seed: int):
 def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None = None
                         ) -> TrainingData:
     """Base train split + curated labeled images (from ``shards``, default all), minus
-    anything that is in the holdout."""
+    anything that is in the holdout; ``validation_fraction`` of it (seeded) is set aside to
+    fit the temperature."""
     base_x, base_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "train"),
                              settings.train_subset, settings.seed)
     hold_x, hold_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "test"),
@@ -85,28 +108,27 @@ def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None
         "holdout_hash": array_hash(full_hold_x, full_hold_y),
         "holdout_images": int(len(hold_x)),
     }
-    return TrainingData(
-        np.concatenate([base_x, cur_x]), np.concatenate([base_y, cur_y]), hold_x, hold_y, lineage
-    )
+    x, y = np.concatenate([base_x, cur_x]), np.concatenate([base_y, cur_y])
+    n_val = int(round(len(x) * settings.validation_fraction))
+    is_val = np.zeros(len(x), bool)
+    is_val[np.random.default_rng(settings.seed + 1).permutation(len(x))[:n_val]] = True
+    lineage["validation_images"] = n_val
+    return TrainingData(x[~is_val], y[~is_val], hold_x, hold_y, lineage, x[is_val], y[is_val])
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> Evaluation:
-    pred = predict_proba(model, images).argmax(axis=1)
-    k = len(CLASSES)
-    confusion = np.bincount(labels.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    tp = np.diag(confusion).astype(np.float64)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k),
-                   where=(precision + recall) > 0)
-    return Evaluation(
-        accuracy=float(tp.sum() / max(len(labels), 1)),
-        macro_f1=float(f1.mean()),
-        per_class_accuracy=[float(r) for r in recall],
-        confusion=confusion,
-    )
+    return Evaluation.of(predict_proba(model, images).argmax(axis=1), labels)
+
+
+def calibrate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
+    """The temperature fitted on a validation split, and its ECE before and after."""
+    scores = logits(model, images)
+    labels = labels.astype(np.int64)
+    temperature = fit_temperature(scores, labels)
+    return temperature, {
+        "validation_ece_uncalibrated": expected_calibration_error(softmax(scores), labels),
+        "validation_ece": expected_calibration_error(softmax(scores, temperature), labels),
+    }
 
 
 def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
@@ -156,7 +178,11 @@ def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
         if progress:
             progress(epoch, row)
     final = evaluate(model, data.holdout_images, data.holdout_labels)
-    return TrainResult(model, final, history, time.perf_counter() - started, data.lineage)
+    temperature, validation = calibrate(model, data.validation_images, data.validation_labels)
+    log.info("temperature %.4f fitted on %d validation images: %s", temperature,
+             len(data.validation_labels), validation)
+    return TrainResult(model, final, history, time.perf_counter() - started, data.lineage,
+                       temperature, validation)
 
 
 def confusion_figure(confusion: np.ndarray) -> Figure:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mlcore.data import CuratedRow, write_shards
+from mlcore.export import served_model
 from mlcore.model import FashionCNN
 from mlcore.predictions import PartitionIncomplete, history, read_partition
 from mlcore.registry import PinnedModel
@@ -38,6 +39,7 @@ REPEATS = int(os.environ.get("MLCORE_KILL_REPEATS", "3"))
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys, torch
     from datetime import datetime, timedelta, UTC
+    from mlcore.export import served_model
     from mlcore.model import FashionCNN
     from mlcore.registry import PinnedModel
     from mlcore.score import ScoringWindow, score_shard, shards_in_interval
@@ -46,7 +48,7 @@ KILLED_RUN = textwrap.dedent("""
     start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
     window = ScoringWindow(start, end, start.date())
     lake = LocalLake(sys.argv[1]); settings = Settings(home=sys.argv[1])
-    torch.manual_seed(0); model = FashionCNN().eval()
+    torch.manual_seed(0); model = served_model(FashionCNN().eval())
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64)
     for shard in shards_in_interval(lake, start, end):
         score_shard(lake, settings, pinned, shard, window, dag_run_id=sys.argv[2], model=model)
@@ -73,7 +75,7 @@ def test_sigkill_before_commit_then_next_run_commits_complete_partition(tmp_path
     shards = shards_in_interval(lake, START, END)
     expected = {f"b{b}-{i:04d}" for b in range(3) for i in range(200)}
     torch.manual_seed(0)
-    model = FashionCNN().eval()
+    model = served_model(FashionCNN().eval())
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64)
 
     def run(run_id):

@@ -1,24 +1,25 @@
-"""The MLflow registry for real (SQLite backend, artifacts in a temp lake): gate, aliases,
-forced promotion, rollback, audit entries, lineage, checksum-verified loading."""
+"""The MLflow registry for real (SQLite backend, artifacts in a temp lake): the served
+package, gate, aliases, forced promotion, rollback, audit entries, lineage, model cards,
+checksum-verified loading, and scoring from the registry without torch."""
 
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mlcore import audit
+from mlcore.calibration import reliability
+from mlcore.export import quantize_int8, to_onnx
 from mlcore.model import FashionCNN, WeightsTampered
-from mlcore.registry import (
-    PromotionRefused,
-    client,
-    decide_and_alias,
-    load_pinned,
-    log_and_register,
-    pin_champion,
-    promote,
-    rollback,
-)
+from mlcore.package import ModelPackage, build_package
+from mlcore.promotion import PromotionRefused, decide_and_alias, promote, rollback
+from mlcore.registry import client, load_pinned, log_and_register, pin_champion
+from mlcore.serving import ArtifactTampered, load_served
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
 from mlcore.train import Evaluation, TrainResult, build_training_data, train
@@ -33,7 +34,27 @@ def env(tmp_path):
     return settings, LocalLake(tmp_path / "lake")
 
 
-def _register(settings, lake, acc: float, per_class: list[float] | None = None, run="r"):
+HOLDOUT = 500
+
+
+def _package(model, acc: float, per_class: list[float], correct: np.ndarray | None = None
+             ) -> ModelPackage:
+    """A real exported graph with made-up holdout evidence: right on the first ``acc`` share
+    of the holdout images (or on ``correct``)."""
+    if correct is None:
+        correct = np.arange(HOLDOUT) < round(acc * HOLDOUT)
+    labels = np.zeros(HOLDOUT, np.int64)
+    predicted = (~correct).astype(np.int64)
+    ev = Evaluation(acc, acc, per_class, np.eye(10, dtype=np.int64))
+    fp32 = to_onnx(model)
+    calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    flat = reliability(np.full((HOLDOUT, 10), 0.1), labels)
+    return ModelPackage(fp32, quantize_int8(fp32, calibration), 1.0, ev, ev, 0.999, labels,
+                        predicted, predicted, "holdout-hash", flat, flat, len(calibration))
+
+
+def _register(settings, lake, acc: float, per_class: list[float] | None = None, run="r",
+              correct: np.ndarray | None = None):
     """Register an (untrained) model as if it had scored ``acc`` on the holdout."""
     torch.manual_seed(len(run))
     per_class = per_class or [acc] * 10
@@ -44,7 +65,8 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
         {"curated_shards": [], "train_data_hash": "t" * 64, "holdout_hash": "h" * 64,
          "curated_labeled_images": 40 + len(run)},
     )
-    mlc, version, _ = log_and_register(settings, lake, result, run)
+    package = _package(result.model, acc, per_class, correct)
+    mlc, version, _ = log_and_register(settings, lake, result, package, run)
     decision = decide_and_alias(settings, lake, mlc, version, f"airflow:{run}", AT)
     return version, decision
 
@@ -65,6 +87,19 @@ def test_gate_promotes_better_and_rejects_worse_and_floor(env):
     assert mlc.get_model_version(settings.model_name, v3).tags["gate_decision"] == "rejected"
     v4, d4 = _register(settings, lake, 0.85, run="better")
     assert d4.promote and _champion(settings, lake) == v4
+
+
+def test_a_better_accuracy_that_is_only_noise_is_not_promoted(env):
+    """+2 points on 500 images clears the margin, but 30 images gained against 20 lost is
+    what two retrains differing only by seed give: McNemar's p = 0.2, not promoted."""
+    settings, lake = env
+    v1, _ = _register(settings, lake, 0.80, run="base")
+    noisy = np.arange(HOLDOUT) < 380
+    noisy[400:430] = True
+    _, decision = _register(settings, lake, 0.82, run="seed-noise", correct=noisy)
+    assert not decision.promote and _champion(settings, lake) == v1
+    [mcnemar] = [r for r in decision.reasons if r.startswith("McNemar")]
+    assert "p = 0.203" in mcnemar and "not significantly better" in mcnemar
 
 
 def test_per_class_regression_blocks_promotion(env):
@@ -98,18 +133,106 @@ def test_rollback_without_history_is_refused(env):
         rollback(settings, lake, "bob", AT, "why not")
 
 
+def _tamper(lake, key: str) -> None:
+    data = bytearray(lake.read_bytes(key))
+    data[-1] ^= 0xFF
+    (lake.root / key).write_bytes(bytes(data))
+
+
 def test_champion_loads_only_with_matching_checksum(env):
     settings, lake = env
     _register(settings, lake, 0.80, run="base")
     pinned = pin_champion(settings, lake)
     assert isinstance(load_pinned(settings, lake, pinned), FashionCNN)
+    served = load_served(settings, lake, pinned)
+    assert served.sha256 == pinned.onnx_sha256 and served.metadata["precision"] == "int8"
     weights = [k for k in lake.list("mlflow") if k.endswith("model.safetensors")]
     assert len(weights) == 1
-    data = bytearray(lake.read_bytes(weights[0]))
-    data[-1] ^= 0xFF
-    (lake.root / weights[0]).write_bytes(bytes(data))
+    _tamper(lake, weights[0])
     with pytest.raises(WeightsTampered):
         load_pinned(settings, lake, pinned)
+    graphs = [k for k in lake.list("mlflow") if k.endswith("model.onnx")]
+    assert len(graphs) == 2  # int8 (registered) and fp32
+    for key in graphs:
+        _tamper(lake, key)
+    with pytest.raises(ArtifactTampered):
+        load_served(settings, lake, pinned)
+
+
+def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
+    import mlflow
+
+    settings, lake = env
+    v, _ = _register(settings, lake, 0.80, run="base")
+    mlc = client(settings, lake)
+    mv = mlc.get_model_version(settings.model_name, v)
+    info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{v}")
+    assert "onnx" in info.flavors and info.metadata["precision"] == "int8"
+    run = mlc.get_run(mv.run_id)
+    assert mv.tags["onnx_sha256"] == run.data.tags["onnx_sha256"]
+    assert run.data.metrics["int8_fp32_agreement"] == pytest.approx(0.999)
+    assert "fp32_holdout_accuracy" in run.data.metrics
+
+
+SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this process")
+    sys.meta_path.insert(0, NoTorch())
+    from datetime import datetime, timedelta, UTC
+    from pathlib import Path
+    from mlcore.registry import pin_champion
+    from mlcore.score import score_shard, shards_in_interval
+    from mlcore.settings import Settings
+    from mlcore.storage import LocalLake
+    home = Path(sys.argv[1])
+    start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
+    settings, lake = Settings(home=home), LocalLake(home / "lake")
+    pinned = pin_champion(settings, lake)
+    [shard] = shards_in_interval(lake, start, end)
+    part = score_shard(lake, settings, pinned, shard, start, end, end, "no-torch")
+    assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+    print(part.rows)
+""")
+
+
+def test_the_champion_scores_a_shard_in_a_process_that_cannot_import_torch(env):
+    from mlcore.data import CuratedRow, write_shards
+
+    settings, lake = env
+    _register(settings, lake, 0.80, run="base")
+    rng = np.random.default_rng(0)
+    rows = [CuratedRow(f"id-{i:03d}", rng.integers(0, 256, 784, dtype=np.uint8).tobytes(),
+                       f"landing/b/{i}.png", None) for i in range(40)]
+    write_shards(lake, rows, "b", datetime(2026, 11, 22, 4, tzinfo=UTC), 1000)
+    proc = subprocess.run([sys.executable, "-c", SCORE_FROM_REGISTRY_WITHOUT_TORCH,
+                           str(settings.home)], capture_output=True, text=True, timeout=300,
+                          cwd=Path.cwd())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "40"
+
+
+def test_every_decided_version_has_a_model_card_shown_by_the_cli(env, monkeypatch, capsys):
+    from mlcore.cli import main
+
+    settings, lake = env
+    v1, _ = _register(settings, lake, 0.80, run="base")
+    v2, _ = _register(settings, lake, 0.79, run="worse")
+    monkeypatch.setenv("MLCORE_HOME", str(settings.home))
+    assert main(["model", "show", v2]) == 0
+    card = capsys.readouterr().out
+    assert card.startswith(f"# Model card: {settings.model_name} version {v2}")
+    assert "**Gate decision: rejected**" in card and "McNemar exact p" in card
+    for section in ("## Training data", "## Code and parameters", "## Holdout accuracy",
+                    "## Confusion matrix", "## Calibration", "## Known limitations"):
+        assert section in card
+    run = client(settings, lake).get_run(
+        client(settings, lake).get_model_version(settings.model_name, v2).run_id)
+    assert f"code version: `{run.data.tags['code_version']}`" in card
+    assert main(["model", "show", v1]) == 0
+    assert "**Gate decision: promoted**" in capsys.readouterr().out
 
 
 def test_run_records_lineage_code_version_and_plots(env):
@@ -120,8 +243,10 @@ def test_run_records_lineage_code_version_and_plots(env):
     run = mlc.get_run(mv.run_id)
     assert {"train_data_hash", "holdout_hash", "code_version", "weights_sha256"} <= set(run.data.tags)
     assert len(run.data.tags["code_version"]) == 40
+    assert {"onnx_sha256", "onnx_fp32_sha256"} <= set(run.data.tags)
     paths = {a.path for a in mlc.list_artifacts(mv.run_id)}
-    assert {"lineage.json", "plots"} <= paths
+    assert {"lineage.json", "plots", "evaluation.json", "model_card.md", "weights"} <= paths
+    assert "plots/reliability.png" in {a.path for a in mlc.list_artifacts(mv.run_id, "plots")}
 
 
 def test_model_trained_on_shuffled_labels_is_never_promoted(env):
@@ -129,7 +254,8 @@ def test_model_trained_on_shuffled_labels_is_never_promoted(env):
     data = build_training_data(settings, lake)
     data.labels = np.random.default_rng(0).permutation(data.labels)
     result = train(settings, data)
-    mlc, version, _ = log_and_register(settings, lake, result, "shuffled")
+    package = build_package(settings, result, data)
+    mlc, version, _ = log_and_register(settings, lake, result, package, "shuffled")
     assert not decide_and_alias(settings, lake, mlc, version, "airflow:shuffled", AT).promote
     assert result.evaluation.accuracy < 0.3
 
@@ -161,8 +287,10 @@ def test_reproduce_matches_exactly_and_refuses_changed_data(env):
     rows = [CuratedRow(f"id-{i}", images[-i - 1].tobytes(), f"landing/b/{i}.png", int(labels[-i - 1]))
             for i in range(50)]
     [shard] = write_shards(lake, rows, "b", AT, settings.shard_rows)
-    result = train(settings, build_training_data(settings, lake))
-    _, version, _ = log_and_register(settings, lake, result, "repro")
+    data = build_training_data(settings, lake)
+    result = train(settings, data)
+    _, version, _ = log_and_register(settings, lake, result, build_package(settings, result, data),
+                                     "repro")
     report = reproduce(settings, lake, version)
     assert report["identical"], report["metrics"]
     (lake.root / shard).unlink()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlcore.data import CuratedRow, write_shards
+from mlcore.export import served_model
 from mlcore.model import FashionCNN
 from mlcore.predictions import (
     PartFile,
@@ -39,7 +40,7 @@ PARTITION = "predictions/dt=2026-11-22"
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return FashionCNN().eval()
+    return served_model(FashionCNN().eval())  # the ONNX graph scoring serves
 
 
 def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):

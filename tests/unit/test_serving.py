@@ -1,0 +1,118 @@
+"""The served model: ONNX export and int8 quantization of the trained model, the checksum,
+and scoring in a process where torch cannot be imported."""
+
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlcore.export import quantize_int8, to_onnx
+from mlcore.model import FashionCNN, predict_proba
+from mlcore.package import build_package
+from mlcore.serving import ArtifactTampered, ServedModel, sha256_hex
+from mlcore.settings import Settings
+from mlcore.storage import LocalLake
+from mlcore.train import build_training_data, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A briefly trained model and its package (about 5 s)."""
+    home = tmp_path_factory.mktemp("serving")
+    settings = Settings(home=home, train_subset=1500, holdout_subset=1000, train_epochs=1,
+                        quantize_calibration_images=256)
+    data = build_training_data(settings, LocalLake(home / "lake"))
+    result = train(settings, data)
+    return settings, data, result, build_package(settings, result, data)
+
+
+def test_fp32_graph_computes_the_torch_model_with_its_temperature():
+    torch.manual_seed(0)
+    model = FashionCNN().eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-0.5, 0.5)  # non-trivial statistics, so folding matters
+        bn.running_var.uniform_(0.5, 2.0)
+    images = np.random.default_rng(1).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    graph = to_onnx(model, temperature=0.5)
+    served = ServedModel(graph, sha256_hex(graph)).predict_proba(images, batch_size=128)
+    expected = torch.softmax(torch.log(torch.from_numpy(predict_proba(model, images))) / 0.5, 1)
+    np.testing.assert_allclose(served, expected.numpy(), atol=1e-5)
+    assert not model.training  # the exporter leaves the caller's model in eval mode
+    assert ServedModel(graph, sha256_hex(graph)).metadata["temperature"] == "0.5"
+
+
+def test_int8_package_agrees_with_fp32_and_is_calibrated(trained):
+    _, data, result, package = trained
+    assert package.agreement >= 0.99
+    assert abs(package.int8.accuracy - package.fp32.accuracy) <= 0.01
+    assert package.fp32.accuracy == result.evaluation.accuracy  # fp32 = the trained model
+    assert len(package.int8_onnx) < len(package.fp32_onnx) / 2  # int8 weights
+    assert package.reliability_after.ece < package.reliability_before.ece
+    assert package.calibration_images == 256
+    probs = ServedModel(package.int8_onnx, package.int8_sha256).predict_proba(data.holdout_images)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(axis=1), package.int8_predicted)
+
+
+def test_a_graph_that_differs_from_its_checksum_is_refused(trained):
+    package = trained[3]
+    tampered = bytearray(package.int8_onnx)
+    tampered[-1] ^= 0xFF
+    with pytest.raises(ArtifactTampered, match="refusing to load"):
+        ServedModel(bytes(tampered), package.int8_sha256)
+
+
+def test_quantization_is_deterministic(trained):
+    settings, data, result, package = trained
+    from mlcore.package import calibration_sample
+
+    again = quantize_int8(to_onnx(result.model, result.temperature),
+                          calibration_sample(settings, data.images))
+    assert sha256_hex(again) == package.int8_sha256
+
+
+SCORE_WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is blocked in this process")
+    sys.meta_path.insert(0, NoTorch())
+    from datetime import datetime, timedelta, UTC
+    from pathlib import Path
+    from mlcore.registry import PinnedModel
+    from mlcore.score import score_shard, shards_in_interval
+    from mlcore.serving import ServedModel
+    from mlcore.settings import Settings
+    from mlcore.storage import LocalLake, read_parquet
+    root, graph, sha = sys.argv[1], Path(sys.argv[2]).read_bytes(), sys.argv[3]
+    start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
+    lake, settings = LocalLake(Path(root)), Settings(home=root)
+    pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64, sha)
+    [shard] = shards_in_interval(lake, start, end)
+    part = score_shard(lake, settings, pinned, shard, start, end, end, "no-torch",
+                       ServedModel(graph, sha))
+    print(part.rows, read_parquet(lake, part.key, ["predicted_class"]).num_rows)
+    assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+""")
+
+
+def test_a_shard_is_scored_in_a_process_that_cannot_import_torch(trained, tmp_path):
+    from mlcore.data import CuratedRow, write_shards
+
+    package = trained[3]
+    (tmp_path / "model.onnx").write_bytes(package.int8_onnx)
+    images = trained[1].holdout_images[:50]
+    rows = [CuratedRow(f"id-{i:03d}", img.tobytes(), f"landing/b/{i}.png", None)
+            for i, img in enumerate(images)]
+    write_shards(LocalLake(tmp_path), rows, "b", datetime(2026, 11, 22, 4, tzinfo=UTC), 1000)
+    proc = subprocess.run([sys.executable, "-c", SCORE_WITHOUT_TORCH, str(tmp_path),
+                           str(tmp_path / "model.onnx"), package.int8_sha256],
+                          capture_output=True, text=True, timeout=120, cwd=Path.cwd())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["50", "50"]
