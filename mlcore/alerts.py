@@ -251,16 +251,20 @@ def on_task_failure(context: dict[str, Any]) -> None:
 
 
 def deadline_alert(dag_run: dict[str, Any], deadline_time: Any, settings: Settings) -> Alert:
+    """``dag_run`` is the REST API's DAG run (``DAGRunResponse``) the scheduler hands over."""
+    from urllib.parse import quote
+
+    # The partition a run writes is the date its data interval starts (mlcore.score).
     start = str(dag_run.get("data_interval_start") or dag_run.get("logical_date") or "")
     day = start[:10] or "?"
+    dag_id, run_id = dag_run.get("dag_id"), dag_run.get("dag_run_id") or dag_run.get("run_id")
     return Alert(
         "deadline_missed",
         f"predictions for dt={day} not committed by {settings.score_deadline} UTC",
-        [f"{dag_run.get('dag_id')} run {dag_run.get('run_id')} is {dag_run.get('state')} "
-         f"at its deadline {deadline_time}",
+        [f"{dag_id} run {run_id} was {dag_run.get('state')} at its deadline {deadline_time}",
          "consumers reading this partition will not find it yet"],
-        {"DAG run": f"{settings.airflow_ui_url.rstrip('/')}/dags/{dag_run.get('dag_id')}/runs/"
-                    f"{dag_run.get('run_id')}"},
+        {"DAG run": f"{settings.airflow_ui_url.rstrip('/')}/dags/{dag_id}/runs/"
+                    f"{quote(str(run_id), safe='')}"},
     )
 
 

@@ -89,7 +89,7 @@ def test_missed_deadline_callback_names_the_partition_and_the_run(receivers, set
                                                                   monkeypatch):
     # The context the scheduler hands the triggerer (Deadline.handle_miss).
     context = {
-        "dag_run": {"dag_id": "batch_score", "run_id": "scheduled__2026-11-22T03:00:00+00:00",
+        "dag_run": {"dag_id": "batch_score", "dag_run_id": "scheduled__2026-11-22T03:00:00+00:00",
                     "state": "running", "data_interval_start": "2026-11-22T03:00:00Z",
                     "logical_date": "2026-11-22T03:00:00Z"},
         "deadline": {"id": "d-1", "deadline_time": "2026-11-23T06:00:00+00:00"},
@@ -106,8 +106,8 @@ def test_missed_deadline_callback_names_the_partition_and_the_run(receivers, set
         get_settings.cache_clear()
     assert_both_channels_say(
         receivers, "predictions for dt=2026-11-22 not committed by 06:00 UTC",
-        "batch_score run scheduled__2026-11-22T03:00:00+00:00 is running",
-        "https://airflow.example.test/dags/batch_score/runs/scheduled__2026-11-22T03:00:00+00:00")
+        "batch_score run scheduled__2026-11-22T03:00:00+00:00 was running",
+        "https://airflow.example.test/dags/batch_score/runs/scheduled__2026-11-22T03%3A00%3A00%2B00%3A00")
     assert_no_secret(receivers)
 
 
