@@ -18,7 +18,7 @@ from pathlib import Path
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from mlcore.assets import PREDICTIONS
-from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
+from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE, nightly_deadline
 
 
 @dag(
@@ -28,6 +28,7 @@ from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=nightly_deadline(runs_at="03:00"),
     tags=["mlcore", "scoring"],
     doc_md=__doc__,
     params={

@@ -6,6 +6,7 @@ Human-readable output by default, ``--json`` for machines, non-zero exit codes o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
@@ -14,6 +15,18 @@ from datetime import UTC, date, datetime, timedelta
 from rich.console import Console
 
 from mlcore.settings import Settings
+from mlcore.usage import (
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    batch_id_arg,
+    day_arg,
+    fail,
+    one_line,
+    reason_arg,
+    time_arg,
+    version_arg,
+)
 
 
 def _settings(profile: str | None = None) -> Settings:
@@ -26,7 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mlcore.demo import print_summary, run_pipeline, summary_json
 
     console = Console(stderr=args.json)
-    day = date.fromisoformat(args.date) if args.date else date.today() - timedelta(days=1)
+    day = args.date or date.today() - timedelta(days=1)
     summary = run_pipeline(_settings(args.profile), day, console, per_batch=args.per_batch)
     print(summary_json(summary)) if args.json else print_summary(summary, console)
     return 0
@@ -41,6 +54,49 @@ def cmd_batch_seed(args: argparse.Namespace) -> int:
     for b in batches:
         print(f"{b.batch_id}\t{b.files} files\t{'labeled' if b.labeled else 'unlabeled'}")
     return 0
+
+
+def cmd_batch_upload(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from mlcore.upload import batch_files, upload_batch
+
+    files = batch_files(Path(args.dir), Path(args.labels) if args.labels else None)
+    settings, lake = _lake_settings()
+    total = sum(p.stat().st_size for p in files.values())
+    err = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=err, disable=args.json or not err.is_terminal,
+                  transient=True) as bar:
+        task = bar.add_task(f"upload {args.batch_id}", total=total)
+
+        def done(result) -> None:
+            bar.advance(task, result.size)
+            if args.verbose:
+                print(f"{'sent' if result.sent else 'kept'} {result.name} {result.size} bytes "
+                      f"sha256 {result.sha256}", flush=True)
+
+        result = upload_batch(lake, args.batch_id, files, workers=args.workers, on_file=done)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print(f"batch {result.batch_id}: {result.files} files verified ({result.sent} sent, "
+              f"{result.kept} already there), {result.ready_key} written")
+        print(f"Follow it with: mlcore batch status {result.batch_id}")
+    return 0
+
+
+def cmd_batch_status(args: argparse.Namespace) -> int:
+    from mlcore.upload import batch_status, render_status
+
+    settings, lake = _lake_settings()
+    status = batch_status(lake, settings, args.batch_id)
+    print(status.to_json() if args.json else render_status(status))
+    return 1 if status.state == "not_found" else 0
 
 
 def _lake_settings():
@@ -72,8 +128,13 @@ def cmd_model_list(args: argparse.Namespace) -> int:
 def cmd_model_promote(args: argparse.Namespace) -> int:
     from mlcore.promotion import promote
 
+    if args.force and not args.reason:
+        fail("a forced promotion skips the gate, so it needs --reason 'why' "
+             "(recorded in the audit trail)")
     settings, lake = _lake_settings()
-    decision = promote(settings, lake, args.version, args.actor, _now(), args.force, args.reason)
+    with _known_version(settings, args.version):
+        decision = promote(settings, lake, args.version, args.actor, _now(), args.force,
+                           args.reason or "")
     print(f"version {args.version} is now champion")
     for reason in decision.reasons:
         print(f"  - {reason}")
@@ -85,6 +146,20 @@ def cmd_model_show(args: argparse.Namespace) -> int:
 
     print(read_card(*_lake_settings(), args.version), end="")
     return 0
+
+
+@contextlib.contextmanager
+def _known_version(settings: Settings, version: str):
+    """MLflow's "RESOURCE_DOES_NOT_EXIST" for a version number, said the way a person asks."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        fail(f"{settings.model_name} has no version {version} "
+             "(`mlcore model list` shows the versions)")
 
 
 def cmd_model_rollback(args: argparse.Namespace) -> int:
@@ -126,7 +201,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     settings, lake = _lake_settings()
     try:
-        chain = trace(settings, lake, resolve(lake, args.ref, args.row))
+        chain = trace(settings, lake, resolve(lake, _trace_ref(args.ref, args.row), args.row))
     except BrokenLink as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -134,10 +209,53 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+TRACE_FORMS = ("an image id (the sha256 of its bytes, 64 hex characters), a landing key "
+               "(landing/<batch_id>/<file>), a local image file, or a partition date "
+               "YYYY-MM-DD with --row N")
+
+
+def _trace_ref(ref: str, row: int | None) -> str:
+    """The reference in one of the forms ``trace.resolve`` takes, or a :class:`UsageError`."""
+    import hashlib
+    import re
+    from pathlib import Path
+
+    from mlcore.storage import UnsafeKey, check_key
+
+    text = ref.strip()
+    day = re.fullmatch(r"(?:predictions/)?(?:dt=)?(\d{4}-\d{2}-\d{2})/?", text)
+    if row is not None and not day:
+        fail(f"--row picks a row of a partition, so the reference must be a date YYYY-MM-DD; "
+             f"got {ref!r}")
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return text.lower()
+    if day:
+        try:
+            date.fromisoformat(day.group(1))
+        except ValueError:
+            fail(f"{day.group(1)!r} is not a calendar date (expected YYYY-MM-DD)")
+        if row is None:
+            fail(f"a partition date needs --row N to pick the image (row 0 is the first); "
+                 f"e.g. mlcore trace {day.group(1)} --row 0")
+        if row < 0:
+            fail(f"--row counts from 0, got {row}")
+        return day.group(1)
+    if text.startswith("landing/"):
+        try:
+            return check_key(text)
+        except UnsafeKey:
+            fail(f"{ref!r} is not a landing key: expected landing/<batch_id>/<file>")
+    if text and Path(text).is_file():
+        return hashlib.sha256(Path(text).read_bytes()).hexdigest()
+    fail(f"expected {TRACE_FORMS}; got {ref!r}")
+
+
 def cmd_model_reproduce(args: argparse.Namespace) -> int:
     from mlcore.registry import reproduce
 
-    report = reproduce(*_lake_settings(), args.version)
+    settings, lake = _lake_settings()
+    with _known_version(settings, args.version):
+        report = reproduce(settings, lake, args.version)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -154,10 +272,11 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
 
     from mlcore.audit import entries
 
+    if args.since and args.until and args.since >= args.until:
+        fail(f"--since ({args.since.isoformat()}) must be before --until "
+             f"({args.until.isoformat()})")
     _, lake = _lake_settings()
-    since = datetime.fromisoformat(args.since) if args.since else None
-    until = datetime.fromisoformat(args.until) if args.until else None
-    found = entries(lake, args.action, since, until)
+    found = entries(lake, args.action, args.since, args.until)
     if args.json:
         print(json.dumps([asdict(e) for e in found], indent=2))
     for e in [] if args.json else found:
@@ -247,13 +366,16 @@ def cmd_airflow_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlcore", description=__doc__)
+    from mlcore.audit import ACTIONS
+
+    parser = Parser(prog="mlcore", description=__doc__)
     nouns = parser.add_subparsers(dest="noun", required=True)
 
     demo = nouns.add_parser("demo", help="seed landing and run ingest -> retrain -> score")
     demo.add_argument("--profile", choices=["demo", "test", "full"], default="demo",
                       help="training profile (demo: 12k images, 2 epochs; full: all, defaults)")
-    demo.add_argument("--date", help="the simulated day (YYYY-MM-DD); default yesterday")
+    demo.add_argument("--date", type=day_arg,
+                      help="the simulated day (YYYY-MM-DD); default yesterday")
     demo.add_argument("--per-batch", type=int, default=24, help="images per seeded batch")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
@@ -262,30 +384,48 @@ def build_parser() -> argparse.ArgumentParser:
     seed = batch.add_parser("seed", help="write the demo batches into landing/")
     seed.add_argument("--per-batch", type=int, default=24)
     seed.set_defaults(func=cmd_batch_seed)
+    up = batch.add_parser("upload", help="upload a folder as a batch: verified, _READY last, "
+                          "resumable")
+    up.add_argument("dir", help="folder with the image files (sub-folders are kept)")
+    up.add_argument("--batch-id", required=True, type=batch_id_arg,
+                    help="a new, unique id: letters, digits, '-', '_', '.'")
+    up.add_argument("--labels", help="CSV file (filename,label) sent as labels.csv")
+    up.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
+    up.add_argument("--verbose", action="store_true", help="one line per verified file")
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(func=cmd_batch_upload)
+    st = batch.add_parser("status", help="not ready / ready / ingested / rejected / conflict, "
+                          "with counts, quarantined files and Data Docs links")
+    st.add_argument("batch_id", type=batch_id_arg)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_batch_status)
 
     model = nouns.add_parser("model", help="registered models").add_subparsers(dest="verb", required=True)
     mlist = model.add_parser("list", help="versions with metrics and aliases")
     mlist.add_argument("--json", action="store_true")
     mlist.set_defaults(func=cmd_model_list)
     prom = model.add_parser("promote", help="make a version champion (through the gate)")
-    prom.add_argument("version")
+    prom.add_argument("version", type=version_arg)
     prom.add_argument("--force", action="store_true", help="skip the gate (needs --reason)")
-    prom.add_argument("--reason", default="", help="why; recorded in the audit trail")
+    prom.add_argument("--reason", type=reason_arg, default=None,
+                      help="why; recorded in the audit trail")
     prom.add_argument("--actor", default=getpass.getuser(), help="who (default: you)")
     prom.set_defaults(func=cmd_model_promote)
     show = model.add_parser("show", help="print a version's model card (Markdown)")
     show.add_argument("version")
     show.set_defaults(func=cmd_model_show)
     roll = model.add_parser("rollback", help="move champion back to the previous one")
-    roll.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    roll.add_argument("--reason", type=reason_arg, required=True,
+                      help="why; recorded in the audit trail")
     roll.add_argument("--actor", default=getpass.getuser())
     roll.set_defaults(func=cmd_model_rollback)
 
     quar = nouns.add_parser("quarantine", help="quarantined batches").add_subparsers(
         dest="verb", required=True)
     rep = quar.add_parser("reprocess", help="release a rejected batch for re-validation")
-    rep.add_argument("batch_id")
-    rep.add_argument("--reason", required=True, help="why; recorded in the audit trail")
+    rep.add_argument("batch_id", type=batch_id_arg)
+    rep.add_argument("--reason", type=reason_arg, required=True,
+                     help="why; recorded in the audit trail")
     rep.add_argument("--actor", default=getpass.getuser())
     rep.set_defaults(func=cmd_quarantine_reprocess)
 
@@ -297,21 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     repair.set_defaults(func=cmd_ingest_repair)
 
     tr = nouns.add_parser("trace", help="follow an image from upload to its predictions and model")
-    tr.add_argument("ref", help="image id (sha256), landing key, or partition date YYYY-MM-DD")
+    tr.add_argument("ref", help="image id (sha256), landing key, local image file, or "
+                    "partition date YYYY-MM-DD with --row")
     tr.add_argument("--row", type=int, help="row index, with a partition date")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
 
     repro = model.add_parser("reproduce", help="retrain a version from its recorded lineage")
-    repro.add_argument("version")
+    repro.add_argument("version", type=version_arg)
     repro.add_argument("--json", action="store_true")
     repro.set_defaults(func=cmd_model_reproduce)
 
     aud = nouns.add_parser("audit", help="the audit trail").add_subparsers(dest="verb", required=True)
     alist = aud.add_parser("list", help="promotions, rollbacks, reprocessing, manual triggers")
-    alist.add_argument("--action", help="only this action")
-    alist.add_argument("--since", help="ISO time, inclusive")
-    alist.add_argument("--until", help="ISO time, exclusive")
+    alist.add_argument("--action", choices=ACTIONS, help="only this action")
+    alist.add_argument("--since", type=time_arg, help="ISO date or time (UTC), inclusive")
+    alist.add_argument("--until", type=time_arg, help="ISO date or time (UTC), exclusive")
     alist.add_argument("--json", action="store_true")
     alist.set_defaults(func=cmd_audit_list)
 
@@ -348,8 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # a CLI reports, it does not dump tracebacks on users
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # Our own exceptions already say what happened and what to do; others get their type.
+        own = type(exc).__module__.startswith("mlcore.")
+        print(f"error: {'' if own else type(exc).__name__ + ': '}{one_line(exc)}", file=sys.stderr)
         return 1
 
 

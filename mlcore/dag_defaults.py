@@ -1,12 +1,22 @@
-"""Defaults every DAG shares: retry backoff and a timeout (no heavy imports).
+"""Defaults every DAG shares: retry backoff, a timeout and failure alerts (no heavy imports).
 
 How many retries, and the first delay, come from ``airflow.cfg`` (``default_task_retries``,
-``default_task_retry_delay``) so a deployment tunes them without editing DAGs.
+``default_task_retry_delay``) so a deployment tunes them without editing DAGs. Every task
+alerts on its final failure (:func:`mlcore.alerts.on_task_failure`; off until an alert
+Connection exists).
 """
 
+from __future__ import annotations
+
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pendulum
+
+from mlcore.alerts import on_task_failure
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.deadline import DeadlineAlert
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 
@@ -15,4 +25,32 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=5),
     "execution_timeout": timedelta(minutes=30),
+    "on_failure_callback": on_task_failure,
 }
+
+
+def deadline_interval(runs_at: str, deadline: str) -> timedelta:
+    """From a nightly run's logical date (its data interval start, ``runs_at`` on day D) to
+    ``deadline`` on the morning the run happens (day D+1, or later if that precedes it)."""
+    from mlcore.alerts import parse_deadline
+
+    (rh, rm), (dh, dm) = parse_deadline(runs_at), parse_deadline(deadline)
+    interval = timedelta(days=1, hours=dh - rh, minutes=dm - rm)
+    return interval if interval > timedelta(days=1) else interval + timedelta(days=1)
+
+
+def nightly_deadline(runs_at: str = "03:00") -> DeadlineAlert:
+    """A ``DeadlineAlert`` for a nightly DAG scheduled at ``runs_at`` UTC: alert when its run
+    has not succeeded by ``MLCORE_SCORE_DEADLINE``. Read when the DAG is parsed (like the
+    training queue policy): the deadline is part of the serialized DAG."""
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    from mlcore.settings import get_settings
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=deadline_interval(runs_at, get_settings().score_deadline),
+        callback=AsyncCallback("mlcore.alerts.on_deadline_missed"),
+        name="partition committed",
+    )

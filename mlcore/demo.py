@@ -100,6 +100,9 @@ def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
         "drift": _drift(lake, day),
         "lake": lake.uri,
         "tracking_uri": settings.resolved_tracking_uri,
+        # Where people look: the UI routes (the Data Docs are served by the Airflow plugin).
+        "links": {"airflow": settings.airflow_ui_url, "data_docs": settings.data_docs_url,
+                  "mlflow": settings.mlflow_ui_url},
     }
 
 
@@ -135,12 +138,15 @@ def print_summary(summary: dict, console: Console) -> None:
         console.print(f"drift vs holdout: class PSI {d['class_psi']:.3f}, confidence JS "
                       f"{d['confidence_js']:.3f}, intensity PSI {d['intensity_psi']:.3f}"
                       f" (breached: {d['breached'] or 'none'})")
-    console.rule("where to look next")
-    lake = summary["lake"]
-    console.print(f"lake:        {lake}  (landing/, quarantine/, curated/, predictions/)")
-    console.print(f"data docs:   {lake}/validation/data_docs/index.html")
-    console.print(f"MLflow:      {summary['tracking_uri']}")
-    console.print("UIs:         make up   -> Airflow http://localhost:8080, MLflow http://localhost:5000")
+    console.rule("where to look next (start the UIs with: make up)")
+    links = summary["links"]
+    console.print(f"Airflow:     {links['airflow']}")
+    console.print(f"data docs:   {links['data_docs']}  (also Browse -> Data Docs in Airflow)")
+    console.print(f"MLflow:      {links['mlflow']}  (tracking store {summary['tracking_uri']})")
+    console.print(f"lake:        {summary['lake']}  (landing/, quarantine/, curated/, predictions/)")
+    if summary["batches"]:
+        console.print("a batch:     .venv/bin/python -m mlcore batch status "
+                      f"{summary['batches'][-1]['batch_id']}")
     console.print("read rows:   .venv/bin/python -m mlcore predictions read --date "
                   f"{p['partition'].split('=')[-1]}")
 

@@ -159,7 +159,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
            **{f"holdout_{k}": v for k, v in asdict(baseline).items() if k != "rows"}}
     overwrite_rows(lake, DRIFT_TABLE, pa.Table.from_pylist([row]), day=day)
     client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
-    with mlflow.start_run(run_name=f"drift {day} v{pinned.version}"):
+    with mlflow.start_run(run_name=f"drift {day} v{pinned.version}") as run:
         mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
         mlflow.log_metrics(report.metrics())
         mlflow.log_dict(report.as_dict(), "drift.json")
@@ -167,6 +167,11 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     if report.breached:
         message = (f"drift on {day}: {', '.join(report.breached)} above {report.threshold} "
                    f"({report.metrics()})")
+        from mlcore import alerts
+
+        alerts.send(alerts.drift_breach(settings, day, pinned.version, report.metrics(),
+                                        report.breached, report.threshold,
+                                        run.info.experiment_id, run.info.run_id), settings)
         if settings.drift_action == "fail":
             raise DriftDetected(message)
         log.warning(message)

@@ -176,10 +176,15 @@ def promote(settings: Settings, lake: Lake, version: str, actor: str, at: dateti
     """Promote by hand: through the gate, or with ``force`` (needs a reason; audited)."""
     mlc = client(settings, lake)
     name = settings.model_name
+    reason = reason.strip()
+    champ = current_champion(mlc, name)
+    if champ is not None and str(champ.version) == str(version):
+        # Forcing it again would only write a second, misleading audit entry.
+        raise PromotionRefused(f"version {version} is already champion: nothing to promote")
     decision = _gate_version(settings, mlc, version)
     if force:
         if not reason:
-            raise PromotionRefused("a forced promotion needs --reason")
+            raise PromotionRefused("a forced promotion needs a non-blank --reason")
         mlc.set_model_version_tag(name, version, "forced_by", actor)
         mlc.set_model_version_tag(name, version, "forced_reason", reason)
         _move_champion(settings, lake, mlc, version, actor, at, "force_promote", reason,

@@ -51,7 +51,16 @@ class Settings(BaseSettings):
 
     data_docs_url: str = Field(
         "http://localhost:8080/data-docs",
-        description="Where people open Data Docs: the Airflow plugin's route (used in task logs).",
+        description="Where people open Data Docs: the Airflow plugin's route (task logs, "
+        "`mlcore batch status`, alerts, the demo summary).",
+    )
+
+    mlflow_ui_url: str = Field(
+        "http://localhost:5000",
+        description="Where people open MLflow: the Airflow menu link, alert and summary links.",
+    )
+    airflow_ui_url: str = Field(
+        "http://localhost:8080", description="Where people open Airflow (links in alerts)."
     )
 
     airflow_db_url: SecretStr = Field(
@@ -138,6 +147,28 @@ class Settings(BaseSettings):
     predictions_retention_hours: float = Field(
         168.0, description="Vacuum keeps every file a prediction snapshot of the last N hours "
                            "needs (time travel reaches that far back; default 7 days)."
+    )
+
+    # --- alerts (docs/operations.md) ------------------------------------------------------
+    alert_smtp_conn_id: str = Field(
+        "mlcore_alert_smtp",
+        description="Airflow Connection (type `smtp`) for alert e-mails; e-mail alerts are "
+        "off while it does not exist or `alert_email_to` is empty.",
+    )
+    alert_email_to: str = Field("", description="Alert e-mail recipients, comma-separated.")
+    alert_email_from: str = Field(
+        "", description="Sender of alert e-mails; empty: the Connection's `from_email`."
+    )
+    alert_slack_conn_id: str = Field(
+        "mlcore_alert_slack",
+        description="Airflow Connection (type `slackwebhook`, any Slack-compatible webhook) "
+        "for chat alerts; off while it does not exist.",
+    )
+    score_deadline: str = Field(
+        "06:00",
+        description="Time of day (HH:MM, UTC) by which the night's predictions partition must "
+        "be committed; later, a deadline alert is sent.",
+        pattern=r"^([01]?\d|2[0-3]):[0-5]\d$",
     )
 
     @property

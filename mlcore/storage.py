@@ -95,6 +95,8 @@ class Lake(Protocol):
     def url(self, key: str) -> str: ...
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]: ...
     def gx_store_backend(self, prefix: str) -> dict: ...
+    def put_upload(self, key: str, data: bytes) -> None: ...
+    def digest(self, key: str) -> tuple[int, str] | None: ...
 
 
 @dataclass
@@ -206,6 +208,26 @@ class LocalLake:
 
     def gx_store_backend(self, prefix: str) -> dict:
         return _gx_store_backend(self, prefix)
+
+    def put_upload(self, key: str, data: bytes) -> None:
+        """The uploader's write (``mlcore.upload`` only): create or replace an object of a
+        landing batch that has no ``_READY`` yet, which the platform has not read."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+
+    def digest(self, key: str) -> tuple[int, str] | None:
+        """(size, sha256 hex) of the stored object, read back from disk; None when absent."""
+        import hashlib
+
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        return len(data), hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -372,6 +394,33 @@ class S3Lake:
 
     def gx_store_backend(self, prefix: str) -> dict:
         return _gx_store_backend(self, prefix)
+
+    def put_upload(self, key: str, data: bytes) -> None:
+        """The uploader's write (``mlcore.upload`` only): create or replace an object of a
+        landing batch that has no ``_READY`` yet. The server checks the body's SHA-256
+        (``x-amz-checksum-sha256``) and keeps it, so :meth:`digest` can answer from a HEAD."""
+        self._put(key, data, ChecksumAlgorithm="SHA256")
+
+    def digest(self, key: str) -> tuple[int, str] | None:
+        """(size, sha256 hex) of the stored object; None when absent. The server's stored
+        SHA-256 when it kept one, else the object is read back and hashed."""
+        import base64
+        import hashlib
+
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key),
+                                           ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        stored = head.get("ChecksumSHA256") or ""
+        if stored and "-" not in stored:  # "-N": a multipart composite, not the object's hash
+            return head["ContentLength"], base64.b64decode(stored).hex()
+        data = self.read_bytes(key)
+        return len(data), hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)

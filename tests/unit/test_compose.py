@@ -392,3 +392,37 @@ def test_dockerfile_installs_the_package_and_the_airflow_config():
 @pytest.mark.parametrize("name", ALL_SERVICES)
 def test_deployment_doc_names_every_service(name):
     assert f"`{name}`" in DEPLOYMENT_DOC.read_text(), f"docs/deployment.md does not describe {name}"
+
+
+# --- MLflow behind a login ------------------------------------------------------------------
+
+
+def test_mlflow_runs_the_basic_auth_app_with_credentials_from_the_environment():
+    mlflow = services()["mlflow"]
+    assert "--app-name basic-auth" in mlflow["command"][-1]
+    env = environment_dict(mlflow.get("environment"))
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert PURE_REFERENCE.match(env.get(name, "")), f"mlflow: {name} is not a ${{VAR}}"
+    # The user store holds the DB password: its config is written at start, not baked in.
+    assert 'ini = Path(os.environ["MLFLOW_AUTH_CONFIG_PATH"])' in mlflow["command"][-1]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"].startswith("/tmp/")
+    assert "/tmp" not in volume_mounts(mlflow.get("volumes"))
+    # MLflow refuses an admin password shorter than 12 characters at its first start.
+    assert len(dotenv()[env["MLFLOW_AUTH_ADMIN_PASSWORD"].strip("${}")]) >= 12
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_signs_in_to_mlflow_as_the_account_mlflow_creates(name):
+    server = environment_dict(services()["mlflow"].get("environment"))
+    env = environment_dict(services()[name].get("environment"))
+    assert env.get("MLFLOW_TRACKING_USERNAME") == server["MLFLOW_AUTH_ADMIN_USERNAME"]
+    assert env.get("MLFLOW_TRACKING_PASSWORD") == server["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert env.get("MLCORE_MLFLOW_UI_URL") == "http://localhost:5000"
+
+
+def test_mlflow_healthcheck_needs_no_login_and_the_image_has_the_auth_app():
+    # /health is the one route the basic-auth app leaves open.
+    assert "http://localhost:5000/health" in services()["mlflow"]["healthcheck"]["test"]
+    requirements = (REPO_ROOT / "requirements.txt").read_text()
+    assert re.search(r"^Flask-WTF==\S+", requirements, re.M), "MLflow basic-auth needs Flask-WTF"
