@@ -5,12 +5,13 @@ from html.parser import HTMLParser
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlcore.data_docs import localise, neutralise, page_url, restore, seal
 from mlcore.images import encode_png
-from mlcore.ingest import ingest_batch
-from mlcore.validation import ValidationFailed
+from mlcore.ingest import BatchRejected, ingest_batch
+from mlcore.validation import ValidationFailed, run_suite
 from tests.conftest import DAY
 
 PAYLOAD = "<img src=x onerror=window.__pwned=1>"
@@ -63,8 +64,20 @@ def built(tmp_path_factory):
         lake.write_bytes(f"landing/{batch_id}/_READY", b"")
         try:
             ingest_batch(lake, settings, batch_id, DAY)
-        except ValidationFailed as exc:
+        except (ValidationFailed, BatchRejected) as exc:
             errors[batch_id] = exc
+    # Ingestion refuses the hostile batch id before GX sees it; defence in depth: the pages
+    # must stay safe for any batch id that reaches GX, so validate one directly.
+    hostile = f"b{PAYLOAD}"
+    assert errors[hostile].reason == "invalid_batch_id"
+    summary = pd.DataFrame([{"key": hostile, "n_files": 3, "reject_rate": 1.0,
+                             "max_label_share": 1.0, "accepted_mean_intensity": 0.0}])
+    outcome = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, hostile, DAY, {
+        "max_batch_files": 10, "max_reject_rate": 0.5, "max_label_share": 0.5,
+        "intensity_mean_min": 1.0, "intensity_mean_max": 2.0})
+    assert not outcome.success
+    errors[hostile] = ValidationFailed.for_page(f"batch {hostile}", outcome.failed_expectations,
+                                                outcome.docs_key, lake, settings.data_docs_url)
     pages = {k: lake.read_bytes(k).decode() for k in lake.list("validation/data_docs")
              if k.endswith(".html")}
     return lake, settings, pages, errors
@@ -81,7 +94,7 @@ def test_names_reach_gx_only_neutralised_and_failures_map_back(built):
     report = BatchReport.from_json(lake.read_bytes(ledger_key("good-01")))
     # Every hostile name is quarantined under its real key; 0.png for its hostile label.
     assert {r.key.split("/", 2)[2] for r in report.rejections} == {*HOSTILE_FILES, "0.png"}
-    assert f"b{PAYLOAD}" in errors  # the hostile batch failed its batch-level suite
+    assert isinstance(errors[f"b{PAYLOAD}"], ValidationFailed)  # its batch-level page exists
 
 
 def test_built_pages_run_no_inline_script_and_no_event_handlers(built):
