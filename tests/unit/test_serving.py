@@ -86,7 +86,7 @@ SCORE_WITHOUT_TORCH = textwrap.dedent("""
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
     from mlcore.registry import PinnedModel
-    from mlcore.score import score_shard, shards_in_interval
+    from mlcore.score import ScoringWindow, score_shard, shards_in_interval
     from mlcore.serving import ServedModel
     from mlcore.settings import Settings
     from mlcore.storage import LocalLake, read_parquet
@@ -95,8 +95,8 @@ SCORE_WITHOUT_TORCH = textwrap.dedent("""
     lake, settings = LocalLake(Path(root)), Settings(home=root)
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64, sha)
     [shard] = shards_in_interval(lake, start, end)
-    part = score_shard(lake, settings, pinned, shard, start, end, end, "no-torch",
-                       ServedModel(graph, sha))
+    part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
+                       dag_run_id="no-torch", model=ServedModel(graph, sha))
     print(part.rows, read_parquet(lake, part.key, ["predicted_class"]).num_rows)
     assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
 """)

@@ -1,5 +1,7 @@
 from datetime import UTC, datetime
 
+import numpy as np
+
 from mlcore.data import CuratedRow, load_fashion_mnist, write_shards
 from mlcore.train import build_training_data
 
@@ -14,8 +16,10 @@ def test_holdout_images_arriving_through_landing_are_never_trained_on(lake, sett
     data = build_training_data(settings, lake)
     assert data.lineage["curated_dropped_holdout"] == 1
     assert data.lineage["curated_labeled_images"] == 1
-    assert len(data.images) == 501
-    assert not any((img == test_x[7]).all() for img in data.images)
+    # 500 base + 1 curated, of which a validation split (for calibration) is carved off.
+    assert len(data.images) + len(data.validation_images) == 501
+    assert not any((img == test_x[7]).all()
+                   for img in np.concatenate([data.images, data.validation_images]))
     assert len(data.lineage["holdout_hash"]) == 64
 
 
