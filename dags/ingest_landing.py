@@ -50,7 +50,8 @@ def ingest_landing():
         from mlcore.storage import open_lake
 
         lake = open_lake(get_settings())
-        ready = ready_batches(lake)
+        # The run's 10-minute slot picks which ledgered batch is re-verified (round robin).
+        ready = ready_batches(lake, tick=int(dag_run.run_after.timestamp()) // 600)
         wanted = (params or {}).get("batch_id")
         if wanted and dag_run.run_type == "manual":
             user = getattr(dag_run, "triggering_user_name", None) or "unknown"

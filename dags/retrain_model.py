@@ -41,14 +41,14 @@ def retrain_model():
             return True
         import logging
 
-        from mlcore.data import count_labeled
+        from mlcore.label_index import labeled_count
         from mlcore.registry import labeled_images_at_last_training
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
         lake = open_lake(settings)
-        new = count_labeled(lake) - labeled_images_at_last_training(settings, lake)
+        new = labeled_count(settings, lake) - labeled_images_at_last_training(settings, lake)
         logging.getLogger(__name__).info(
             "%d new labeled images since the last training (threshold %d)",
             new, settings.retrain_min_new_labels)

@@ -30,6 +30,7 @@ from mlcore.data import (
 )
 from mlcore.images import FileProfile, profile_image
 from mlcore.labels import LABELS_FILE, LabelsUnreadable, Rejection, parse_labels
+from mlcore.storage import UnsafeKey, check_key
 from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
@@ -136,38 +137,53 @@ def listing_hash(infos: list[ObjectInfo]) -> str:
     return h.hexdigest()
 
 
-def _by_batch(infos: list[ObjectInfo]) -> dict[str, list[ObjectInfo]]:
-    out: dict[str, list[ObjectInfo]] = {}
-    for info in infos:
-        parts = info.key.split("/", 2)
-        if len(parts) == 3 and parts[1]:
-            out.setdefault(parts[1], []).append(info)
-    return out
-
-
-def _seen(lake: Lake) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for key in lake.list(SEEN_PREFIX):
-        name, _, fp = key[len(SEEN_PREFIX) + 1 :].partition("/")
-        out.setdefault(name, set()).add(fp)
-    return out
+def _seen(lake: Lake, batch_id: str) -> set[str]:
+    """The listing fingerprints of ``batch_id`` already handled (one small listing)."""
+    folder = f"{SEEN_PREFIX}/{safe_name(batch_id)}"
+    return {key[len(folder) + 1 :] for key in lake.list(folder)}
 
 
 def _mark_seen(lake: Lake, batch_id: str, fingerprint: str) -> None:
     lake.write_if_absent(f"{SEEN_PREFIX}/{safe_name(batch_id)}/{fingerprint}", b"")
 
 
-def ready_batches(lake: Lake) -> list[str]:
+def ledgered_names(lake: Lake) -> set[str]:
+    """The ``safe_name`` of every batch with a ledger entry: one listing of small names."""
+    n = len(LEDGER_PREFIX) + 1
+    return {k[n:-5] for k in lake.list(LEDGER_PREFIX) if k.endswith(".json") and "/" not in k[n:]}
+
+
+def ready_batches(lake: Lake, tick: int = 0, recheck_all: bool = False) -> list[str]:
     """Batches with a ``_READY`` marker whose current listing was never handled: new batches,
     and ledgered batches whose objects changed since (their task records the conflict).
 
-    Two listings per run (landing and the seen fingerprints), no object read."""
-    seen = _seen(lake)
+    A run costs O(new batches), not O(files ever uploaded): one delimiter listing of the
+    batch folders (S3 ``CommonPrefixes``), one listing of the ledger's names, then the
+    objects of each batch the ledger does not know (new, or still uploading) and of ONE
+    ledgered batch, picked round robin by ``tick`` (the DAG passes its run's slot). So a
+    change after ingestion is still found, within as many runs as there are ledgered
+    batches (a day at 10-minute runs for 144 of them), without listing years of uploads
+    every run. ``recheck_all`` re-verifies every ledgered batch at once (``mlcore ingest
+    rebuild-index --recheck``)."""
+    ledgered = ledgered_names(lake)
+    names = lake.list_dirs(LANDING)
+    old = [b for b in names if safe_name(b) in ledgered]
+    check = [b for b in names if safe_name(b) not in ledgered]
+    if recheck_all:
+        check += old
+    elif old:
+        check.append(old[tick % len(old)])
     due = []
-    for batch_id, infos in sorted(_by_batch(lake.list_info(LANDING)).items()):
-        if not any(i.key == f"{LANDING}/{batch_id}/{READY_MARKER}" and not i.unsafe for i in infos):
+    for batch_id in sorted(check):
+        prefix = f"{LANDING}/{batch_id}"
+        try:
+            check_key(prefix)
+        except UnsafeKey:  # its _READY could never be read either
             continue
-        if listing_hash(infos) not in seen.get(safe_name(batch_id), set()):
+        infos = lake.list_info(prefix)
+        if not any(i.key == f"{prefix}/{READY_MARKER}" and not i.unsafe for i in infos):
+            continue
+        if listing_hash(infos) not in _seen(lake, batch_id):
             due.append(batch_id)
     return due
 

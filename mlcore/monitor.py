@@ -12,6 +12,7 @@ Rule of thumb for PSI: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -22,7 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from mlcore.registry import PinnedModel
     from mlcore.settings import Settings
-    from mlcore.storage import Lake
+    from mlcore.storage import Lake, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -190,35 +191,96 @@ def record_shadow_agreement(lake: Lake, day: date, result: dict) -> None:
     overwrite_rows(lake, SHADOW_TABLE, pa.Table.from_pylist([row], schema), day=day)
 
 
-def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
-    """Accuracy of each model version on images whose labels arrived after they were scored.
+REALIZED_STATE = "_state/realized_accuracy.json"  # what realized_accuracy folded so far
 
-    Joins the late labels in ``feedback/labels/`` with the current snapshot of the
-    predictions table (one scan that keeps only the labeled rows: the history of predictions
-    only grows); the result replaces the ``monitoring/realized_accuracy`` table and is logged
-    to MLflow.
-    """
-    import mlflow
+
+def _feedback_files(lake: Lake) -> list[ObjectInfo]:
+    from mlcore.ingest import FEEDBACK_PREFIX
+
+    return [i for i in lake.list_info(FEEDBACK_PREFIX) if i.key.endswith(".parquet") and not i.unsafe]
+
+
+def _hits(lake: Lake, labels: dict[str, int], matched: set[str] | None = None
+          ) -> dict[str, list[int]]:
+    """model version -> [predictions of ``labels``' images, right ones], from the current
+    snapshot of the predictions table (only rows of these images are kept); the images
+    found are added to ``matched``."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlcore.ingest import FEEDBACK_PREFIX
-    from mlcore.predictions import overwrite_rows, scan
-    from mlcore.registry import client
+    from mlcore.predictions import scan
+
+    out: dict[str, list[int]] = {}
+    if not labels:
+        return out
+    rows = scan(lake, columns=["image_id", "predicted_class", "model_version"],
+                filter=pc.field("image_id").isin(pa.array(sorted(labels))))
+    for r in rows.to_pylist():
+        n = out.setdefault(r["model_version"], [0, 0])
+        n[0] += 1
+        n[1] += r["predicted_class"] == labels[r["image_id"]]
+        if matched is not None:
+            matched.add(r["image_id"])
+    return out
+
+
+def _labels_of(lake: Lake, files: list[ObjectInfo]) -> dict[str, int]:
     from mlcore.storage import read_parquet
 
-    feedback = [read_parquet(lake, k) for k in lake.list(FEEDBACK_PREFIX) if k.endswith(".parquet")]
-    if not feedback:
-        return []
-    late = pa.concat_tables(feedback)
-    labels = dict(zip(*late.select(["image_id", "label"]).to_pydict().values(), strict=True))
-    labeled = scan(lake, columns=["image_id", "predicted_class", "model_version"],
-                   filter=pc.field("image_id").isin(late.column("image_id")))
-    hits: dict[str, list[bool]] = {}
-    for r in labeled.to_pylist():
-        hits.setdefault(r["model_version"], []).append(r["predicted_class"] == labels[r["image_id"]])
-    rows = [{"model_version": v, "labeled_predictions": len(h), "realized_accuracy": sum(h) / len(h)}
-            for v, h in sorted(hits.items())]
+    labels: dict[str, int] = {}
+    for info in sorted(files, key=lambda i: i.key):
+        late = read_parquet(lake, info.key, ["image_id", "label"])
+        labels.update(zip(*late.to_pydict().values(), strict=True))
+    return labels
+
+
+def realized_accuracy_full(lake: Lake) -> dict[str, list[int]]:
+    """The reference: every feedback file joined with the whole predictions table."""
+    return _hits(lake, _labels_of(lake, _feedback_files(lake)))
+
+
+def fold_realized(lake: Lake, rebuild: bool = False) -> dict[str, list[int]]:
+    """Fold the feedback files that arrived since the last run into the running counts
+    (``_state/realized_accuracy.json``): each night reads its new labels and the rows of
+    those images only, never every feedback file again. A label whose image has no
+    prediction yet stays pending and is tried again next run. Missing state (a lake from
+    before it, or ``rebuild``) is rebuilt from every feedback file: the full computation."""
+    state = {"folded": [], "counts": {}, "pending": {}}
+    if not rebuild and lake.exists(REALIZED_STATE):
+        state = json.loads(lake.read_bytes(REALIZED_STATE))
+    done = set(state["folded"])
+    new = [i for i in _feedback_files(lake) if f"{i.key}\0{i.version}" not in done]
+    if not new and not state["pending"]:
+        return state["counts"]
+    labels = {**state["pending"], **_labels_of(lake, new)}
+    matched: set[str] = set()
+    for version, (n, right) in _hits(lake, labels, matched).items():
+        total = state["counts"].setdefault(version, [0, 0])
+        total[0] += n
+        total[1] += right
+    state["pending"] = {i: lab for i, lab in labels.items() if i not in matched}
+    state["folded"] = sorted(done | {f"{i.key}\0{i.version}" for i in new})
+    lake.write_bytes(REALIZED_STATE, json.dumps(state, sort_keys=True).encode())
+    return state["counts"]
+
+
+def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
+    """Accuracy of each model version on images whose labels arrived after they were scored.
+
+    Incremental (``fold_realized``): only the late labels in ``feedback/labels/`` that
+    arrived since the last run are joined with the predictions table. The result replaces
+    the ``monitoring/realized_accuracy`` table and is logged to MLflow. A label counts once,
+    when folded: a partition rescored later does not change the figure already counted.
+    """
+    import mlflow
+    import pyarrow as pa
+
+    from mlcore.predictions import overwrite_rows
+    from mlcore.registry import client
+
+    counts = fold_realized(lake)
+    rows = [{"model_version": v, "labeled_predictions": n, "realized_accuracy": right / n}
+            for v, (n, right) in sorted(counts.items()) if n]
     if rows:
         overwrite_rows(lake, REALIZED_ACCURACY_TABLE, pa.Table.from_pylist(rows))
         client(settings, lake, f"{settings.mlflow_experiment}-monitoring")

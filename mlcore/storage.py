@@ -87,6 +87,11 @@ class Lake(Protocol):
         """Every entry under ``prefix/`` with its size and version, unsafe ones included."""
         ...
 
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Names of the folders one level under ``prefix/`` (S3: ``CommonPrefixes`` with a
+        ``/`` delimiter), sorted: one request per 1,000 folders, never one per object."""
+        ...
+
     def read_chunks(self, key: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The object's bytes in chunks: hashing a large object never holds it whole."""
         ...
@@ -187,6 +192,13 @@ class LocalLake:
                         unsafe = str(exc)
                 out.append(ObjectInfo(key, st.st_size, f"{st.st_mtime_ns}-{st.st_ino}", unsafe))
         return sorted(out, key=lambda i: i.key)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        base = self.root / check_key(prefix.strip("/"))
+        if base.is_symlink() or not base.is_dir():
+            return []
+        # A symlinked folder is not followed (list_info reports it as an unsafe entry).
+        return sorted(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
 
     def read_chunks(self, key: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
         with self._path(key).open("rb") as fh:
@@ -355,6 +367,15 @@ class S3Lake:
                 out.append(ObjectInfo(key, int(obj["Size"]), str(obj.get("ETag", "")).strip('"'),
                                       unsafe))
         return sorted(out, key=lambda i: i.key)
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        full = self._key(prefix.strip("/")) + "/"
+        names = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full, Delimiter="/"
+        ):
+            names += [p["Prefix"][len(full):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return sorted(n for n in names if n)
 
     def read_chunks(self, key: str, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
         from botocore.exceptions import ClientError
