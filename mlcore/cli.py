@@ -196,6 +196,20 @@ def cmd_ingest_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
+    from mlcore.history_index import rebuild
+
+    settings, lake = _lake_settings()
+    done = rebuild(settings, lake)
+    if args.json:
+        print(json.dumps(done, indent=2))
+    else:
+        print(f"label index: {done['labeled_images']} labeled images; realized accuracy: "
+              f"{len(done['realized'])} model versions; batches due for ingestion: "
+              f"{len(done['batches_due'])}")
+    return 0
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from mlcore.trace import BrokenLink, render, resolve, trace
 
@@ -435,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "of a lake curated before claims existed (once, after upgrading)")
     repair.add_argument("--json", action="store_true")
     repair.set_defaults(func=cmd_ingest_repair)
+    rebuild = ing.add_parser("rebuild-index", help="rebuild the label index and realized-accuracy "
+                             "state from the lake and re-verify every landing batch (also built "
+                             "automatically when missing)")
+    rebuild.add_argument("--json", action="store_true")
+    rebuild.set_defaults(func=cmd_ingest_rebuild_index)
 
     tr = nouns.add_parser("trace", help="follow an image from upload to its predictions and model")
     tr.add_argument("ref", help="image id (sha256), landing key, local image file, or "

@@ -168,3 +168,32 @@ def test_a_label_for_an_image_not_scored_yet_counts_once_it_is(lake):
     assert fold_realized(lake) == {"1": [1, 1]}
     _predict(lake, DAY + timedelta(days=1), ["x", "img-1"], "1")  # img-1 predicted 1: wrong
     assert fold_realized(lake) == realized_accuracy_full(lake) == {"1": [2, 1]}
+
+
+def test_rebuild_index_on_a_lake_from_before_gives_what_the_full_scans_give(
+        lake, settings, monkeypatch, capsys):
+    from datetime import timedelta
+
+    from mlcore import label_index
+    from mlcore.cli import main
+    from mlcore.data import count_labeled
+    from mlcore.monitor import REALIZED_STATE, fold_realized, realized_accuracy_full
+    from tests.conftest import DAY
+
+    # A lake as today's code leaves it: shards, ledgers, feedback, predictions, no index.
+    ids = _curate(lake, "d1", DAY, 60, 20, 3)
+    _predict(lake, DAY, ids, "1")
+    _relabel(lake, "late", DAY + timedelta(days=1), {i: 0 for i in ids[20:40]})
+    _ingested(lake, 2)
+    lake.write_bytes("landing/old-00000/late.png", _img(5))  # changed after ingestion
+    monkeypatch.setenv("MLCORE_HOME", str(settings.home))
+    monkeypatch.delenv("MLCORE_LAKE_URI", raising=False)
+    assert main(["ingest", "rebuild-index", "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    full = realized_accuracy_full(lake)
+    assert count_labeled(lake) == 40
+    assert done == {"labeled_images": 40,
+                    "realized": {"1": {"labeled_predictions": 20, "right": full["1"][1]}},
+                    "batches_due": ["old-00000"]}
+    assert lake.exists(REALIZED_STATE)
+    assert label_index.labeled_count(settings, lake) == 40 and fold_realized(lake) == full
