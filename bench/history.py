@@ -1,0 +1,310 @@
+"""A year of operation at the cost of one day: per-run overhead against days of history.
+
+Setup (untimed, spawned children): one lake grows day by day to each history length of
+``--days``. Every history day is written directly with the project's writers, as ingestion
+and scoring leave it: ``--per-day`` synthetic curated images (``write_shards``, 10 %
+labeled), their image-id claims, a landing batch (``--landing-files`` small objects and
+``_READY``) with its ledger entry and seen fingerprint, label shards and a feedback file
+for 50 images of the previous day, and that day's predictions partition (one Delta commit).
+The label index and the realized-accuracy state are folded as the nightly runs would have.
+
+Timed, for one new day, in a fresh spawned process per history length (so its peak RSS is
+its own): ``ingest_landing``'s work (discovery, ``ingest_batch`` of one 1,000-PNG batch,
+the retrain check's label count) and ``batch_score``'s (list the day's shards, score them
+with an ONNX graph, ``count_inputs``, GX + Delta commit, realized accuracy). With
+``--s3-days`` the same run is repeated against ``moto_server`` (smaller days: request
+counts do not depend on images per day) and every S3 API call of the lake's boto3 client
+is counted with a botocore ``before-call`` hook.
+
+    .venv/bin/python bench/history.py [--days 1,30,180,365] [--per-day 5000] \
+        [--s3-days 1,365] [--s3-per-day 200]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import _report
+
+START = datetime(2025, 1, 1, 1, tzinfo=UTC)
+NEW_FILES = 1_000
+RELABELS = 50
+GOAL_RATIO = 1.2
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _open(spec: dict):
+    from mlcore.settings import Settings
+    from mlcore.storage import LocalLake, S3Lake
+
+    settings = Settings(home=Path(spec["home"]))
+    if spec.get("s3"):
+        s3 = spec["s3"]
+        lake = S3Lake(bucket=s3["bucket"], prefix=s3["prefix"], endpoint_url=s3["endpoint"],
+                      access_key_id="testing", secret_access_key="testing")
+    else:
+        lake = LocalLake(Path(spec["root"]))
+    return settings, lake
+
+
+def _id(day: int, i: int) -> str:
+    return hashlib.sha256(f"{day}-{i}".encode()).hexdigest()
+
+
+def build(spec: dict, first: int, last: int) -> dict:
+    """Write history days ``first`` .. ``last - 1`` (runs in a spawned child)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mlcore import label_index
+    from mlcore.claims import open_claims
+    from mlcore.data import LABELS_PREFIX, CuratedRow, commit_shards, stage_shards, write_shards
+    from mlcore.ingest import FEEDBACK_PREFIX, SEEN_PREFIX, ledger_key, listing_hash
+    from mlcore.monitor import fold_realized
+    from mlcore.predictions import prediction_schema, replace_partition, write_part
+    from mlcore.storage import parquet_bytes
+
+    started = time.perf_counter()
+    settings, lake = _open(spec)
+    claims = open_claims(settings)
+    n = spec["per_day"]
+    rng = np.random.default_rng(first)
+    pixels = rng.integers(0, 150, (n, 784), dtype=np.uint8)
+    for d in range(first, last):
+        day, batch = START + timedelta(days=d), f"day-{d:04d}"
+        ids = [_id(d, i) for i in range(n)]
+        rows = [CuratedRow(ids[i], pixels[i].tobytes(), f"landing/{batch}/{i}.png",
+                           i % 10 if i % 10 == 0 else None) for i in range(n)]
+        shards = write_shards(lake, rows, batch, day, settings.shard_rows)
+        claims.claim(batch, ids)
+        label_shards = []
+        if d:  # late labels for the previous day's images
+            late = [CuratedRow(_id(d - 1, i), pixels[i].tobytes(), f"landing/{batch}/l{i}.png",
+                               (i + d) % 10) for i in range(1, min(RELABELS, n - 1) + 1)]
+            label_shards = stage_shards(lake, late, batch, day, settings.shard_rows,
+                                        prefix=LABELS_PREFIX)
+            commit_shards(lake, label_shards, batch, day, prefix=LABELS_PREFIX)
+            lake.write_bytes(f"{FEEDBACK_PREFIX}/batch={batch}.parquet", parquet_bytes(
+                pa.Table.from_pylist([{"image_id": r.image_id, "label": r.label,
+                                       "source_key": r.source_key, "batch_id": batch,
+                                       "labeled_at": day} for r in late])))
+        for i in range(spec["landing_files"]):
+            lake.write_bytes(f"landing/{batch}/{i}.png", b"x" * 64)
+        lake.write_bytes(f"landing/{batch}/_READY", b"")
+        fingerprint = listing_hash(lake.list_info(f"landing/{batch}"))
+        lake.write_bytes(ledger_key(batch), json.dumps({
+            "batch_id": batch, "status": "ingested", "ingested_at": day.isoformat(),
+            "files": n, "accepted": n, "shards": shards, "label_shards": label_shards}).encode())
+        lake.write_bytes(f"{SEEN_PREFIX}/{batch}/{fingerprint}", b"")
+        if spec["predictions"]:
+            preds = pa.Table.from_pylist([{
+                "image_id": ids[i], "source_key": "", "batch_id": batch,
+                "predicted_class": int(i % 10), "predicted_label": "", "confidence": 0.5,
+                "probabilities": [0.1] * 10, "model_name": "m", "model_version": "1",
+                "model_run_id": "r", "scored_at": day, "dag_run_id": "history"}
+                for i in range(n)], prediction_schema())
+            part = write_part(lake, preds, day=day.date(), dag_run_id="history", shard=batch)
+            replace_partition(lake, day.date(), [part])
+    # The nightly runs before today folded these already.
+    label_index.labeled_count(settings, lake)
+    if spec["predictions"]:
+        fold_realized(lake)
+    return {"days": last - first, "seconds": time.perf_counter() - started}
+
+
+def new_batch(spec: dict, day_index: int) -> None:
+    """Today's landing batch: 1,000 real PNGs, 100 of them labeled (untimed, child)."""
+    import numpy as np
+
+    from mlcore.images import encode_png
+
+    _, lake = _open(spec)
+    rng = np.random.default_rng(10_000 + day_index)
+    batch = f"new-{day_index:04d}"
+    rows = []
+    for i in range(NEW_FILES):
+        lake.write_bytes(f"landing/{batch}/{i:04d}.png",
+                         encode_png(rng.integers(0, 150, (28, 28), dtype=np.uint8)))
+        if i < 100:
+            rows.append(f"{i:04d}.png,{i % 10}\n")
+    lake.write_bytes(f"landing/{batch}/labels.csv", ("filename,label\n" + "".join(rows)).encode())
+    lake.write_bytes(f"landing/{batch}/_READY", b"")
+
+
+def export_model(path: str) -> None:
+    """The ONNX graph scoring serves (fp32, untrained weights: speed, not accuracy)."""
+    import torch
+
+    from mlcore.export import to_onnx
+    from mlcore.model import FashionCNN
+
+    torch.manual_seed(0)
+    Path(path).write_bytes(to_onnx(FashionCNN().eval(), 1.0))
+
+
+def measure(spec: dict, day_index: int) -> dict:
+    """One new day's per-run work on the lake as it stands (a fresh spawned process)."""
+    import great_expectations  # noqa: F401  (one-off imports: untimed, as in bench/ingest.py)
+
+    from mlcore.ingest import ingest_batch, ready_batches
+    from mlcore.label_index import labeled_count
+    from mlcore.monitor import fold_realized
+    from mlcore.registry import PinnedModel
+    from mlcore.score import (
+        ScoringWindow,
+        commit_partition,
+        count_inputs,
+        score_shard,
+        shards_in_interval,
+    )
+    from mlcore.serving import ServedModel, sha256_hex
+
+    settings, lake = _open(spec)
+    requests: dict[str, int] = {}
+    keys: list[str] = []  # the non-landing objects touched, to explain a change in counts
+    if spec.get("s3"):
+        def count(event_name: str, params=None, **_) -> None:
+            op = event_name.rsplit(".", 1)[-1]
+            requests[op] = requests.get(op, 0) + 1
+            key = (params or {}).get("Key") or (params or {}).get("Prefix") or ""
+            if "/landing/" not in key:
+                keys.append(f"{op} {key}")
+        lake.client.meta.events.register("before-call.s3", count)
+    onnx = Path(spec["model"]).read_bytes()
+    model = ServedModel(onnx, sha256_hex(onnx))
+    pinned = PinnedModel("m", "1", "r", "0" * 64)
+    day = START + timedelta(days=day_index)
+    out: dict[str, float | int | str] = {}
+
+    def timed(name: str, fn):
+        before = sum(requests.values())
+        t = time.perf_counter()
+        result = fn()
+        out[f"{name}_s"] = time.perf_counter() - t
+        out[f"{name}_requests"] = sum(requests.values()) - before
+        return result
+
+    batch = f"new-{day_index:04d}"
+    due = timed("discovery", lambda: ready_batches(lake, tick=day_index))
+    assert due == [batch], due
+    report = timed("ingest", lambda: ingest_batch(lake, settings, batch, day))
+    out["accepted"] = report.accepted
+    out["labeled_total"] = timed("label_count", lambda: labeled_count(settings, lake))
+    window = ScoringWindow(datetime.combine(day.date(), datetime.min.time(), UTC),
+                           datetime.combine(day.date(), datetime.min.time(), UTC)
+                           + timedelta(days=1), day.date())
+    shards = timed("list_shards", lambda: shards_in_interval(lake, window.start, window.end))
+    parts = timed("score", lambda: [p for s in shards if (p := score_shard(
+        lake, settings, pinned, s, window, dag_run_id="today", model=model))])
+    expected = timed("count_inputs", lambda: count_inputs(lake, shards, window.start, window.end))
+    if spec["predictions"]:
+        timed("commit", lambda: commit_partition(lake, settings, pinned, window, parts,
+                                                 shards=shards, expected_rows=expected,
+                                                 dag_run_id="today"))
+        timed("realized", lambda: fold_realized(lake))
+    out["ingest_landing_s"] = out["discovery_s"] + out["ingest_s"] + out["label_count_s"]
+    out["batch_score_s"] = sum(out[f"{k}_s"] for k in (
+        "list_shards", "score", "count_inputs", "commit", "realized") if f"{k}_s" in out)
+    out["requests"] = json.dumps(dict(sorted(requests.items())))
+    out["total_requests"] = sum(requests.values())
+    if keys:
+        _report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        (_report.RESULTS_DIR / f"history-s3-requests-{day_index}.txt").write_text("\n".join(keys) + "\n")
+    out["peak_rss"] = _report.vm_hwm() or 0
+    return out
+
+
+def _grow(report, spec: dict, days: list[int], label: str) -> list[tuple[int, dict]]:
+    results, built = [], 0
+    for d in days:
+        setup, _ = _report.run_in_child(build, spec, built, d)
+        built = d
+        _report.run_in_child(new_batch, spec, d)
+        figures, _ = _report.run_in_child(measure, spec, d)
+        figures["setup_s"] = setup["seconds"]
+        results.append((d, figures))
+        print(f"[{label}] {d} days: ingest_landing {figures['ingest_landing_s']:.2f} s, "
+              f"batch_score {figures['batch_score_s']:.2f} s, peak RSS "
+              f"{figures['peak_rss'] / _report.MIB:.0f} MiB (setup {setup['seconds']:.0f} s)",
+              flush=True)
+        built = d + 1  # today's batch is history tomorrow; continue after it
+    return results
+
+
+def main() -> None:
+    p = _report.parser(__doc__.splitlines()[0])
+    p.add_argument("--days", default="1,30,180,365", help="history lengths, comma-separated")
+    p.add_argument("--per-day", type=int, default=5_000, help="curated images per history day")
+    p.add_argument("--landing-files", type=int, default=20,
+                   help="objects per history landing batch (real batches hold thousands)")
+    p.add_argument("--s3-days", default="1,365", help="history lengths on moto_server ('' = skip)")
+    p.add_argument("--s3-per-day", type=int, default=200)
+    args = p.parse_args()
+    days = sorted({int(x) for x in args.days.split(",") if x})
+    s3_days = sorted({int(x) for x in args.s3_days.split(",") if x})
+
+    report = _report.Report("history", "per-run overhead against days of history", {
+        "days": days, "per_day": args.per_day, "landing_files": args.landing_files,
+        "new_batch_files": NEW_FILES, "s3_days": s3_days, "s3_per_day": args.s3_per_day})
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
+        model = str(Path(tmp) / "model.onnx")
+        _report.run_in_child(export_model, model)
+        local = {"root": f"{tmp}/lake", "home": f"{tmp}/home", "per_day": args.per_day,
+                 "landing_files": args.landing_files, "predictions": True, "model": model}
+        report.params["lake_fs"] = _report.fs_type(Path(tmp))
+        results = _grow(report, local, days, "local")
+        keys = ["discovery_s", "ingest_s", "label_count_s", "ingest_landing_s", "list_shards_s",
+                "score_s", "count_inputs_s", "commit_s", "realized_s", "batch_score_s",
+                "peak_rss"]
+        report.add_table("local lake (one new day; seconds, peak RSS in MiB)",
+                         ["figure", *[f"{d} d" for d, _ in results]],
+                         [[k, *[(f"{r[k] / _report.MIB:.0f}" if k == "peak_rss" else
+                                 f"{r[k]:.3f}") for _, r in results]] for k in keys],
+                         data=[{"days": d, **r} for d, r in results])
+        first, last = results[0][1], results[-1][1]
+        for key, label in (("ingest_landing_s", "ingest_landing time"),
+                           ("batch_score_s", "batch_score time"), ("peak_rss", "peak RSS")):
+            ratio = last[key] / first[key]
+            report.add(f"ratio_{key}", f"{label}: day {results[-1][0]} / day {results[0][0]}",
+                       round(ratio, 3), "x")
+            report.goal(f"{label} within {GOAL_RATIO}x", ratio <= GOAL_RATIO if len(results) > 1
+                        else None, f"{ratio:.2f}x")
+
+        if s3_days:
+            sys.path.insert(0, str(ROOT))
+            from tests.fixtures_servers import moto_server
+
+            with moto_server(Path(tmp)) as server:
+                s3 = {"root": "", "home": f"{tmp}/home-s3", "per_day": args.s3_per_day,
+                      "landing_files": args.landing_files, "predictions": False, "model": model,
+                      "s3": {"bucket": server.bucket, "prefix": "history",
+                             "endpoint": server.endpoint}}
+                s3_results = _grow(report, s3, s3_days, "s3")
+            ops = ["discovery", "ingest", "label_count", "list_shards", "score", "count_inputs"]
+            report.add_table("S3 API calls of one new day on moto_server (lake's boto3 client)",
+                             ["step", *[f"{d} d" for d, _ in s3_results]],
+                             [[o, *[r[f"{o}_requests"] for _, r in s3_results]] for o in ops]
+                             + [["total", *[r["total_requests"] for _, r in s3_results]],
+                                ["by operation", *[r["requests"] for _, r in s3_results]]],
+                             data=[{"days": d, **r} for d, r in s3_results])
+            a, b = s3_results[0][1]["total_requests"], s3_results[-1][1]["total_requests"]
+            report.goal("S3 requests do not grow with history", b <= a if len(s3_results) > 1
+                        else None, f"{a} at day {s3_results[0][0]}, {b} at day {s3_results[-1][0]}")
+            report.note("S3 counts cover the lake's boto3 client; the Delta commit and the "
+                        "realized-accuracy scan (delta-rs's own client) are timed locally only.")
+    report.note(f"history landing batches hold {args.landing_files} objects each (real ones "
+                "hold thousands): discovery no longer lists them, so their size only changes "
+                "the setup time.")
+    report.note("drift monitoring is not timed here: its baseline is stored per model version "
+                "at registration (issue-17), so it costs the night's aggregates only.")
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
