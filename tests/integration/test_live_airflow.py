@@ -183,6 +183,11 @@ def test_hostile_names_show_as_text_and_no_script_runs(live, hostile):
                 for name in HOSTILE_FILES[:5]:
                     assert name in text, (key, name)
                 assert report.batch_id in text, key
+                if report.batch_id == f"b{PAYLOAD}":
+                    browser.evaluate("""[...document.querySelectorAll('td')]
+                        .filter(e => e.textContent.includes('onerror')).pop()
+                        .scrollIntoView({block: 'center'})""")
+                    browser.screenshot(ARTIFACTS / "data-docs-hostile-names.png")
             if key.endswith("index.html"):
                 for batch_id in HOSTILE_BATCHES:
                     assert batch_id in text, batch_id
