@@ -94,6 +94,15 @@ def test_pages_get_a_strict_csp_and_nosniff(client):
     assert resp.headers["x-content-type-options"] == "nosniff"
 
 
+def test_a_forged_host_header_cannot_add_csp_directives(plugin):
+    assert plugin.assets_source("https", "airflow.example.com", "/data-docs") \
+        == "https://airflow.example.com/data-docs/_assets/"
+    assert plugin.assets_source("http", "[::1]:8080", "/data-docs/") == "http://[::1]:8080/data-docs/_assets/"
+    for netloc, root in [("evil; script-src *", "/data-docs"), ("h", "/x; script-src *"),
+                         ("h 'unsafe-inline'", "")]:
+        assert plugin.assets_source("http", netloc, root) == "'none'"
+
+
 def test_a_page_shows_data_as_text_and_loads_only_local_assets(client):
     resp = client.get(f"/validations/s/{HOSTILE_BATCH}/t/p.html")  # the link a user follows
     assert resp.status_code == 200
