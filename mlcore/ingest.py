@@ -442,8 +442,7 @@ def _set_label_issues(report: BatchReport, issues: list[Rejection]) -> None:
     """The ledger keeps the first issues and a count per reason (a 200k-row labels.csv with
     problems must not make a 25 MB ledger); the quarantine record keeps them all."""
     report.label_issue_counts = dict(Counter(i.reason for i in issues))
-    report.label_issues = issues
-    report._all_label_issues = issues  # type: ignore[attr-defined]
+    report.label_issues = issues  # all of them in memory; _dump keeps the first LEDGER_ISSUES
 
 
 def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime,
@@ -535,7 +534,7 @@ def _quarantine(lake: Lake, report: BatchReport, copy_files: bool = True) -> Non
     """Copy rejected files byte for byte next to a reasons record; landing stays untouched.
 
     Too-large files and unsafe entries are recorded (key, size, reason), not copied."""
-    issues = getattr(report, "_all_label_issues", report.label_issues)
+    issues = report.label_issues
     if not report.rejections and not issues:
         return
     base = f"{QUARANTINE}/{safe_name(report.batch_id)}"
