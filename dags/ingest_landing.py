@@ -60,6 +60,7 @@ def ingest_landing():
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
+        from mlcore.data_profile import reference_profile
         from mlcore.ingest import ingest_batch
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
@@ -69,7 +70,10 @@ def ingest_landing():
         context["batch_id"] = batch_id  # names the mapped task in the UI
         settings = get_settings()
         try:
-            return ingest_batch(open_lake(settings), settings, batch_id, logical_date).summary()
+            lake = open_lake(settings)
+            # Drift is judged against the champion's training data profile (base data if none).
+            return ingest_batch(lake, settings, batch_id, logical_date,
+                                reference_profile(settings, lake)).summary()
         except ValidationFailed as exc:
             # The plugin's "Data Docs" button on this task reads this key.
             context["ti"].xcom_push(key="data_docs_url", value=exc.docs_url)

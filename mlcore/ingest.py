@@ -19,6 +19,7 @@ from mlcore.images import FileProfile, profile_image
 from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
+    from mlcore.data_profile import DataProfile
     from mlcore.settings import Settings
     from mlcore.storage import Lake
 
@@ -29,9 +30,8 @@ READY_MARKER = "_READY"
 LABELS_FILE = "labels.csv"
 LEDGER_PREFIX = "_state/ingest"
 FEEDBACK_PREFIX = "feedback/labels"
-# The training set's mean pixel intensity (Fashion-MNIST train split: 72.94); a batch whose
-# accepted images average far from it is drifted input.
-REFERENCE_MEAN_INTENSITY = 72.94
+# A batch whose accepted images average further than this from the reference profile's
+# mean intensity (the champion's training data; mlcore.data_profile) is drifted input.
 INTENSITY_TOLERANCE = 30.0
 
 
@@ -160,9 +160,15 @@ def content_hash(items: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime) -> BatchReport:
-    """Ingest one ready batch, once. Re-running returns the recorded report unchanged."""
+def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime,
+                 reference: DataProfile | None = None) -> BatchReport:
+    """Ingest one ready batch, once. Re-running returns the recorded report unchanged.
+    ``reference``: the data profile drift is judged against (default: the base data's)."""
     import pandas as pd
+
+    from mlcore.data_profile import base_profile
+
+    reference_mean = (reference or base_profile()).intensity_mean
 
     prefix = f"{LANDING}/{batch_id}/"
     keys = lake.list(prefix)
@@ -226,15 +232,15 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         "reject_rate": len(rejected) / max(len(unique), 1),
         "max_label_share": max_label_share([labels.get(p.key[len(prefix):]) for p in accepted]),
         "accepted_mean_intensity": (
-            sum(p.mean for p in accepted) / len(accepted) if accepted else REFERENCE_MEAN_INTENSITY
+            sum(p.mean for p in accepted) / len(accepted) if accepted else reference_mean
         ),
     }])
     batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
         "max_batch_files": settings.max_batch_files,
         "max_reject_rate": settings.max_reject_rate,
         "max_label_share": settings.max_label_share,
-        "intensity_mean_min": REFERENCE_MEAN_INTENSITY - INTENSITY_TOLERANCE,
-        "intensity_mean_max": REFERENCE_MEAN_INTENSITY + INTENSITY_TOLERANCE,
+        "intensity_mean_min": reference_mean - INTENSITY_TOLERANCE,
+        "intensity_mean_max": reference_mean + INTENSITY_TOLERANCE,
     })
     report.docs_keys.append(batch.docs_key)
     if not batch.success:
