@@ -37,7 +37,7 @@ def test_profile_roundtrips_and_keeps_the_drift_baseline():
     assert set(again.intensity_mean_quantiles) == {"p01", "p05", "p25", "p50", "p75", "p95", "p99"}
 
 
-def _drop(lake, batch_id: str, seed: int, n: int = 6) -> None:
+def _drop(lake, batch_id: str, seed: int, n: int = 25) -> None:  # drift is judged from 20 up
     rng = np.random.default_rng(seed)
     for i in range(n):  # mean intensity about 75: like the base data
         lake.write_bytes(f"landing/{batch_id}/{i}.png",
