@@ -181,12 +181,13 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
                    f"({report.metrics()})")
         from mlcore import alerts
 
+        if settings.drift_action != "fail":
+            log.warning(message)  # before the alert: sending it may load Airflow's logging
         alerts.send(alerts.drift_breach(settings, day, pinned.version, report.metrics(),
                                         report.breached, report.threshold,
                                         run.info.experiment_id, run.info.run_id), settings)
         if settings.drift_action == "fail":
             raise DriftDetected(message)
-        log.warning(message)
     return report
 
 
