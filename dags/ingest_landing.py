@@ -66,6 +66,7 @@ def ingest_landing():
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowFailException
 
+        from mlcore.data_profile import reference_profile
         from mlcore.ingest import BatchRejected, ingest_batch, record_failure
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
@@ -77,7 +78,9 @@ def ingest_landing():
         lake = open_lake(settings)
         ti = context["ti"]
         try:
-            return ingest_batch(lake, settings, batch_id, logical_date).summary()
+            # Drift is judged against the champion's training data profile (base data if none).
+            return ingest_batch(lake, settings, batch_id, logical_date,
+                                reference=reference_profile(settings, lake)).summary()
         except ValidationFailed as exc:
             # The plugin's "Data Docs" button on this task reads this key.
             ti.xcom_push(key="data_docs_url", value=exc.docs_url)

@@ -35,6 +35,7 @@ from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
     from mlcore.claims import Claims
+    from mlcore.data_profile import DataProfile
     from mlcore.settings import Settings
     from mlcore.storage import Lake, ObjectInfo
 
@@ -51,9 +52,8 @@ ATTEMPTS_PREFIX = "_state/ingest_attempts"  # <batch>.json: the dates an attempt
 CONFLICT_PREFIX = "_state/conflicts"
 FEEDBACK_PREFIX = "feedback/labels"
 QUARANTINE = "quarantine"
-# The training set's mean pixel intensity (Fashion-MNIST train split: 72.94); a batch whose
-# accepted images average far from it is drifted input.
-REFERENCE_MEAN_INTENSITY = 72.94
+# A batch whose accepted images average further than this from the reference profile's
+# mean intensity (the champion's training data; mlcore.data_profile) is drifted input.
 INTENSITY_TOLERANCE = 30.0
 MIN_JUDGED = 20  # batch rules on labels and intensity need this many images to judge
 MAX_LABELS_BYTES = 64 << 20  # a labels.csv for 200k files is ~10 MB
@@ -294,23 +294,27 @@ def max_label_share(labels: list[int | None], min_labeled: int = MIN_JUDGED) -> 
     return max(known.count(c) for c in set(known)) / len(known)
 
 
-def mean_intensity(means: list[float], min_images: int = MIN_JUDGED) -> float:
+def mean_intensity(means: list[float], reference: float, min_images: int = MIN_JUDGED) -> float:
     """Mean intensity of the accepted images; batches smaller than ``min_images`` are too
     small to judge drift by (a few images average anywhere), so they get the reference."""
     if len(means) < min_images:
-        return REFERENCE_MEAN_INTENSITY
+        return reference
     return sum(means) / len(means)
 
 
 # --- ingestion ------------------------------------------------------------------------------
 
 
-def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime,
-                 claims: Claims | None = None) -> BatchReport:
-    """Ingest one ready batch, once. Re-running returns the recorded report unchanged."""
+def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime, *,
+                 claims: Claims | None = None, reference: DataProfile | None = None
+                 ) -> BatchReport:
+    """Ingest one ready batch, once. Re-running returns the recorded report unchanged.
+    ``reference``: the data profile drift is judged against (default: the base data's)."""
     from mlcore.claims import open_claims
+    from mlcore.data_profile import base_profile
 
     claims = claims or open_claims(settings)
+    reference_mean = (reference or base_profile()).intensity_mean
     prefix = f"{LANDING}/{batch_id}/"
     infos = lake.list_info(prefix)
     if not any(i.key == prefix + READY_MARKER for i in infos):
@@ -382,14 +386,14 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         "n_files": len(images),
         "reject_rate": len(rejected) / max(len(images), 1),
         "max_label_share": max_label_share([label_of(p) for p in passed]),
-        "accepted_mean_intensity": mean_intensity([p.mean for p in passed]),
+        "accepted_mean_intensity": mean_intensity([p.mean for p in passed], reference_mean),
     }])
     batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
         "max_batch_files": settings.max_batch_files,
         "max_reject_rate": settings.max_reject_rate,
         "max_label_share": settings.max_label_share,
-        "intensity_mean_min": REFERENCE_MEAN_INTENSITY - INTENSITY_TOLERANCE,
-        "intensity_mean_max": REFERENCE_MEAN_INTENSITY + INTENSITY_TOLERANCE,
+        "intensity_mean_min": reference_mean - INTENSITY_TOLERANCE,
+        "intensity_mean_max": reference_mean + INTENSITY_TOLERANCE,
     })
     report.docs_keys.append(batch.docs_key)
     if not batch.success:
@@ -458,8 +462,7 @@ def _set_label_issues(report: BatchReport, issues: list[Rejection]) -> None:
     """The ledger keeps the first issues and a count per reason (a 200k-row labels.csv with
     problems must not make a 25 MB ledger); the quarantine record keeps them all."""
     report.label_issue_counts = dict(Counter(i.reason for i in issues))
-    report.label_issues = issues
-    report._all_label_issues = issues  # type: ignore[attr-defined]
+    report.label_issues = issues  # all of them in memory; _dump keeps the first LEDGER_ISSUES
 
 
 def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime,
@@ -551,7 +554,7 @@ def _quarantine(lake: Lake, report: BatchReport, copy_files: bool = True) -> Non
     """Copy rejected files byte for byte next to a reasons record; landing stays untouched.
 
     Too-large files and unsafe entries are recorded (key, size, reason), not copied."""
-    issues = getattr(report, "_all_label_issues", report.label_issues)
+    issues = report.label_issues
     if not report.rejections and not issues:
         return
     base = f"{QUARANTINE}/{safe_name(report.batch_id)}"

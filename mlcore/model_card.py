@@ -37,7 +37,7 @@ LIMITATIONS = [
 
 
 def render(name: str, version: str, run, lineage: dict, record: dict | None,
-           decision: GateDecision) -> str:
+           decision: GateDecision, profile: dict | None = None) -> str:
     """The card as Markdown, from the run's params, metrics, tags and artifacts."""
     m, p, t = run.data.metrics, run.data.params, run.data.tags
     lines = [f"# Model card: {name} version {version}", "",
@@ -54,6 +54,15 @@ def render(name: str, version: str, run, lineage: dict, record: dict | None,
               f"- holdout hash: `{lineage.get('holdout_hash', '?')}` "
               f"({lineage.get('holdout_images', '?')} images evaluated)"]
     lines += [f"  - shard `{s}`" for s in lineage.get("curated_shards", [])]
+    if profile:
+        q = profile.get("intensity_mean_quantiles", {})
+        lines += [f"- profile (`data_profile.json`): {profile['images']} images "
+                  f"{profile['image']['width']}x{profile['image']['height']} "
+                  f"{profile['image']['mode']}; mean intensity {profile['intensity_mean']:.2f} "
+                  f"(per-image p05-p95 {q.get('p05', 0):.1f}-{q.get('p95', 0):.1f}); "
+                  f"per-class counts {profile['class_counts']}; normalization "
+                  f"{profile['normalization']}; drift baseline on the holdout "
+                  f"{'recorded' if profile.get('drift_baseline') else 'missing'}"]
     lines += ["", "## Code and parameters", "",
               f"- code version: `{t.get('code_version', '?')}`",
               f"- MLflow run: `{run.info.run_id}` (Airflow run `{t.get('airflow_dag_run_id', '?')}`)",
@@ -99,12 +108,21 @@ def write_card(settings: Settings, mlc: MlflowClient, version: str,
     """Render the card of ``version`` and log it to its run (replacing an older one)."""
     import json
 
+    from mlflow.exceptions import MlflowException
+
+    from mlcore.data_profile import PROFILE
+
     mv = mlc.get_model_version(settings.model_name, version)
     run = mlc.get_run(mv.run_id)
     with open(mlc.download_artifacts(mv.run_id, "lineage.json")) as fh:
         lineage = json.load(fh)
+    try:
+        with open(mlc.download_artifacts(mv.run_id, PROFILE)) as fh:
+            profile = json.load(fh)
+    except (MlflowException, OSError):
+        profile = None  # a version registered before data profiles
     text = render(settings.model_name, str(version), run, lineage,
-                  evaluation_record(mlc, mv.run_id), decision)
+                  evaluation_record(mlc, mv.run_id), decision, profile)
     mlc.log_text(mv.run_id, text, CARD)
     return text
 

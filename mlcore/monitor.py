@@ -127,22 +127,34 @@ def image_means(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), 28 * 28).mean(axis=1)
 
 
+def drift_baseline(settings: Settings, lake: Lake, pinned: PinnedModel, model=None) -> Profile:
+    """The version's own drift baseline from its data profile (written at training); for a
+    version that predates profiles, the served model scores the holdout here."""
+    from mlcore.data_profile import version_profile
+
+    profile = version_profile(settings, lake, pinned.run_id)
+    if profile is not None and profile.drift_baseline:
+        return Profile(**profile.drift_baseline)
+    from mlcore.data import load_fashion_mnist
+    from mlcore.serving import load_served
+
+    model = model or load_served(settings, lake, pinned)
+    holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
+    return Profile.of(model.predict_proba(holdout, settings.score_batch_size), image_means(holdout))
+
+
 def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: date,
                       shards: list[str], start: datetime, end: datetime, model=None) -> DriftReport:
     """Drift of a committed partition vs the holdout; stored in the lake and in MLflow."""
     import mlflow
     import pyarrow as pa
 
-    from mlcore.data import load_fashion_mnist, shard_pixels
+    from mlcore.data import shard_pixels
     from mlcore.predictions import iter_partition, overwrite_rows
     from mlcore.registry import client
     from mlcore.score import rows_to_score
-    from mlcore.serving import load_served
 
-    model = model or load_served(settings, lake, pinned)  # the served graph: same confidence
-    holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
-    baseline = Profile.of(model.predict_proba(holdout, settings.score_batch_size),
-                          image_means(holdout))
+    baseline = drift_baseline(settings, lake, pinned, model)
     # One file at a time, so memory stays bounded however many images the night holds.
     no_probabilities = np.zeros((0, 10), np.float32)
     scored = Profile.of(no_probabilities, np.zeros(0))
@@ -170,12 +182,13 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
                    f"({report.metrics()})")
         from mlcore import alerts
 
+        if settings.drift_action != "fail":
+            log.warning(message)  # before the alert: sending it may load Airflow's logging
         alerts.send(alerts.drift_breach(settings, day, pinned.version, report.metrics(),
                                         report.breached, report.threshold,
                                         run.info.experiment_id, run.info.run_id), settings)
         if settings.drift_action == "fail":
             raise DriftDetected(message)
-        log.warning(message)
     return report
 
 

@@ -7,13 +7,14 @@ ONNX Runtime: the figures the gate judges are those of the int8 graph that scori
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlcore.calibration import Reliability, reliability
 from mlcore.data import array_hash
+from mlcore.data_profile import DataProfile, profile_images
 from mlcore.serving import ServedModel, sha256_hex
 from mlcore.train import Evaluation
 
@@ -37,6 +38,7 @@ class ModelPackage:
     reliability_before: Reliability  # served int8 graph without / with the temperature
     reliability_after: Reliability
     calibration_images: int
+    data_profile: DataProfile | None = None  # the training data, and the drift baseline
 
     @property
     def int8_sha256(self) -> str:
@@ -87,7 +89,8 @@ def untempered(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def build_package(settings: Settings, result: TrainResult, data: TrainingData) -> ModelPackage:
     from mlcore.export import quantize_int8, to_onnx
-    from mlcore.model import predict_proba
+    from mlcore.model import PIXEL_MEAN, PIXEL_STD, predict_proba
+    from mlcore.monitor import Profile, image_means
 
     calibration = calibration_sample(settings, data.images)
     fp32 = to_onnx(result.model, result.temperature)
@@ -98,6 +101,11 @@ def build_package(settings: Settings, result: TrainResult, data: TrainingData) -
     int8_probs = ServedModel(int8, sha256_hex(int8)).predict_proba(data.holdout_images, batch)
     raw_probs = untempered(int8_probs, result.temperature)
     fp32_pred, int8_pred = fp32_probs.argmax(axis=1), int8_probs.argmax(axis=1)
+    profile = profile_images(data.images, data.labels,
+                             {"pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD},
+                             source="training data of this version")
+    # What the monitor compares a night with: this served model on the holdout.
+    profile.drift_baseline = asdict(Profile.of(int8_probs, image_means(data.holdout_images)))
     return ModelPackage(
         fp32_onnx=fp32, int8_onnx=int8, temperature=result.temperature,
         int8=Evaluation.of(int8_pred, labels), fp32=Evaluation.of(fp32_pred, labels),
@@ -106,5 +114,5 @@ def build_package(settings: Settings, result: TrainResult, data: TrainingData) -
         holdout_hash=array_hash(data.holdout_images, data.holdout_labels),
         reliability_before=reliability(raw_probs, labels),
         reliability_after=reliability(int8_probs, labels),
-        calibration_images=len(calibration),
+        calibration_images=len(calibration), data_profile=profile,
     )

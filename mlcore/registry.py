@@ -141,6 +141,10 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
                           "plots/reliability.png")
         mlflow.log_dict(lineage, "lineage.json")
         mlflow.log_dict(package.evaluation_record(), EVALUATION)
+        if package.data_profile is not None:
+            from mlcore.data_profile import PROFILE
+
+            mlflow.log_dict(package.data_profile.as_dict(), PROFILE)
         mlflow.log_text(checksum, "weights/model.sha256")
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "model.safetensors").write_bytes(weights)

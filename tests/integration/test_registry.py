@@ -14,6 +14,7 @@ import torch
 
 from mlcore import audit
 from mlcore.calibration import reliability
+from mlcore.data_profile import base_profile, profile_images, reference_profile
 from mlcore.export import quantize_int8, to_onnx
 from mlcore.model import FashionCNN, WeightsTampered
 from mlcore.package import ModelPackage, build_package
@@ -49,8 +50,13 @@ def _package(model, acc: float, per_class: list[float], correct: np.ndarray | No
     fp32 = to_onnx(model)
     calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
     flat = reliability(np.full((HOLDOUT, 10), 0.1), labels)
+    profile = profile_images(calibration, np.arange(64) % 10, {"pixel_mean": 0.3, "pixel_std": 0.3})
+    profile.drift_baseline = {"rows": HOLDOUT, "class_counts": [HOLDOUT] + [0] * 9,
+                              "confidence_counts": [0] * 9 + [HOLDOUT],
+                              "intensity_counts": [HOLDOUT] + [0] * 15}
     return ModelPackage(fp32, quantize_int8(fp32, calibration), 1.0, ev, ev, 0.999, labels,
-                        predicted, predicted, "holdout-hash", flat, flat, len(calibration))
+                        predicted, predicted, "holdout-hash", flat, flat, len(calibration),
+                        profile)
 
 
 def _register(settings, lake, acc: float, per_class: list[float] | None = None, run="r",
@@ -159,6 +165,19 @@ def test_champion_loads_only_with_matching_checksum(env):
         load_served(settings, lake, pinned)
 
 
+def test_drift_references_come_from_the_champions_data_profile(env):
+    from mlcore.monitor import drift_baseline
+
+    settings, lake = env
+    assert reference_profile(settings, lake) == base_profile()  # no champion yet
+    _register(settings, lake, 0.80, run="base")
+    champion = reference_profile(settings, lake)
+    assert champion.images == 64 and champion.normalization == {"pixel_mean": 0.3,
+                                                                "pixel_std": 0.3}
+    baseline = drift_baseline(settings, lake, pin_champion(settings, lake))
+    assert baseline.rows == HOLDOUT and baseline.class_counts == [HOLDOUT] + [0] * 9
+
+
 def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
     import mlflow
 
@@ -245,7 +264,8 @@ def test_run_records_lineage_code_version_and_plots(env):
     assert len(run.data.tags["code_version"]) == 40
     assert {"onnx_sha256", "onnx_fp32_sha256"} <= set(run.data.tags)
     paths = {a.path for a in mlc.list_artifacts(mv.run_id)}
-    assert {"lineage.json", "plots", "evaluation.json", "model_card.md", "weights"} <= paths
+    assert {"lineage.json", "plots", "evaluation.json", "model_card.md", "weights",
+            "data_profile.json"} <= paths
     assert "plots/reliability.png" in {a.path for a in mlc.list_artifacts(mv.run_id, "plots")}
 
 

@@ -185,8 +185,8 @@ def test_names_like_lake_internals_are_accounted_for_and_never_collide(lake, set
 
 
 def test_drift_rule_needs_a_minimum_batch_size():
-    assert mean_intensity([250.0, 251.0, 249.0]) == pytest.approx(72.94)
-    assert mean_intensity([250.0] * 20) == 250.0
+    assert mean_intensity([250.0, 251.0, 249.0], 72.94) == pytest.approx(72.94)
+    assert mean_intensity([250.0] * 20, 72.94) == 250.0
 
 
 def test_a_small_dark_batch_is_not_rejected_as_drift(lake, settings):

@@ -54,6 +54,16 @@ def anonymous(plugin, lake_home):
     return TestClient(plugin.data_docs_app)
 
 
+def test_the_mlflow_menu_link_goes_where_settings_say(client, plugin, monkeypatch):
+    monkeypatch.setenv("MLCORE_MLFLOW_UI_URL", "https://mlflow.example.internal/ui")
+    get_settings.cache_clear()
+    resp = client.get("/_links/mlflow", follow_redirects=False)
+    assert resp.status_code == 307
+    assert resp.headers["location"] == "https://mlflow.example.internal/ui"
+    [view] = [v for v in plugin.MlcoreUiPlugin.external_views if v["name"] == "MLflow"]
+    assert view["href"] == "data-docs/_links/mlflow"  # relative: behind the Airflow login
+
+
 def test_data_docs_page_is_served_from_the_lake(client):
     resp = client.get("/index.html")
     assert resp.status_code == 200 and resp.text == "<h1>docs</h1>"
@@ -63,6 +73,7 @@ def test_data_docs_page_is_served_from_the_lake(client):
 @pytest.mark.parametrize("path", [
     "/", "/index.html", "/validations", "/missing.html", "/_assets/mlcore/datadocs.js",
     "/_assets/jquery/dist/jquery.min.js", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect",
+    "/_links/mlflow",
 ])
 def test_every_route_refuses_anonymous_requests(anonymous, path):
     resp = anonymous.get(path, follow_redirects=False)
@@ -92,6 +103,15 @@ def test_pages_get_a_strict_csp_and_nosniff(client):
     assert csp["default-src"] == "'none'"
     assert csp["script-src"] == "http://testserver/_assets/"  # nothing inline, nothing else
     assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_forged_host_header_cannot_add_csp_directives(plugin):
+    assert plugin.assets_source("https", "airflow.example.com", "/data-docs") \
+        == "https://airflow.example.com/data-docs/_assets/"
+    assert plugin.assets_source("http", "[::1]:8080", "/data-docs/") == "http://[::1]:8080/data-docs/_assets/"
+    for netloc, root in [("evil; script-src *", "/data-docs"), ("h", "/x; script-src *"),
+                         ("h 'unsafe-inline'", "")]:
+        assert plugin.assets_source("http", netloc, root) == "'none'"
 
 
 def test_a_page_shows_data_as_text_and_loads_only_local_assets(client):

@@ -184,7 +184,11 @@ def test_two_runs_committing_one_date_together_serialize_local(tmp_path):
     assert len(history(lake)) == 1 + 2 * 10
 
 
-def test_two_runs_committing_one_date_together_serialize_on_s3(tmp_path, s3_server):
+@pytest.mark.parametrize("server", ["s3_server", "seaweedfs"], ids=["moto", "seaweedfs"])
+def test_two_runs_committing_one_date_together_serialize_on_s3(tmp_path, request, server):
+    """On moto_server and on a real S3 server (SeaweedFS): the conditional PUT of the log
+    entry is the only coordination, no lock service."""
+    s3_server = request.getfixturevalue(server)
     prefix = f"unit/{uuid.uuid4().hex}"
     lake = S3Lake(bucket=s3_server.bucket, prefix=prefix, endpoint_url=s3_server.endpoint,
                   access_key_id="testing", secret_access_key="testing")
