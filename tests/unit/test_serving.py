@@ -116,3 +116,23 @@ def test_a_shard_is_scored_in_a_process_that_cannot_import_torch(trained, tmp_pa
                           capture_output=True, text=True, timeout=120, cwd=Path.cwd())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["50", "50"]
+
+
+def test_the_drift_baseline_stored_at_registration_equals_the_one_computed_on_demand(trained):
+    """The monitor reads the version's stored baseline instead of re-scoring the whole
+    holdout every night; computed on demand (a version without one) it is the same."""
+    from dataclasses import replace
+
+    from mlcore.data import load_fashion_mnist
+    from mlcore.monitor import Profile, drift_baseline
+    from mlcore.registry import PinnedModel
+
+    settings, data, result, _ = trained
+    holdout, labels = load_fashion_mnist(settings.fmnist_dir, "test")  # the whole holdout
+    package = build_package(settings, result, replace(data, holdout_images=holdout,
+                                                      holdout_labels=labels))
+    stored = Profile(**package.data_profile.drift_baseline)
+    served = ServedModel(package.int8_onnx, package.int8_sha256)
+    no_profile = PinnedModel(settings.model_name, "1", "run-without-profile", "0" * 64)
+    on_demand = drift_baseline(settings, LocalLake(settings.home / "lake"), no_profile, served)
+    assert stored == on_demand and stored.rows == 10_000
