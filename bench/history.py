@@ -14,7 +14,7 @@ the retrain check's label count) and ``batch_score``'s (list the day's shards, s
 with an ONNX graph, ``count_inputs``, GX + Delta commit, realized accuracy). With
 ``--s3-days`` the same run is repeated against ``moto_server`` (smaller days: request
 counts do not depend on images per day) and every S3 API call of the lake's boto3 client
-is counted with a botocore ``before-call`` hook.
+is counted with a botocore ``before-parameter-build`` hook (once per API call).
 
     .venv/bin/python bench/history.py [--days 1,30,180,365] [--per-day 5000] \
         [--s3-days 1,365] [--s3-per-day 200]
@@ -175,7 +175,7 @@ def measure(spec: dict, day_index: int) -> dict:
             key = (params or {}).get("Key") or (params or {}).get("Prefix") or ""
             if "/landing/" not in key:
                 keys.append(f"{op} {key}")
-        lake.client.meta.events.register("before-call.s3", count)
+        lake.client.meta.events.register("before-parameter-build.s3", count)
     onnx = Path(spec["model"]).read_bytes()
     model = ServedModel(onnx, sha256_hex(onnx))
     pinned = PinnedModel("m", "1", "r", "0" * 64)

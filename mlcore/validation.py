@@ -2,7 +2,8 @@
 
 We call GX directly (the Airflow GX provider lags Airflow 3). The context is ephemeral
 but its validation results and Data Docs stores live in the lake, so every worker writes
-to one shared history and the Data Docs index lists every batch ever validated.
+to one shared history and the Data Docs index lists the latest ``DOCS_INDEX_RECENT``
+validations (every page stays in the lake, linked from its ledger entry and task).
 Validation always uses ``result_format=COMPLETE`` keyed by ``key``: GX otherwise reports
 only a sample of failing rows, and we must quarantine exactly the failing files.
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESULTS_PREFIX = "validation/results"
+DOCS_INDEX_RECENT = 1000  # validations the Data Docs index lists (the newest)
 
 
 @dataclass
@@ -93,8 +95,11 @@ def _context(lake: Lake):
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
                 "store_backend": lake.gx_store_backend(DOCS_PREFIX),
+                # GX reads every result the index lists on each rebuild: unbounded, each
+                # validation would cost one GET per validation ever run.
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
-                                       "view": INDEX_VIEW},
+                                       "view": INDEX_VIEW,
+                                       "validation_results_limit": DOCS_INDEX_RECENT},
                 "site_section_builders": {"expectations": {"view": VIEW},
                                           "validations": {"view": VIEW},
                                           "profiling": {"view": VIEW}},
