@@ -285,7 +285,8 @@ def iter_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
     dt = open_table(lake, table, as_of)
     _check_committed(dt, table, day, as_of)
     dataset = dt.to_pyarrow_dataset(partitions=[(PARTITION, "=", f"{day:%Y-%m-%d}")])
-    for fragment in dataset.get_fragments():
+    # By path: the same snapshot always reads in the same order (row N is one row).
+    for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
         yield fragment.to_table(columns=columns or prediction_schema().names,
                                 schema=dataset.schema)
 

@@ -60,7 +60,10 @@ class ScoringWindow:
         """The run's data interval, or the same-shaped interval of ``on_date`` (YYYY-MM-DD);
         ``rescore_all`` widens it back to the beginning (everything ingested before ``end``)."""
         if on_date:
-            shift = datetime.combine(date.fromisoformat(on_date), start.timetz()) - start
+            # Whole days as a plain timedelta: Airflow passes pendulum datetimes, whose
+            # differences are calendar intervals (months + days) that land a day off when
+            # added back across month ends.
+            shift = timedelta(days=(date.fromisoformat(on_date) - start.date()).days)
             start, end = start + shift, end + shift
         day = start.date()
         if rescore_all:
