@@ -274,8 +274,9 @@ def test_the_date_param_selects_that_day_with_airflows_pendulum_datetimes():
 def _commit_refused(lake, settings, parts, shards, expected, reason):
     with pytest.raises(ValidationFailed, match=reason) as err:
         _commit(lake, settings, parts, shards, expected=expected)
-    with pytest.raises(PartitionIncomplete):  # nothing published
-        read_partition(lake, START.date())
+    with pytest.raises(PartitionIncomplete, match="failed validation") as missing:
+        read_partition(lake, START.date())  # nothing published, and the reader is told why
+    assert err.value.docs_url in str(missing.value) and "rerun batch_score" in str(missing.value)
     assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
     return err.value
 
