@@ -39,15 +39,18 @@ def deadline_interval(runs_at: str, deadline: str) -> timedelta:
     return interval if interval > timedelta(days=1) else interval + timedelta(days=1)
 
 
-def nightly_deadline(runs_at: str = "03:00") -> DeadlineAlert:
+def nightly_deadline(runs_at: str = "03:00") -> DeadlineAlert | None:
     """A ``DeadlineAlert`` for a nightly DAG scheduled at ``runs_at`` UTC: alert when its run
     has not succeeded by ``MLCORE_SCORE_DEADLINE``. Read when the DAG is parsed (like the
-    training queue policy): the deadline is part of the serialized DAG."""
+    training queue policy): the deadline is part of the serialized DAG. ``None`` when
+    ``MLCORE_DEADLINE_ALERTS`` is off (``airflow dags test`` runs; see the setting)."""
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
     from mlcore.settings import get_settings
 
+    if not get_settings().deadline_alerts:
+        return None
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
         interval=deadline_interval(runs_at, get_settings().score_deadline),

@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         "be committed; later, a deadline alert is sent.",
         pattern=r"^([01]?\d|2[0-3]):[0-5]\d$",
     )
+    deadline_alerts: bool = Field(
+        True,
+        description="Attach the nightly DeadlineAlert to batch_score. `airflow dags test` "
+        "runs (demo, tests) switch it off: Airflow 3.3.2's dags test cannot finish a "
+        "successful run of a DAG with a deadline (it looks the alert up by an id it never stored).",
+    )
 
     @property
     def resolved_lake_uri(self) -> str:

@@ -133,7 +133,8 @@ def lake_copy(local_run, tmp_path_factory):
     home = tmp_path_factory.mktemp("kill-matrix") / "home"
     shutil.copytree(local_run.settings.home, home, ignore=shutil.ignore_patterns("logs"))
     settings = local_run.settings.model_copy(update={"home": home})
-    env = airflow_env(settings, {"AIRFLOW__CORE__DEFAULT_TASK_RETRIES": "0"})
+    env = airflow_env(settings, {"AIRFLOW__CORE__DEFAULT_TASK_RETRIES": "0",
+                                    "MLCORE_DEADLINE_ALERTS": "false"})
     lake = open_lake(settings)
     expected = set(read_partition(lake, DAY, columns=["image_id"]).column("image_id")
                    .to_pylist())

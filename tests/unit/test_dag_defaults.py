@@ -42,3 +42,16 @@ def test_nightly_deadline_reads_the_setting_and_calls_back_in_the_triggerer(monk
 def test_a_malformed_deadline_setting_is_refused(bad):
     with pytest.raises(ValueError, match="score_deadline"):
         Settings(score_deadline=bad)
+
+
+def test_dags_test_runs_get_no_deadline(monkeypatch):
+    """`airflow dags test` cannot finish a DAG with a deadline (Airflow 3.3.2), so the demo
+    and test runs switch it off; the scheduler's DAGs keep it."""
+    from mlcore.settings import get_settings
+
+    monkeypatch.setenv("MLCORE_DEADLINE_ALERTS", "false")
+    get_settings.cache_clear()
+    try:
+        assert nightly_deadline(runs_at="03:00") is None
+    finally:
+        get_settings.cache_clear()
