@@ -106,6 +106,12 @@ def _lake_settings():
     return settings, open_lake(settings)
 
 
+def _print_result(args: argparse.Namespace, result: dict, summary: str) -> int:
+    """``result`` as JSON with ``--json``, else the one-line ``summary`` people read."""
+    print(json.dumps(result, indent=2) if args.json else summary)
+    return 0
+
+
 def _now() -> datetime:
     # A person acting from the CLI: the wall clock is the true time of the action.
     return datetime.now(UTC)
@@ -187,13 +193,9 @@ def cmd_ingest_repair(args: argparse.Namespace) -> int:
 
     settings, lake = _lake_settings()
     done = repair_curated(lake, open_claims(settings))
-    if args.json:
-        print(json.dumps(done, indent=2))
-    else:
-        print(f"{done['batches']} ingested batches: {done['claimed']} image ids claimed, "
-              f"{done['duplicates_removed']} duplicates removed from curated, "
-              f"{done['committed_batches']} shard folders committed")
-    return 0
+    return _print_result(args, done, f"{done['batches']} ingested batches: {done['claimed']} "
+                         f"image ids claimed, {done['duplicates_removed']} duplicates removed "
+                         f"from curated, {done['committed_batches']} shard folders committed")
 
 
 def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
@@ -201,13 +203,9 @@ def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
 
     settings, lake = _lake_settings()
     done = rebuild(settings, lake)
-    if args.json:
-        print(json.dumps(done, indent=2))
-    else:
-        print(f"label index: {done['labeled_images']} labeled images; realized accuracy: "
-              f"{len(done['realized'])} model versions; batches due for ingestion: "
-              f"{len(done['batches_due'])}")
-    return 0
+    return _print_result(args, done, f"label index: {done['labeled_images']} labeled images; "
+                         f"realized accuracy: {len(done['realized'])} model versions; batches "
+                         f"due for ingestion: {len(done['batches_due'])}")
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
