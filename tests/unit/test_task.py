@@ -74,3 +74,23 @@ def test_default_task_follows_the_setting(monkeypatch, tmp_path):
     assert default_task().name == "fashion-mnist"
     assert task_path("fashion-mnist") == TASKS_DIR / "fashion-mnist.toml"
     assert task_path(str(tmp_path / "x.toml")) == tmp_path / "x.toml"
+
+
+def test_data_shape_follows_the_spec(tmp_path):
+    """The curated schema, shard pixels, labels and CLASSES alias all come from the spec."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mlcore import data
+    from mlcore.labels import parse_label
+
+    spec = load_task_spec(_write(tmp_path, GOOD))
+    assert data.curated_schema(spec).field("pixels").type == pa.binary(64 * 48 * 3)
+    assert data.curated_schema().field("pixels").type == pa.binary(28 * 28)  # the default
+    images = np.random.default_rng(0).integers(0, 256, (3, *spec.shape), dtype=np.uint8)
+    table = pa.table({"pixels": pa.array([i.tobytes() for i in images], pa.binary(spec.pixel_bytes))})
+    assert (data.shard_pixels(table, spec) == images).all()
+    assert data.CLASSES == default_task().classes and data.CLASSES[0] == "T-shirt/top"
+    # Labels of the default task: names in any case, indexes below the class count.
+    assert (parse_label("sneaker"), parse_label("9"), parse_label("10"), parse_label("01")) == (
+        7, 9, -1, -1)
