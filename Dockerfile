@@ -1,6 +1,14 @@
 # The platform image: Airflow 3.3.2 on Python 3.11 (the project's Python) plus mlcore and its
 # pinned dependencies. docker-compose.yaml runs every Airflow service and the MLflow server
 # from it; the Helm chart uses it as images.airflow (docs/deployment.md).
+
+# Data Docs assets (Bootstrap, jQuery, ... pinned by the plugin's package-lock.json), so the
+# pages need nothing from the internet; only node_modules is carried into the image.
+FROM node:20-bookworm-slim AS data-docs-assets
+WORKDIR /assets
+COPY plugins/mlcore_ui_assets/package.json plugins/mlcore_ui_assets/package-lock.json plugins/mlcore_ui_assets/.npmrc ./
+RUN npm ci --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error
+
 FROM apache/airflow:3.3.2-python3.11
 
 # Fashion-MNIST (the base training set and the frozen holdout) from Debian, at the path
@@ -39,6 +47,7 @@ COPY --chown=airflow:0 airflow.cfg /opt/airflow/airflow.cfg
 # compose mounts the checkout's folders over them.
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+COPY --from=data-docs-assets --chown=airflow:0 /assets/node_modules /opt/airflow/plugins/mlcore_ui_assets/node_modules
 COPY --chown=airflow:0 expectations/ /opt/airflow/expectations/
 
 # Mount points for MLCORE_HOME and the UI password file: created here, group 0 writable,

@@ -110,6 +110,15 @@ def data_docs_asset(path: str) -> Response:
                     headers={"Cache-Control": "public, max-age=86400"})
 
 
+@data_docs_app.get("/_links/mlflow")
+def mlflow_link() -> RedirectResponse:
+    """The menu's MLflow entry: the deployment's MLflow UI (``MLCORE_MLFLOW_UI_URL``), read
+    per request, so the plugin builds no settings when Airflow imports it."""
+    from mlcore.settings import get_settings
+
+    return RedirectResponse(get_settings().mlflow_ui_url, status_code=307)
+
+
 @data_docs_app.get("/{path:path}")
 def data_docs_file(path: str) -> Response:
     from mlcore.settings import get_settings
@@ -166,6 +175,6 @@ class MlcoreUiPlugin(AirflowPlugin):
     external_views = [
         {"name": "Data Docs", "href": "data-docs/index.html", "destination": "nav",
          "category": "browse", "url_route": "data-docs"},
-        {"name": "MLflow", "href": "http://localhost:5000", "destination": "nav",
+        {"name": "MLflow", "href": "data-docs/_links/mlflow", "destination": "nav",
          "category": "browse"},
     ]

@@ -28,10 +28,12 @@ done
 echo
 curl -fs http://localhost:8080/api/v2/monitor/health >/dev/null || {
   echo "Airflow did not become healthy; see $logs/airflow-standalone.log"; exit 1; }
+read -r airflow_url mlflow_url docs_url < <(.venv/bin/python -c \
+  'from mlcore.settings import get_settings as g; s = g(); print(s.airflow_ui_url, s.mlflow_ui_url, s.data_docs_url)')
 cat <<MSG
-Airflow UI: http://localhost:8080   user: admin
+Airflow UI: $airflow_url   user: admin
   password: in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
-MLflow UI:  http://localhost:5000
-Data Docs:  http://localhost:8080/data-docs/ (also $MLCORE_HOME/lake/validation/data_docs/index.html)
+MLflow UI:  $mlflow_url
+Data Docs:  $docs_url/ (log in to Airflow first; menu Browse -> Data Docs)
 Logs in $logs; stop both with: make down
 MSG

@@ -54,6 +54,16 @@ def anonymous(plugin, lake_home):
     return TestClient(plugin.data_docs_app)
 
 
+def test_the_mlflow_menu_link_goes_where_settings_say(client, plugin, monkeypatch):
+    monkeypatch.setenv("MLCORE_MLFLOW_UI_URL", "https://mlflow.example.internal/ui")
+    get_settings.cache_clear()
+    resp = client.get("/_links/mlflow", follow_redirects=False)
+    assert resp.status_code == 307
+    assert resp.headers["location"] == "https://mlflow.example.internal/ui"
+    [view] = [v for v in plugin.MlcoreUiPlugin.external_views if v["name"] == "MLflow"]
+    assert view["href"] == "data-docs/_links/mlflow"  # relative: behind the Airflow login
+
+
 def test_data_docs_page_is_served_from_the_lake(client):
     resp = client.get("/index.html")
     assert resp.status_code == 200 and resp.text == "<h1>docs</h1>"
@@ -63,6 +73,7 @@ def test_data_docs_page_is_served_from_the_lake(client):
 @pytest.mark.parametrize("path", [
     "/", "/index.html", "/validations", "/missing.html", "/_assets/mlcore/datadocs.js",
     "/_assets/jquery/dist/jquery.min.js", "/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect",
+    "/_links/mlflow",
 ])
 def test_every_route_refuses_anonymous_requests(anonymous, path):
     resp = anonymous.get(path, follow_redirects=False)
