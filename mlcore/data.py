@@ -60,7 +60,8 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def load_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 28, 28) uint8 (the IDX files' own shape) and labels (N,) uint8 for ``split`` ("train" or "test")."""
+    """Images (N, 28, 28) uint8 (the IDX files' own shape) and labels (N,) uint8 for
+    ``split`` ("train" or "test")."""
     found = []
     for stem in IDX_FILES[split]:
         candidates = [folder / f"{stem}.gz", folder / stem]

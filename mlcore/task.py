@@ -37,8 +37,9 @@ class TaskSpec(BaseModel):
                       description="Task id: lower-case letters, digits, '-' (used in DAG ids, "
                                   "prefixes and model names).")
     classes: tuple[str, ...] = Field(min_length=2, description="Class names, in label order.")
-    height: int = Field(gt=0, le=1024, description="Image height the model sees, pixels.")
-    width: int = Field(gt=0, le=1024, description="Image width the model sees, pixels.")
+    # At least 8: the CNN halves the image three times before its linear head.
+    height: int = Field(ge=8, le=1024, description="Image height the model sees, pixels.")
+    width: int = Field(ge=8, le=1024, description="Image width the model sees, pixels.")
     channels: Literal[1, 3] = Field(description="1 = grayscale (mode L), 3 = RGB.")
     base_data: Literal["fashion-mnist", "none"] = Field(
         description="Base training data: the Fashion-MNIST train split, or none (labeled "

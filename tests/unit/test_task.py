@@ -42,6 +42,7 @@ def test_rgb_spec_derives_its_shape(tmp_path):
     (('["mug", "lamp", "chair"]', '["mug", "Mug"]'), "classes"),  # duplicate names
     (("height = 64", "height = 0"), "height"),                  # 0 px
     (("width = 48", "width = -3"), "width"),
+    (("width = 48", "width = 7"), "width"),                    # below the CNN's minimum
     (("channels = 3", "channels = 5"), "channels"),              # 5 channels
     (('base_data = "none"', 'base_data = "imagenet"'), "base_data"),
     (('holdout = "batches"', ""), "holdout"),                   # missing
