@@ -93,7 +93,11 @@ def normalization_of(images: np.ndarray) -> dict[str, float]:
 
 def base_profile() -> DataProfile:
     """The documented profile of the base data (Fashion-MNIST train split)."""
-    return DataProfile.from_dict(json.loads(BASE_PROFILE.read_text()))
+    from mlcore.settings import get_settings
+
+    # Beside the suites: the image keeps expectations/ there, not beside the installed package.
+    path = get_settings().gx_suites_dir.parent / BASE_PROFILE.name
+    return DataProfile.from_dict(json.loads((path if path.exists() else BASE_PROFILE).read_text()))
 
 
 def version_profile(settings: Settings, lake: Lake, run_id: str) -> DataProfile | None:

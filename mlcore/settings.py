@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         description="The task spec: a file name in `<repo>/tasks` (without `.toml`) or a path "
         "to a spec file; it sets the classes, image shape, data sources and model size.",
     )
+    tasks_dir: Path = Field(
+        REPO_ROOT / "tasks", description="Committed task specs (TOML, one per task)."
+    )
 
     # --- where things live -------------------------------------------------------------
     home: Path = Field(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlcore.settings import REPO_ROOT
 
-TASKS_DIR = REPO_ROOT / "tasks"
+TASKS_DIR = REPO_ROOT / "tasks"  # the checkout's; deployments set MLCORE_TASKS_DIR
 DEFAULT_TASK = "fashion-mnist"
 
 
@@ -100,11 +100,11 @@ def load_task_spec(path: Path | str) -> TaskSpec:
         raise TaskSpecError(f"task spec {path}: {problems}") from None
 
 
-def task_path(name_or_path: str) -> Path:
-    """``MLCORE_TASK``'s value as a file: a name in ``tasks/`` or a path to a ``.toml``."""
+def task_path(name_or_path: str, tasks_dir: Path = TASKS_DIR) -> Path:
+    """``MLCORE_TASK``'s value as a file: a name in ``tasks_dir`` or a path to a ``.toml``."""
     if name_or_path.endswith(".toml") or "/" in name_or_path:
         return Path(name_or_path)
-    return TASKS_DIR / f"{name_or_path}.toml"
+    return tasks_dir / f"{name_or_path}.toml"
 
 
 @lru_cache(maxsize=8)
@@ -116,4 +116,5 @@ def default_task() -> TaskSpec:
     """The deployment's task (``MLCORE_TASK``, default ``fashion-mnist``), loaded once."""
     from mlcore.settings import get_settings
 
-    return _cached(str(task_path(get_settings().task)))
+    settings = get_settings()
+    return _cached(str(task_path(settings.task, settings.tasks_dir)))

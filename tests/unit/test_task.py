@@ -95,3 +95,8 @@ def test_data_shape_follows_the_spec(tmp_path):
     # Labels of the default task: names in any case, indexes below the class count.
     assert (parse_label("sneaker"), parse_label("9"), parse_label("10"), parse_label("01")) == (
         7, 9, -1, -1)
+
+
+def test_tasks_dir_setting_moves_where_names_are_looked_up(tmp_path):
+    (tmp_path / "products.toml").write_text(GOOD)
+    assert load_task_spec(task_path("products", tmp_path)).shape == (64, 48, 3)
