@@ -98,6 +98,12 @@ def run_served(lake_root: str, graph_path: str, sha256: str, n: int, rounds: int
     """(a) and (c) with the served int8 graph, in a process that never imports torch."""
     import sys
 
+    # The same one-off imports the parent does before timing: (a) times scoring, not imports.
+    import great_expectations  # noqa: F401
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+
+    import mlcore.validation  # noqa: F401
     from mlcore.registry import PinnedModel
     from mlcore.score import (
         ScoringWindow,

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions"
 SHADOW = "predictions_shadow"  # the challenger's predictions: same layout, never for consumers
 PARTITION = "dt"
+# <table>/dt=<day>.json: the last refused commit of a day, so a reader learns why it is missing.
+REFUSED_PREFIX = "_state/predictions_refused"
 COMMIT_ATTEMPTS = 20
 
 
@@ -274,21 +276,53 @@ def committed(dt: DeltaTable, day: date, table: str = PREDICTIONS) -> bool:
     return dt.transaction_version(_app_id(table, day)) is not None
 
 
+def _refused_key(table: str, day: date) -> str:
+    return f"{REFUSED_PREFIX}/{table}/{PARTITION}={day:%Y-%m-%d}.json"
+
+
+def record_refusal(lake: Lake, day: date, *, table: str = PREDICTIONS,
+                   failed_expectations: list[str], docs_url: str, dag_run_id: str) -> None:
+    """Remember why a commit of ``day`` was refused (overwritten by the next refusal)."""
+    lake.write_bytes(_refused_key(table, day), json.dumps({
+        "failed_expectations": failed_expectations, "docs_url": docs_url,
+        "dag_run_id": dag_run_id}).encode())
+
+
 def _check_committed(dt: DeltaTable, table: str, day: date, as_of=None) -> None:
     if not committed(dt, day, table):
         when = f" at {as_of}" if as_of is not None else ""
         raise PartitionIncomplete(f"{table}/{PARTITION}={day:%Y-%m-%d} has no committed "
-                                  f"snapshot{when}: not committed yet")
+                                  f"snapshot{when}: not committed yet (batch_score has not "
+                                  "published it; see the Airflow UI)")
+
+
+def _refusal_said(lake: Lake, table: str, day: date, missing: PartitionIncomplete
+                  ) -> PartitionIncomplete:
+    """``missing``, or the reason the last commit of ``day`` was refused, if it was."""
+    if not lake.exists(_refused_key(table, day)):
+        return missing
+    refused = json.loads(lake.read_bytes(_refused_key(table, day)))
+    return PartitionIncomplete(
+        f"{table}/{PARTITION}={day:%Y-%m-%d} is not published: run {refused['dag_run_id']} "
+        f"produced predictions that failed validation "
+        f"({', '.join(refused['failed_expectations'])}); see {refused['docs_url']}, fix the "
+        "cause and rerun batch_score for that date")
 
 
 def iter_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
                    columns: list[str] | None = None,
                    as_of: int | datetime | None = None) -> Iterator[pa.Table]:
     """The snapshot's files of ``day`` one at a time (bounded memory however big the night)."""
-    dt = open_table(lake, table, as_of)
-    _check_committed(dt, table, day, as_of)
+    try:
+        dt = open_table(lake, table, as_of)
+        _check_committed(dt, table, day, as_of)
+    except PartitionIncomplete as missing:
+        if as_of is not None:
+            raise
+        raise _refusal_said(lake, table, day, missing) from None
     dataset = dt.to_pyarrow_dataset(partitions=[(PARTITION, "=", f"{day:%Y-%m-%d}")])
-    for fragment in dataset.get_fragments():
+    # By path: the same snapshot always reads in the same order (row N is one row).
+    for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
         yield fragment.to_table(columns=columns or prediction_schema().names,
                                 schema=dataset.schema)
 

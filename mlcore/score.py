@@ -28,6 +28,7 @@ from mlcore.predictions import (
     PartFile,
     prediction_schema,
     read_partition,
+    record_refusal,
     replace_partition,
     write_part,
 )
@@ -61,7 +62,10 @@ class ScoringWindow:
         """The run's data interval, or the same-shaped interval of ``on_date`` (YYYY-MM-DD);
         ``rescore_all`` widens it back to the beginning (everything ingested before ``end``)."""
         if on_date:
-            shift = datetime.combine(date.fromisoformat(on_date), start.timetz()) - start
+            # Whole days as a plain timedelta: Airflow passes pendulum datetimes, whose
+            # differences are calendar intervals (months + days) that land a day off when
+            # added back across month ends.
+            shift = timedelta(days=(date.fromisoformat(on_date) - start.date()).days)
             start, end = start + shift, end + shift
         day = start.date()
         if rescore_all:
@@ -172,8 +176,11 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
                        "class_names": list(default_task().classes)},
                       key_column="image_id")
     if not check.success:
-        raise ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
-                                        check.docs_key, lake, settings.data_docs_url)
+        refused = ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
+                                            check.docs_key, lake, settings.data_docs_url)
+        record_refusal(lake, day, table=table, failed_expectations=check.failed_expectations,
+                       docs_url=refused.docs_url, dag_run_id=dag_run_id)
+        raise refused
     commit = replace_partition(lake, day, parts, table=table, metadata={
         "model": asdict(pinned),
         "inputs": {"shards": len(shards), "hash": inputs_hash(shards)},

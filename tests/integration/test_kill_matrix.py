@@ -21,6 +21,7 @@ picks kill points and ``MLCORE_KILL_REPEATS`` (default 1) repeats each cell; the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -105,7 +106,8 @@ def killed_run(env: dict, lake, point: str, day: date, conf: dict, seed: int) ->
                 break
             time.sleep(0.01)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already ended (the assert says why)
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         reader.join(timeout=10)
     return _run_id(Path(env["MLCORE_HOME"]), logical)

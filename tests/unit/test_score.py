@@ -258,11 +258,25 @@ def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
     assert ScoringWindow.from_xcom(w.to_xcom()) == w
 
 
+def test_the_date_param_selects_that_day_with_airflows_pendulum_datetimes():
+    """Airflow passes pendulum datetimes; a shift back across month ends once landed on the
+    day before the requested one."""
+    import pendulum
+
+    from mlcore.score import ScoringWindow
+
+    start = pendulum.datetime(2027, 1, 7, 3, tz="UTC")
+    for on_date in ("2026-11-22", "2026-11-30", "2027-03-01", "2027-01-07"):
+        w = ScoringWindow.resolve(start, start.add(days=1), on_date=on_date)
+        assert str(w.day) == on_date and w.start.hour == 3 and w.end - w.start == timedelta(days=1)
+
+
 def _commit_refused(lake, settings, parts, shards, expected, reason):
     with pytest.raises(ValidationFailed, match=reason) as err:
         _commit(lake, settings, parts, shards, expected=expected)
-    with pytest.raises(PartitionIncomplete):  # nothing published
-        read_partition(lake, START.date())
+    with pytest.raises(PartitionIncomplete, match="failed validation") as missing:
+        read_partition(lake, START.date())  # nothing published, and the reader is told why
+    assert err.value.docs_url in str(missing.value) and "rerun batch_score" in str(missing.value)
     assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
     return err.value
 
