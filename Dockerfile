@@ -49,6 +49,7 @@ COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --from=data-docs-assets --chown=airflow:0 /assets/node_modules /opt/airflow/plugins/mlcore_ui_assets/node_modules
 COPY --chown=airflow:0 expectations/ /opt/airflow/expectations/
+COPY --chown=airflow:0 tasks/ /opt/airflow/tasks/
 
 # Mount points for MLCORE_HOME and the UI password file: created here, group 0 writable,
 # so fresh named volumes inherit ownership any AIRFLOW_UID (group 0) can write to.
@@ -58,5 +59,6 @@ RUN mkdir -p /opt/airflow/var /opt/airflow/auth \
 # Defaults that hold in every deployment of this image (compose and Helm may restate them).
 ENV MLCORE_HOME=/opt/airflow/var \
     MLCORE_GX_SUITES_DIR=/opt/airflow/expectations/suites \
+    MLCORE_TASKS_DIR=/opt/airflow/tasks \
     GX_ANALYTICS_ENABLED=false \
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false

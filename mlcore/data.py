@@ -16,19 +16,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from mlcore.storage import Lake
+    from mlcore.task import TaskSpec
 
-CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
 CURATED_PREFIX = "curated/images"
 # Labels a later batch supplied for images already curated: same schema as the image
 # shards, read by training (never by scoring), so each image keeps one row in curated/images.
@@ -39,6 +28,22 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+def __getattr__(name: str):
+    # ``CLASSES`` is the default task's class list (tasks/*.toml), resolved on first use so
+    # importing this module reads no settings.
+    if name == "CLASSES":
+        from mlcore.task import default_task
+
+        return default_task().classes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _spec(task: TaskSpec | None) -> TaskSpec:
+    from mlcore.task import default_task
+
+    return task or default_task()
 
 
 class DatasetMissing(FileNotFoundError):
@@ -55,7 +60,8 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def load_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 28, 28) uint8 and labels (N,) uint8 for ``split`` ("train" or "test")."""
+    """Images (N, 28, 28) uint8 (the IDX files' own shape) and labels (N,) uint8 for
+    ``split`` ("train" or "test")."""
     found = []
     for stem in IDX_FILES[split]:
         candidates = [folder / f"{stem}.gz", folder / stem]
@@ -79,21 +85,23 @@ def array_hash(*arrays: np.ndarray) -> str:
 
 
 def pixel_sha256(images: np.ndarray) -> list[str]:
-    """sha256 of each image's 784 raw pixel bytes: the id that finds an image anywhere."""
+    """sha256 of each image's raw pixel bytes: the id that finds an image anywhere."""
     return [hashlib.sha256(img.tobytes()).hexdigest() for img in images]
 
 
 # --- curated shards ----------------------------------------------------------------------
 
 
-def curated_schema() -> pa.Schema:
+def curated_schema(task: TaskSpec | None = None) -> pa.Schema:
+    """The curated shard schema; ``pixels`` holds the task's H*W*C uint8 bytes (row-major,
+    channels last)."""
     import pyarrow as pa
 
     return pa.schema(
         [
             pa.field("image_id", pa.string(), nullable=False),  # sha256 of the uploaded bytes
             pa.field("pixel_sha256", pa.string(), nullable=False),
-            pa.field("pixels", pa.binary(784), nullable=False),
+            pa.field("pixels", pa.binary(_spec(task).pixel_bytes), nullable=False),
             pa.field("source_key", pa.string(), nullable=False),
             pa.field("batch_id", pa.string(), nullable=False),
             pa.field("label", pa.int8(), nullable=True),
@@ -240,12 +248,14 @@ def read_shard(lake: Lake, key: str, columns: list[str] | None = None) -> pa.Tab
     return read_parquet(lake, key, columns)
 
 
-def shard_pixels(table: pa.Table) -> np.ndarray:
-    """The ``pixels`` column as an (N, 28, 28) uint8 array, without a Python loop."""
+def shard_pixels(table: pa.Table, task: TaskSpec | None = None) -> np.ndarray:
+    """The ``pixels`` column as an (N, *task.shape) uint8 array, without a Python loop."""
+    spec = _spec(task)
     col = table.column("pixels").combine_chunks()
     buf = col.buffers()[1]
-    return np.frombuffer(buf, dtype=np.uint8, count=len(col) * 784, offset=col.offset * 784).reshape(
-        -1, 28, 28
+    n = spec.pixel_bytes
+    return np.frombuffer(buf, dtype=np.uint8, count=len(col) * n, offset=col.offset * n).reshape(
+        -1, *spec.shape
     )
 
 
@@ -303,5 +313,5 @@ def labeled_curated(lake: Lake, shards: list[str] | None = None
             used.add(key)
             used.update(overrides[i][1] for i in ids if i in overrides)
     if not images:
-        return np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8), []
+        return np.zeros((0, *_spec(None).shape), np.uint8), np.zeros((0,), np.uint8), []
     return np.concatenate(images), np.concatenate(labels), sorted(used)

@@ -36,7 +36,7 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 @dataclass
 class DataProfile:
     images: int
-    image: dict  # {"height": 28, "width": 28, "mode": "L"}
+    image: dict  # {"height": H, "width": W, "mode": "L" | "RGB"}
     class_counts: list[int]
     intensity_mean: float  # mean pixel intensity (0-255) over all images
     intensity_mean_quantiles: dict[str, float]  # of the per-image mean intensity
@@ -55,7 +55,10 @@ class DataProfile:
 
 def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[str, float],
                    source: str = "") -> DataProfile:
-    """The profile of ``(N, H, W)`` uint8 grayscale images and their labels."""
+    """The profile of ``(N, H, W)`` grayscale or ``(N, H, W, 3)`` RGB uint8 images and their
+    labels (class counts over the deployment's task's classes)."""
+    from mlcore.task import default_task
+
     flat = images.reshape(len(images), -1).astype(np.float64)
     means, stds = flat.mean(axis=1), flat.std(axis=1)
 
@@ -66,8 +69,9 @@ def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[s
 
     return DataProfile(
         images=int(len(images)),
-        image={"height": int(images.shape[1]), "width": int(images.shape[2]), "mode": "L"},
-        class_counts=np.bincount(labels.astype(np.int64), minlength=10).tolist(),
+        image={"height": int(images.shape[1]), "width": int(images.shape[2]), "mode": "L" if images.ndim == 3 else "RGB"},
+        class_counts=np.bincount(labels.astype(np.int64),
+                                 minlength=default_task().num_classes).tolist(),
         intensity_mean=float(means.mean()) if len(means) else 0.0,
         intensity_mean_quantiles=quantiles(means),
         intensity_std_quantiles=quantiles(stds),
@@ -76,9 +80,24 @@ def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[s
     )
 
 
+def normalization_of(images: np.ndarray) -> dict[str, float]:
+    """The pixel normalization a model trained on ``images`` applies: their mean and std on
+    the 0-1 scale (over all pixels and channels), to 3 decimals so the value is stable."""
+    counts = np.bincount(np.ascontiguousarray(images).reshape(-1), minlength=256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    n = max(int(counts.sum()), 1)
+    mean = float(counts @ values / n)
+    std = float(np.sqrt(max(counts @ (values - mean) ** 2 / n, 0.0)))
+    return {"pixel_mean": round(mean, 3), "pixel_std": round(std, 3)}
+
+
 def base_profile() -> DataProfile:
     """The documented profile of the base data (Fashion-MNIST train split)."""
-    return DataProfile.from_dict(json.loads(BASE_PROFILE.read_text()))
+    from mlcore.settings import get_settings
+
+    # Beside the suites: the image keeps expectations/ there, not beside the installed package.
+    path = get_settings().gx_suites_dir.parent / BASE_PROFILE.name
+    return DataProfile.from_dict(json.loads((path if path.exists() else BASE_PROFILE).read_text()))
 
 
 def version_profile(settings: Settings, lake: Lake, run_id: str) -> DataProfile | None:
@@ -111,10 +130,9 @@ def reference_profile(settings: Settings, lake: Lake) -> DataProfile:
 def write_base_profile(fmnist_dir) -> DataProfile:
     """Recompute ``expectations/base_data_profile.json`` from the Fashion-MNIST train split."""
     from mlcore.data import load_fashion_mnist
-    from mlcore.model import PIXEL_MEAN, PIXEL_STD
 
     images, labels = load_fashion_mnist(fmnist_dir, "train")
-    profile = profile_images(images, labels, {"pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD},
+    profile = profile_images(images, labels, normalization_of(images),
                              source="Fashion-MNIST train split (base data)")
     BASE_PROFILE.write_text(json.dumps(profile.as_dict(), indent=2, sort_keys=True) + "\n")
     return profile

@@ -37,9 +37,16 @@ class _ServedGraph(nn.Module):
         self.inv_temperature = 1.0 / temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(torch.float32).unsqueeze(1)
+        x = images.to(torch.float32)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
         x = x * (1.0 / (255.0 * PIXEL_STD)) - (PIXEL_MEAN / PIXEL_STD)
         return torch.softmax(self.model(x) * self.inv_temperature, dim=1)
+
+
+def _input_shape(model: nn.Module) -> tuple[int, ...]:
+    from mlcore.task import default_task
+
+    return getattr(model, "input_shape", None) or default_task().shape
 
 
 def to_onnx(model: nn.Module, temperature: float = 1.0, metadata: dict[str, str] | None = None
@@ -54,7 +61,7 @@ def to_onnx(model: nn.Module, temperature: float = 1.0, metadata: dict[str, str]
     with warnings.catch_warnings():
         # The TorchScript exporter needs no onnxscript; torch 2.14 warns it is the old one.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(graph, (torch.zeros(2, 28, 28, dtype=torch.uint8),), buf,
+        torch.onnx.export(graph, (torch.zeros(2, *_input_shape(model), dtype=torch.uint8),), buf,
                           dynamo=False, opset_version=OPSET, input_names=[INPUT],
                           output_names=[OUTPUT],
                           dynamic_axes={INPUT: {0: "n"}, OUTPUT: {0: "n"}})

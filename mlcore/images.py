@@ -4,22 +4,24 @@ The file's *content* decides its format (magic bytes), never its extension. The 
 count is checked from the header before any pixel is decoded, Pillow's own
 decompression-bomb guard stays on, and truncated files are rejected.
 
-Mode policy (documented in docs/data-contract.md):
+Every image ends in the task's mode and size (``tasks/*.toml``: grayscale ``L`` or
+``RGB``, H x W); the profile's ``mode``, ``width`` and ``height`` are the *upload's*, so
+a conversion is always on record. Mode policy (documented in docs/data-contract.md):
 
 =============  ==========================================================
 mode           handling
 =============  ==========================================================
-L              used as is
-1, P, RGB,     converted to 8-bit grayscale (ITU-R 601 luma); alpha is
-RGBA, LA, CMYK dropped
-I;16*, I       scaled to 8 bits (value >> 8 for 16-bit)
+the task's     used as is
+1, P, L, RGB,  converted to the task's mode: 8-bit grayscale (ITU-R 601
+RGBA, LA, CMYK luma) or RGB (grey replicated); alpha is dropped
+I;16*, I       scaled to 8 bits (value >> 8 for 16-bit), then as L
 other          rejected: ``unsupported_mode``
 multi-frame    rejected: ``multi_frame``
 =============  ==========================================================
 
 JPEGs are turned upright by their EXIF orientation first.
 
-Size policy: images that are not 28x28 are resized (Lanczos) to 28x28 and their
+Size policy: images that are not the task's H x W are resized (Lanczos) to it and their
 original size is kept in the profile, as long as each side is at most ``MAX_SIDE``.
 """
 
@@ -29,15 +31,18 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-SIDE = 28
+if TYPE_CHECKING:
+    from mlcore.task import TaskSpec
+
 MAX_SIDE = 4096
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
-GRAY_VIA_CONVERT = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "L"}
+CONVERTIBLE = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "L"}
 
 # Never decode what is not there: a truncated file must fail, not be padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -51,7 +56,7 @@ class FileProfile:
     sha256: str
     size_bytes: int
     format: str | None = None
-    mode: str | None = None
+    mode: str | None = None  # the upload's mode, width and height (before conversion)
     width: int | None = None
     height: int | None = None
     decodable: bool = False
@@ -85,8 +90,23 @@ def _to_gray(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
-def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> FileProfile:
-    """Decode ``data`` safely and describe it; never raises for bad input."""
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    """``img`` in ``mode`` (``L`` or ``RGB``); 16/32-bit integer images go through 8-bit L."""
+    if img.mode.startswith("I"):
+        img = _to_gray(img)
+    if mode == "L":
+        return _to_gray(img)
+    return img if img.mode == mode else img.convert(mode)
+
+
+def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int,
+                  task: TaskSpec | None = None) -> FileProfile:
+    """Decode ``data`` safely into ``task``'s mode and size (default: the deployment's task)
+    and describe it; never raises for bad input."""
+    if task is None:
+        from mlcore.task import default_task
+
+        task = default_task()
     prof = FileProfile(key=key, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
 
     def reject(reason: str, detail: str) -> FileProfile:
@@ -112,7 +132,7 @@ def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> Fil
                 )
             if getattr(img, "n_frames", 1) > 1:
                 return reject("multi_frame", f"{img.n_frames} frames; single images only")
-            if img.mode not in GRAY_VIA_CONVERT and not img.mode.startswith("I"):
+            if img.mode not in CONVERTIBLE and not img.mode.startswith("I"):
                 return reject("unsupported_mode", f"mode {img.mode}")
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -121,10 +141,10 @@ def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> Fil
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         return reject(reason, f"{type(exc).__name__}: {exc}")
 
-    gray = _to_gray(ImageOps.exif_transpose(img) if prof.format == "JPEG" else img)
-    if gray.size != (SIDE, SIDE):
-        gray = gray.resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-    arr = np.asarray(gray, dtype=np.uint8)
+    out = _to_mode(ImageOps.exif_transpose(img) if prof.format == "JPEG" else img, task.mode)
+    if out.size != (task.width, task.height):
+        out = out.resize((task.width, task.height), Image.Resampling.LANCZOS)
+    arr = np.asarray(out, dtype=np.uint8)  # (H, W) or (H, W, 3): row-major, channels last
     prof.decodable = True
     prof.mean, prof.std = float(arr.mean()), float(arr.std())
     prof.pixels = arr.tobytes()
@@ -132,7 +152,7 @@ def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int) -> Fil
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
-    """A 28x28 uint8 array as PNG bytes (used to seed landing batches)."""
+    """A (H, W) grayscale or (H, W, 3) RGB uint8 array as PNG bytes (seeds landing batches)."""
     buf = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()

@@ -31,6 +31,7 @@ from mlcore.data import (
 from mlcore.images import FileProfile, profile_image
 from mlcore.labels import LABELS_FILE, LabelsUnreadable, Rejection, parse_labels
 from mlcore.storage import UnsafeKey, check_key
+from mlcore.task import default_task
 from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
@@ -370,7 +371,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     frame["image_id"] = frame["sha256"]
     frame["label"] = pd.array([label_of(p) for p in unique], dtype="Int64")
     rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame, batch_id, logical_date,
-                     {"max_file_bytes": settings.max_file_bytes})
+                     {"max_file_bytes": settings.max_file_bytes,
+                      "class_indexes": list(range(default_task().num_classes))})
     report.docs_keys.append(rows.docs_key)
     by_key = {p.key: p for p in unique}
     rejected = {

@@ -11,12 +11,10 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass
-
-from mlcore.data import CLASSES
+from functools import lru_cache
 
 LABELS_FILE = "labels.csv"
-_INDEX = re.compile(r"[0-9]")  # ASCII only: '²', '٣', '０' are not class indexes
-_BY_NAME = {name.lower(): i for i, name in enumerate(CLASSES)}
+_INDEX = re.compile(r"0|[1-9][0-9]{0,3}")  # ASCII only: '²', '٣', '０' are not class indexes
 _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32 LE starts with FF FE too)
 
 
@@ -31,12 +29,21 @@ class LabelsUnreadable(ValueError):
     """``labels.csv`` is not a readable labels file; the message says why."""
 
 
+@lru_cache(maxsize=1)
+def _by_name() -> dict[str, int]:
+    from mlcore.task import default_task
+
+    return {name.lower(): i for i, name in enumerate(default_task().classes)}
+
+
 def parse_label(value: str) -> int:
-    """A class name (case-insensitive) or an ASCII index 0-9 -> class index; -1 if neither."""
+    """A class name (case-insensitive) or an ASCII class index -> class index; -1 if neither
+    (an index past the task's last class included)."""
     value = value.strip()
     if _INDEX.fullmatch(value):
-        return int(value)
-    return _BY_NAME.get(value.lower(), -1)
+        index = int(value)
+        return index if index < len(_by_name()) else -1
+    return _by_name().get(value.lower(), -1)
 
 
 def _rows(raw: bytes):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlcore.data import CLASSES
 from mlcore.registry import client, evaluation_record
 
 if TYPE_CHECKING:
@@ -39,6 +38,9 @@ LIMITATIONS = [
 def render(name: str, version: str, run, lineage: dict, record: dict | None,
            decision: GateDecision, profile: dict | None = None) -> str:
     """The card as Markdown, from the run's params, metrics, tags and artifacts."""
+    from mlcore.task import default_task
+
+    CLASSES = default_task().classes  # noqa: N806 (the task's class list, in label order)
     m, p, t = run.data.metrics, run.data.params, run.data.tags
     lines = [f"# Model card: {name} version {version}", "",
              f"**Gate decision: {'promoted' if decision.promote else 'rejected'}**", ""]

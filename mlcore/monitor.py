@@ -69,13 +69,13 @@ class Profile:
 
     @classmethod
     def of(cls, probabilities: np.ndarray, image_means: np.ndarray) -> Profile:
-        """From (N, 10) probabilities and the N images' mean intensities."""
+        """From (N, classes) probabilities and the N images' mean intensities."""
         classes = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
         conf = probabilities.max(axis=1) if len(probabilities) else np.zeros(0)
         means = np.asarray(image_means, dtype=np.float64)
         return cls(
             rows=len(probabilities),
-            class_counts=np.bincount(classes, minlength=10).tolist(),
+            class_counts=np.bincount(classes, minlength=probabilities.shape[1]).tolist(),
             confidence_counts=np.histogram(conf, CONFIDENCE_BINS)[0].tolist(),
             intensity_counts=np.histogram(means, INTENSITY_BINS)[0].tolist(),
         )
@@ -123,8 +123,8 @@ def compare(baseline: Profile, scored: Profile, threshold: float) -> DriftReport
 
 
 def image_means(images: np.ndarray) -> np.ndarray:
-    """Mean intensity of each (28, 28) image."""
-    return images.reshape(len(images), 28 * 28).mean(axis=1)
+    """Mean intensity of each image (over all its pixels and channels)."""
+    return images.reshape(len(images), int(np.prod(images.shape[1:]))).mean(axis=1)
 
 
 def drift_baseline(settings: Settings, lake: Lake, pinned: PinnedModel, model=None) -> Profile:
@@ -156,11 +156,14 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
 
     baseline = drift_baseline(settings, lake, pinned, model)
     # One file at a time, so memory stays bounded however many images the night holds.
-    no_probabilities = np.zeros((0, 10), np.float32)
+    from mlcore.task import default_task
+
+    k = default_task().num_classes
+    no_probabilities = np.zeros((0, k), np.float32)
     scored = Profile.of(no_probabilities, np.zeros(0))
     for part in iter_partition(lake, day, columns=["probabilities"]):
         probs = part.column("probabilities").combine_chunks().flatten()
-        scored += Profile.of(np.asarray(probs).reshape(-1, 10), np.zeros(0))
+        scored += Profile.of(np.asarray(probs).reshape(-1, k), np.zeros(0))
     for shard in shards:
         pixels = shard_pixels(rows_to_score(lake, shard, start, end, ["pixels"]))
         scored += Profile.of(no_probabilities, image_means(pixels))
@@ -312,12 +315,12 @@ def drift_figure(report: DriftReport):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from mlcore.data import CLASSES
+    from mlcore.task import default_task
 
     fig = Figure(figsize=(13, 3.8))
     axes = fig.subplots(1, 3)
     panels = [
-        ("predicted class", "class_counts", list(CLASSES), f"PSI {report.class_psi:.3f}"),
+        ("predicted class", "class_counts", list(default_task().classes), f"PSI {report.class_psi:.3f}"),
         ("confidence", "confidence_counts", [f"{b:.1f}" for b in CONFIDENCE_BINS[:-1]],
          f"JS {report.confidence_js:.3f}"),
         ("mean intensity", "intensity_counts", [f"{int(b)}" for b in INTENSITY_BINS[:-1]],

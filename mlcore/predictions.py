@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlcore.task import default_task
+
 if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
@@ -71,7 +73,8 @@ def prediction_schema() -> pa.Schema:
         pa.field("predicted_class", pa.int32(), nullable=False),
         pa.field("predicted_label", pa.string(), nullable=False),
         pa.field("confidence", pa.float32(), nullable=False),
-        pa.field("probabilities", pa.list_(pa.float32(), 10), nullable=False),
+        pa.field("probabilities", pa.list_(pa.float32(), default_task().num_classes),
+                 nullable=False),
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("model_run_id", pa.string(), nullable=False),
@@ -82,8 +85,8 @@ def prediction_schema() -> pa.Schema:
 
 def stored_schema() -> pa.Schema:
     """The columns as the data files and the Delta log hold them: Delta has no fixed-size
-    list, so ``probabilities`` is stored as a list (always of 10), which every engine reads
-    alike; :func:`read_partition` gives it back as ``fixed_size_list<float32>[10]``."""
+    list, so ``probabilities`` is stored as a list (always of the task's class count), which every engine reads
+    alike; :func:`read_partition` gives it back as ``fixed_size_list<float32>[classes]``."""
     import pyarrow as pa
 
     schema = prediction_schema()
@@ -336,7 +339,7 @@ def read_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
         schema = pa.schema([schema.field(c) for c in columns])
     if not tables:
         return schema.empty_table()
-    return pa.concat_tables(tables).cast(schema)  # probabilities: back to fixed_size_list[10]
+    return pa.concat_tables(tables).cast(schema)  # probabilities: back to fixed_size_list[classes]
 
 
 def scan(lake: Lake, *, table: str = PREDICTIONS, columns: list[str] | None = None,

@@ -95,7 +95,7 @@ def binomial_two_sided(k: int, n: int) -> float:
 
 
 def gate(candidate: Evidence, champion: Evidence | None, settings: Settings,
-         num_classes: int = 10) -> GateDecision:
+         num_classes: int | None = None) -> GateDecision:
     """The promotion rule on int8 (served) figures. Every reason is written down."""
     acc = candidate.metrics["holdout_accuracy"]
     reasons = []
@@ -122,6 +122,10 @@ def gate(candidate: Evidence, champion: Evidence | None, settings: Settings,
     reasons.append(f"int8 accuracy {acc:.4f} {'>=' if beat else '<'} champion "
                    f"{champ_acc:.4f} + margin {settings.promote_margin:.4f}")
     ok &= _paired_test(candidate, champion, settings, reasons)
+    if num_classes is None:
+        from mlcore.task import default_task
+
+        num_classes = default_task().num_classes
     for i in range(num_classes):
         drop = champion.metrics[f"class_{i}_accuracy"] - candidate.metrics[f"class_{i}_accuracy"]
         if drop > settings.max_class_drop:

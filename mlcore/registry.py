@@ -104,8 +104,8 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
     from mlflow.models import infer_signature
 
     from mlcore.calibration import reliability_figure
-    from mlcore.data import CLASSES
     from mlcore.model import sha256_hex, weights_bytes
+    from mlcore.task import default_task
     from mlcore.train import confusion_figure, curves_figure
 
     mlc = client(settings, lake)
@@ -120,8 +120,9 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
         "architecture": "FashionCNN", "served_as": "onnx int8 (QDQ, per-channel, static)",
     }
     lineage = result.lineage
-    example = np.zeros((2, 28, 28), dtype=np.uint8)
-    signature = infer_signature(example, np.full((2, 10), 0.1, np.float32))
+    task = default_task()
+    example = np.zeros((2, *task.shape), dtype=np.uint8)
+    signature = infer_signature(example, np.full((2, task.num_classes), 0.1, np.float32))
     requirements = [f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}",
                     f"numpy=={np.__version__}"]
     with mlflow.start_run(run_name=f"retrain {dag_run_id}") as run:
@@ -160,7 +161,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
             "airflow_dag_run_id": dag_run_id,
         }
         mlflow.set_tags(tags)
-        metadata = {"classes": list(CLASSES), "temperature": package.temperature}
+        metadata = {"classes": list(task.classes), "temperature": package.temperature}
         mlflow.onnx.log_model(onnx.load_from_string(package.fp32_onnx), name="model_fp32",
                               signature=signature, pip_requirements=requirements,
                               metadata={**metadata, "precision": "fp32"},

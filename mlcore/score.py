@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlcore import lineage
-from mlcore.data import CLASSES, read_shard, shard_pixels, shards_for_dates
+from mlcore.data import read_shard, shard_pixels, shards_for_dates
 from mlcore.predictions import (
     PREDICTIONS,
     SHADOW,
@@ -32,6 +32,7 @@ from mlcore.predictions import (
     replace_partition,
     write_part,
 )
+from mlcore.task import default_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,14 +137,15 @@ def score_shard(lake: Lake, settings: Settings, pinned: PinnedModel, shard: str,
     model = model or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked, no torch
     probs = model.predict_proba(shard_pixels(rows), settings.score_batch_size).astype(np.float32)
     classes = probs.argmax(axis=1).astype(np.int32)
+    names = default_task().classes
     n = rows.num_rows
     out = pa.Table.from_arrays(
         [
             rows.column("image_id"), rows.column("source_key"), rows.column("batch_id"),
             pa.array(classes),
-            pa.array(np.asarray(CLASSES, dtype=object)[classes], pa.string()),
+            pa.array(np.asarray(names, dtype=object)[classes], pa.string()),
             pa.array(probs.max(axis=1)),
-            pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), 10),
+            pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), len(names)),
             pa.array([pinned.name] * n), pa.array([pinned.version] * n),
             pa.array([pinned.run_id] * n),
             # The interval's end, not the wall clock: a rerun records the same time.
@@ -170,7 +172,8 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
     day = window.day
     parts = sorted(parts, key=lambda p: p.key)
     check = run_suite(lake, settings.gx_suites_dir, "predictions", _validation_frame(lake, parts),
-                      f"{table}-{day:%Y-%m-%d}", window.end, {"expected_rows": expected_rows},
+                      f"{table}-{day:%Y-%m-%d}", window.end, {"expected_rows": expected_rows,
+                       "class_names": list(default_task().classes)},
                       key_column="image_id")
     if not check.success:
         refused = ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
@@ -208,7 +211,8 @@ def _validation_frame(lake: Lake, parts: list[PartFile]) -> pd.DataFrame:
             "image_id": table.column("image_id"),
             "predicted_label": pc.dictionary_encode(table.column("predicted_label")),
             "confidence": table.column("confidence"),
-            "prob_sum": np.asarray(probs.flatten()).reshape(-1, 10).sum(axis=1, dtype=np.float64),
+            "prob_sum": np.asarray(probs.flatten()).reshape(-1, default_task().num_classes)
+            .sum(axis=1, dtype=np.float64),
         }))
     if not chunks:
         return pd.DataFrame({c: [] for c in ["image_id", "predicted_label", "confidence",

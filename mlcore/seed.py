@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from mlcore.data import CLASSES, load_fashion_mnist
+from mlcore.data import load_fashion_mnist
 from mlcore.images import encode_png
 from mlcore.ingest import LABELS_FILE, LANDING, READY_MARKER
 
@@ -63,6 +63,9 @@ def bad_files(good: np.ndarray) -> dict[str, tuple[bytes, str]]:
 
 def seed_landing(lake: Lake, settings: Settings, per_batch: int = 24, offset: int = 0) -> list[SeededBatch]:
     """Write the demo batches (idempotent: an existing ``_READY`` batch is left alone)."""
+    from mlcore.task import default_task
+
+    classes = default_task().classes
     images, labels = load_fashion_mnist(settings.fmnist_dir, "train")
     rng = np.random.default_rng(settings.seed + offset)
     pick = rng.permutation(len(images))
@@ -83,7 +86,7 @@ def seed_landing(lake: Lake, settings: Settings, per_batch: int = 24, offset: in
         idx = chunks[n - 1]
         files = {f"img-{i:03d}.png": encode_png(images[j]) for i, j in enumerate(idx)}
         rows = [
-            f"img-{i:03d}.png,{CLASSES[labels[j]] if by_name else int(labels[j])}"
+            f"img-{i:03d}.png,{classes[labels[j]] if by_name else int(labels[j])}"
             for i, j in enumerate(idx)
         ]
         write_batch(f"labeled-{n:02d}", files, "filename,label\n" + "\n".join(rows) + "\n")

@@ -1,7 +1,7 @@
 """The served model: the registered int8 ONNX graph run by ONNX Runtime, without torch.
 
-The graph takes ``(N, 28, 28)`` uint8 images and returns calibrated class probabilities
-``(N, 10)``: pixel normalization and the temperature are inside it (``mlcore.export``), so
+The graph takes ``(N, H, W)`` (or ``(N, H, W, 3)``) uint8 images of the task's shape and
+returns calibrated class probabilities ``(N, classes)``: pixel normalization and the temperature are inside it (``mlcore.export``), so
 serving has no constants of its own. Scoring imports this module, never torch (torch and its
 CUDA wheels cost about 0.75 GiB of RSS before any data), and loads nothing whose sha256
 differs from the one recorded at registration.
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 INPUT, OUTPUT = "images", "probabilities"
 ONNX_FILE = "model.onnx"  # where the MLflow ONNX flavor keeps the graph in a model folder
-NUM_CLASSES = 10
 
 
 class ArtifactTampered(RuntimeError):
@@ -58,13 +57,14 @@ class ServedModel:
         self.session = ort.InferenceSession(onnx_bytes, options,
                                             providers=["CPUExecutionProvider"])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.num_classes = int(self.session.get_outputs()[0].shape[1])  # the graph's, not ours
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Calibrated probabilities (N, 10) float32 for uint8 images, ``batch_size`` at a time."""
+        """Calibrated probabilities (N, classes) float32 for uint8 images, ``batch_size`` at a time."""
         images = np.ascontiguousarray(images, dtype=np.uint8)
         out = [self.session.run([OUTPUT], {INPUT: images[i : i + batch_size]})[0]
                for i in range(0, len(images), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
 
 def load_served(settings: Settings, lake: Lake, pinned: PinnedModel) -> ServedModel:

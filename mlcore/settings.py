@@ -20,6 +20,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLCORE_", extra="ignore")
 
+    # --- what is classified (docs/tasks.md) -----------------------------------------------
+    task: str = Field(
+        "fashion-mnist",
+        description="The task spec: a file name in `<repo>/tasks` (without `.toml`) or a path "
+        "to a spec file; it sets the classes, image shape, data sources and model size.",
+    )
+    tasks_dir: Path = Field(
+        REPO_ROOT / "tasks", description="Committed task specs (TOML, one per task)."
+    )
+
     # --- where things live -------------------------------------------------------------
     home: Path = Field(
         Path("var"), description="Local state folder: the default lake, MLflow DB, Airflow home."

@@ -72,3 +72,44 @@ def test_multi_frame_image_is_rejected():
     frames = [Image.fromarray(np.full((28, 28), v, np.uint8)) for v in (10, 200)]
     frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])
     assert profile_image("anim.png", buf.getvalue(), **LIMITS).reason == "multi_frame"
+
+
+# --- the task decides the mode and size (tasks/*.toml); the profile keeps the upload's ---
+
+def _rgb_task():
+    from mlcore.task import TaskSpec
+
+    return TaskSpec(name="rgb-test", classes=("a", "b"), height=32, width=24, channels=3,
+                    base_data="none", holdout="batches")
+
+
+def test_rgb_upload_to_the_grayscale_task_is_converted_and_recorded():
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    prof = profile_image("c.png", buf.getvalue(), **LIMITS)  # the default task: Fashion-MNIST
+    assert prof.decodable and prof.reason is None
+    assert (prof.mode, prof.width, prof.height) == ("RGB", 50, 40)  # the upload, on record
+    pixels = np.frombuffer(prof.pixels, np.uint8)
+    assert len(pixels) == 28 * 28
+    # ITU-R 601 luma of (200, 100, 50): 0.299*200 + 0.587*100 + 0.114*50 = 124.4
+    assert abs(int(np.median(pixels)) - 124) <= 1
+
+
+def test_grayscale_upload_to_the_rgb_task_is_converted_and_recorded():
+    task = _rgb_task()
+    prof = profile_image("g.png", _img("L", size=(56, 40)), **LIMITS, task=task)
+    assert prof.decodable and (prof.mode, prof.width, prof.height) == ("L", 56, 40)
+    arr = np.frombuffer(prof.pixels, np.uint8).reshape(task.shape)  # (32, 24, 3)
+    assert len(prof.pixels) == task.pixel_bytes
+    assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "I;16", "CMYK"])
+def test_other_modes_are_converted_to_rgb_for_the_rgb_task(mode):
+    task = _rgb_task()
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    prof = profile_image("k", _img(mode, fmt=fmt), **LIMITS, task=task)
+    assert prof.decodable, prof.detail
+    assert prof.mode == mode and len(prof.pixels) == task.pixel_bytes

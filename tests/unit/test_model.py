@@ -51,3 +51,20 @@ def test_the_scoring_model_predicts_what_the_trained_model_predicts():
     np.testing.assert_allclose(served, eager, atol=1e-5)
     np.testing.assert_array_equal(served.argmax(axis=1), eager.argmax(axis=1))
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # left as it was
+
+
+def test_the_model_is_built_for_the_task_shape_and_exports_it():
+    from mlcore.export import to_onnx
+    from mlcore.serving import ServedModel, sha256_hex
+    from mlcore.task import TaskSpec
+
+    task = TaskSpec(name="rgb-test", classes=("a", "b", "c"), height=32, width=24, channels=3,
+                    base_data="none", holdout="batches", model_width=8)
+    model = FashionCNN(task).eval()
+    images = np.random.default_rng(2).integers(0, 256, (4, *task.shape), dtype=np.uint8)
+    probs = predict_proba(model, images)
+    assert probs.shape == (4, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    graph = to_onnx(model)
+    served = ServedModel(graph, sha256_hex(graph))
+    assert np.allclose(served.predict_proba(images), probs, atol=1e-4)
+    assert served.predict_proba(images[:0]).shape == (0, 3)
