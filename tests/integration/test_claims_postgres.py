@@ -3,32 +3,23 @@ in the embedded default, raced by two processes claiming overlapping ids at once
 
 from __future__ import annotations
 
-import os
+from functools import partial
 
 from mlcore.claims import Claims
+from tests.concurrency import run_together
+
+
+def _claim(url: str, batch_id: str, ids: list[str]) -> None:
+    Claims(url).claim(batch_id, ids)  # a new engine in each process, as two workers have
 
 
 def _race(url: str, rounds: int = 10) -> None:
     for n in range(rounds):
         shared = [f"r{n}-shared-{i:03d}" for i in range(300)]
         batches = {"left": shared + [f"r{n}-left"], "right": shared[::-1] + [f"r{n}-right"]}
-        gate_r, gate_w = os.pipe()
-        pids = []
-        for batch, ids in batches.items():
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child
-                os.close(gate_w)
-                os.read(gate_r, 1)
-                try:
-                    Claims(url).claim(f"r{n}-{batch}", ids)
-                    os._exit(0)
-                except BaseException:
-                    os._exit(1)
-            pids.append(pid)
-        os.close(gate_r)
-        os.write(gate_w, b"go")
-        os.close(gate_w)
-        assert [os.waitpid(p, 0)[1] for p in pids] == [0, 0]
+        statuses = run_together(*(partial(_claim, url, f"r{n}-{batch}", ids)
+                                  for batch, ids in batches.items()))
+        assert statuses == [0, 0]
         claims = Claims(url)
         left, right = claims.owned_by(f"r{n}-left"), claims.owned_by(f"r{n}-right")
         assert not left & right and len(left | right) == 302  # each id has exactly one owner

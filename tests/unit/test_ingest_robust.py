@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from mlcore.ingest import (
 )
 from mlcore.storage import LocalLake
 from mlcore.validation import ValidationFailed
+from tests.concurrency import run_together
 from tests.conftest import DAY
 
 
@@ -393,6 +395,10 @@ def test_quarantine_reprocess_after_a_kill_accepts_the_batch(lake, settings):
     assert (report.accepted, report.duplicates, report.quarantined) == (4, 0, 5)
 
 
+def _ingest_fresh(root: Path, settings, batch_id: str) -> None:
+    ingest_batch(LocalLake(root), settings, batch_id, DAY)  # its own lake, as a worker has
+
+
 def test_two_batches_with_shared_images_ingested_at_once_never_both_accept(settings, tmp_path):
     shared = {f"s{i}.png": _img(100 + i) for i in range(6)}
     for round_no in range(10):
@@ -401,24 +407,9 @@ def test_two_batches_with_shared_images_ingested_at_once_never_both_accept(setti
         lake = LocalLake(home / "lake")
         for b in ("left", "right"):
             _drop(lake, b, {**shared, f"{b}-own.png": _img(200 + round_no + (b == "left") * 50)})
-        gate_r, gate_w = os.pipe()
-        pids = []
-        for b in ("left", "right"):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child
-                os.close(gate_w)
-                os.read(gate_r, 1)  # both start together
-                try:
-                    ingest_batch(LocalLake(lake.root), s, b, DAY)
-                    os._exit(0)
-                except BaseException:
-                    traceback.print_exc()
-                    os._exit(1)
-            pids.append(pid)
-        os.close(gate_r)
-        os.write(gate_w, b"go")
-        os.close(gate_w)
-        assert [os.waitpid(p, 0)[1] for p in pids] == [0, 0]
+        statuses = run_together(*(partial(_ingest_fresh, lake.root, s, b)
+                                  for b in ("left", "right")))
+        assert statuses == [0, 0]
         ids = _curated_ids(lake)
         assert len(ids) == len(set(ids)) == 8, round_no
         left, right = _ledger(lake, "left"), _ledger(lake, "right")

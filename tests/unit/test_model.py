@@ -36,14 +36,20 @@ def test_probabilities_are_a_distribution():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_the_scoring_model_predicts_what_the_trained_model_predicts():
-    """for_inference folds BatchNorm and switches to oneDNN: outputs must not move."""
+def model_with_batchnorm_statistics() -> tuple[FashionCNN, np.ndarray]:
+    """A seeded model whose BatchNorm layers hold non-trivial statistics (so folding them
+    matters) and 300 random images: for checks that a rewritten graph computes the same."""
     torch.manual_seed(0)
     model = FashionCNN().eval()
     for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.running_mean.uniform_(-0.5, 0.5)  # non-trivial statistics, so folding matters
+        bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 2.0)
-    images = np.random.default_rng(1).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    return model, np.random.default_rng(1).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+
+
+def test_the_scoring_model_predicts_what_the_trained_model_predicts():
+    """for_inference folds BatchNorm and switches to oneDNN: outputs must not move."""
+    model, images = model_with_batchnorm_statistics()
     eager = predict_proba(model, images, batch_size=128)
     scoring_model = for_inference(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in scoring_model.modules())

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from mlcore.export import quantize_int8, to_onnx
-from mlcore.model import FashionCNN, predict_proba
+from mlcore.model import predict_proba
 from mlcore.package import build_package
 from mlcore.serving import ArtifactTampered, ServedModel, sha256_hex
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
 from mlcore.train import build_training_data, train
+from tests.unit.test_model import model_with_batchnorm_statistics
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +33,7 @@ def trained(tmp_path_factory):
 
 
 def test_fp32_graph_computes_the_torch_model_with_its_temperature():
-    torch.manual_seed(0)
-    model = FashionCNN().eval()
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.running_mean.uniform_(-0.5, 0.5)  # non-trivial statistics, so folding matters
-        bn.running_var.uniform_(0.5, 2.0)
-    images = np.random.default_rng(1).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    model, images = model_with_batchnorm_statistics()
     graph = to_onnx(model, temperature=0.5)
     served = ServedModel(graph, sha256_hex(graph)).predict_proba(images, batch_size=128)
     expected = torch.softmax(torch.log(torch.from_numpy(predict_proba(model, images))) / 0.5, 1)
