@@ -5,7 +5,6 @@ import json
 import os
 import resource
 import signal
-import traceback
 from functools import partial
 from pathlib import Path
 
@@ -63,15 +62,8 @@ def _curated_ids(lake) -> list[str]:
 
 def _in_child(fn) -> int:
     """Run ``fn`` in a forked process; its wait status (a SIGKILL shows as such)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            fn()
-            os._exit(0)
-        except BaseException:
-            traceback.print_exc()
-            os._exit(1)
-    return os.waitpid(pid, 0)[1]
+    [status] = run_together(fn)
+    return status
 
 
 # --- 7: no poison batch -------------------------------------------------------------------
