@@ -9,6 +9,7 @@ artifacts of its run. Which version becomes ``champion`` is decided in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -74,10 +75,35 @@ def client(settings: Settings, lake: Lake, experiment: str | None = None) -> Mlf
     os.environ.update(lake_client_env(settings))
     name = experiment or settings.mlflow_experiment
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=lake.url(f"mlflow/{name}"))
+    with _first_use_lock(settings.resolved_tracking_uri):
+        if mlflow.get_experiment_by_name(name) is None:
+            mlflow.create_experiment(name, artifact_location=lake.url(f"mlflow/{name}"))
     mlflow.set_experiment(name)
     return mlflow.MlflowClient()
+
+
+@contextlib.contextmanager
+def _first_use_lock(tracking_uri: str):
+    """Serialize processes that may be the first to open an embedded (SQLite) tracking DB.
+
+    MLflow creates and migrates its tables on first use; two mapped tasks doing that at once
+    leave a half-migrated DB (``_alembic_tmp_latest_metrics already exists``) that fails
+    every later run. A file lock beside the DB makes one process migrate and the others
+    wait; a server backend (PostgreSQL, an MLflow server) migrates once at deployment.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def version_metrics(mlc: MlflowClient, run_id: str) -> dict[str, float]:

@@ -137,6 +137,11 @@ class LocalLake:
         path = self._path(key)
         if path.exists():
             _refuse_protected(key)
+        self._replace(path, data)
+
+    def _replace(self, path: Path, data: bytes) -> None:
+        """Put ``data`` at ``path`` atomically, through a temp file in the lake's own folder
+        (a killed write leaves nothing beside user data)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp_file(data)
         try:
@@ -224,12 +229,7 @@ class LocalLake:
     def put_upload(self, key: str, data: bytes) -> None:
         """The uploader's write (``mlcore.upload`` only): create or replace an object of a
         landing batch that has no ``_READY`` yet, which the platform has not read."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+        self._replace(self._path(key), data)
 
     def digest(self, key: str) -> tuple[int, str] | None:
         """(size, sha256 hex) of the stored object, read back from disk; None when absent."""

@@ -91,11 +91,13 @@ def test_champion_and_its_artifacts_are_in_the_bucket(s3_run, s3_server, mlflow_
     assert run.info.artifact_uri.startswith(f"s3://{s3_server.bucket}/{PREFIX}/mlflow/")
     # Read back through MLflow (its own S3 client) ...
     artifacts = {a.path for a in mlc.list_artifacts(champion.run_id, "plots")}
-    assert artifacts == {"plots/confusion_matrix.png", "plots/training_curves.png"}
-    # ... and straight from the bucket: the plots and the registered weights are objects there.
+    assert artifacts == {"plots/confusion_matrix.png", "plots/training_curves.png",
+                         "plots/reliability.png"}
+    # ... and straight from the bucket: the plots, the weights and the served graph are there.
     keys = s3_server.keys(f"{PREFIX}/mlflow/")
     assert any(k.endswith(f"{champion.run_id}/artifacts/plots/confusion_matrix.png") for k in keys)
-    assert any(k.endswith("/artifacts/model.safetensors") for k in keys)
+    assert any(k.endswith("/artifacts/weights/model.safetensors") for k in keys)
+    assert any(k.endswith("/model.onnx") for k in keys)
     assert mlc.get_model_version_download_uri(settings.model_name, champion.version).startswith(
         f"s3://{s3_server.bucket}/{PREFIX}/mlflow/")
 

@@ -25,7 +25,7 @@ from mlcore.data import list_shards, load_fashion_mnist, read_shard
 from mlcore.data_docs import page_url
 from mlcore.demo import PROFILES, schedule_for
 from mlcore.images import encode_png
-from mlcore.ingest import BatchReport, ingest_batch, ledger_key
+from mlcore.ingest import BatchRejected, BatchReport, ingest_batch, ledger_key
 from mlcore.seed import seed_landing
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
@@ -45,7 +45,11 @@ HOSTILE_FILES = [
     "q\"'`<b>bold</b>.png", f"javascript:{CANARY}=4.png", f"\" onmouseover=\"{CANARY}=5.png",
     "a#b with space?x=1&y=%2e.png", "L" * 200 + ".png",
 ]
-HOSTILE_BATCHES = ["with space#1", f"b{PAYLOAD}", f"javascript:{CANARY}=6", "q\"'`&amp;"]
+# Batch ids with markup are refused by ingestion before anything is written (the data
+# contract's charset; tests/unit/test_data_docs.py checks GX pages built for such ids
+# directly); the corpus rides in valid batches, the hostile ids are checked for refusal.
+HOSTILE_BATCHES = ["hostile-0", "hostile-1.b", "hostile_2", "hostile-3"]
+REFUSED_BATCH_IDS = ["with space#1", f"b{PAYLOAD}", f"javascript:{CANARY}=6", "q\"'`&amp;"]
 
 
 def drop_bad_batch(lake, settings: Settings) -> None:
@@ -146,6 +150,11 @@ def hostile(live):
             ingest_batch(lake, settings, batch_id, at)
         report = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
         out[batch_id] = report
+    for batch_id in REFUSED_BATCH_IDS:
+        lake.write_bytes(f"landing/{batch_id}/ok.png", encode_png(np.asarray(images[0])))
+        lake.write_bytes(f"landing/{batch_id}/_READY", b"")
+        with pytest.raises(BatchRejected, match="invalid_batch_id"):
+            ingest_batch(lake, settings, batch_id, at)
     return out
 
 
@@ -183,7 +192,7 @@ def test_hostile_names_show_as_text_and_no_script_runs(live, hostile):
                 for name in HOSTILE_FILES[:5]:
                     assert name in text, (key, name)
                 assert report.batch_id in text, key
-                if report.batch_id == f"b{PAYLOAD}":
+                if report.batch_id == HOSTILE_BATCHES[0]:
                     browser.evaluate("""[...document.querySelectorAll('td')]
                         .filter(e => e.textContent.includes('onerror')).pop()
                         .scrollIntoView({block: 'center'})""")
@@ -191,6 +200,8 @@ def test_hostile_names_show_as_text_and_no_script_runs(live, hostile):
             if key.endswith("index.html"):
                 for batch_id in HOSTILE_BATCHES:
                     assert batch_id in text, batch_id
+                for batch_id in REFUSED_BATCH_IDS:  # refused before GX: no page names them
+                    assert batch_id not in text, batch_id
         assert _outside_loopback(browser.requests) == []
     for report in hostile.values():  # the real names are quarantined, with reasons
         assert {r.key.split("/", 2)[2] for r in report.rejections} >= set(HOSTILE_FILES)

@@ -194,7 +194,7 @@ def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
 
 
 SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
-    import sys
+    import os, sys
     class NoTorch:
         def find_spec(self, name, path=None, target=None):
             if name == "torch" or name.startswith("torch."):
@@ -203,7 +203,7 @@ SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
     from mlcore.registry import pin_champion
-    from mlcore.score import score_shard, shards_in_interval
+    from mlcore.score import ScoringWindow, score_shard, shards_in_interval
     from mlcore.settings import Settings
     from mlcore.storage import LocalLake
     home = Path(sys.argv[1])
@@ -211,9 +211,11 @@ SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
     settings, lake = Settings(home=home), LocalLake(home / "lake")
     pinned = pin_champion(settings, lake)
     [shard] = shards_in_interval(lake, start, end)
-    part = score_shard(lake, settings, pinned, shard, start, end, end, "no-torch")
+    part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
+                       dag_run_id="no-torch")
     assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
-    print(part.rows)
+    print(part.rows, flush=True)
+    os._exit(0)  # skip interpreter teardown: ONNX Runtime's thread pool may abort there
 """)
 
 
