@@ -112,9 +112,13 @@ def _cached(path: str) -> TaskSpec:
     return load_task_spec(path)
 
 
+def task_of(settings) -> TaskSpec:
+    """The spec ``settings.task`` names (loaded once per file)."""
+    return _cached(str(task_path(settings.task, settings.tasks_dir)))
+
+
 def default_task() -> TaskSpec:
     """The deployment's task (``MLCORE_TASK``, default ``fashion-mnist``), loaded once."""
     from mlcore.settings import get_settings
 
-    settings = get_settings()
-    return _cached(str(task_path(settings.task, settings.tasks_dir)))
+    return task_of(get_settings())

@@ -1,0 +1,69 @@
+"""One runtime per task and process: the settings, the task spec, the lake and MLflow, set up once.
+
+A task body in a DAG is one call into ``mlcore`` with ``runtime(task_name)`` as its first
+argument, the way a provider hook hands out cached clients: nothing is rebuilt per call,
+and the MLflow side effects (tracking URI, artifact credentials, the experiment) happen
+once, in :meth:`Runtime.mlflow`, not behind a getter.
+
+The runtime's ``settings`` name its task (``settings.task``), so code that takes
+``settings`` finds the spec with :func:`mlcore.task.task_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlcore.settings import Settings
+    from mlcore.storage import Lake
+    from mlcore.task import TaskSpec
+
+
+@dataclass(frozen=True, eq=False)
+class Runtime:
+    settings: Settings
+    task: TaskSpec
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def lake(self) -> Lake:
+        from mlcore.storage import open_lake
+
+        return open_lake(self.settings)
+
+    def mlflow(self, experiment: str | None = None) -> MlflowClient:
+        """The MLflow client, with the tracking URI, the artifact store's credentials and
+        ``experiment`` (default: the training one) configured once and active."""
+        from mlcore.registry import client
+
+        name = experiment or self.settings.mlflow_experiment
+        if name not in self._cache:
+            self._cache[name] = client(self.settings, self.lake, name)
+        elif self._cache.get("active") != name:
+            import mlflow
+
+            mlflow.set_experiment(name)
+        self._cache["active"] = name
+        return self._cache[name]
+
+
+def runtime_for(settings: Settings) -> Runtime:
+    """A runtime over explicit settings (tests, benchmarks, the CLI with overrides)."""
+    from mlcore.task import task_of
+
+    return Runtime(settings=settings, task=task_of(settings))
+
+
+@lru_cache(maxsize=16)
+def runtime(task_name: str | None = None) -> Runtime:
+    """This process's runtime for ``task_name`` (default: the deployment's task), built once."""
+    from mlcore.settings import get_settings
+
+    settings = get_settings()
+    if task_name not in (None, settings.task):
+        raise ValueError(f"unknown task {task_name!r}: this deployment serves {settings.task!r}")
+    return runtime_for(settings)
