@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import mimetypes
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -184,11 +185,16 @@ class LocalLake:
             for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
                 path = os.path.join(folder, name)
                 key = Path(path).relative_to(self.root).as_posix()
-                st = os.lstat(path)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    # Renamed or removed since the walk saw it (e.g. a table writer's temp
+                    # log file): like an S3 listing, report only what still exists.
+                    continue
                 unsafe = None
-                if os.path.islink(path):
+                if stat.S_ISLNK(st.st_mode):
                     unsafe = "symlink"
-                elif not os.path.isfile(path):
+                elif not stat.S_ISREG(st.st_mode):
                     unsafe = "not a regular file"
                 else:
                     try:

@@ -62,3 +62,24 @@ def test_landing_objects_are_never_overwritten_or_deleted(tmp_path):
     with pytest.raises(PermissionError):
         lake.delete("landing/b1/x.png")
     assert lake.read_bytes("landing/b1/x.png") == b"upload"
+
+
+def test_listing_skips_a_file_renamed_while_it_lists(tmp_path, monkeypatch):
+    """A table writer renames its temp log file while a reader lists the folder: the
+    listing reports what still exists instead of failing (seen in the kill matrix)."""
+    import os
+
+    lake = LocalLake(tmp_path / "lake")
+    lake.write_bytes("predictions/_delta_log/00000000000000000001.json", b"{}")
+    temp = tmp_path / "lake/predictions/_delta_log/00000000000000000002.json#1"
+    temp.write_bytes(b"{}")
+    real_lstat = os.lstat
+
+    def lstat_after_rename(path, *args, **kwargs):
+        if str(path) == str(temp) and temp.exists():
+            temp.rename(str(temp).removesuffix("#1"))  # the writer wins the race
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat_after_rename)
+    assert lake.list("predictions/_delta_log") == [
+        "predictions/_delta_log/00000000000000000001.json"]
