@@ -41,8 +41,7 @@ def retrain_model():
             return True
         import logging
 
-        from mlcore.label_index import labeled_count
-        from mlcore.registry import labeled_images_at_last_training
+        from mlcore.label_index import labeled_count, labeled_images_at_last_training
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
@@ -78,13 +77,13 @@ def retrain_model():
     def promote_if_better(candidate: dict, dag_run=None, logical_date=None) -> dict:
         """Make it `challenger`; move `champion` only when the gate passes."""
         from mlcore.promotion import decide_and_alias
-        from mlcore.registry import client
+        from mlcore.registry import configure_mlflow
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
         lake = open_lake(settings)
-        decision = decide_and_alias(settings, lake, client(settings, lake), candidate["version"],
+        decision = decide_and_alias(settings, lake, configure_mlflow(settings, lake), candidate["version"],
                                     "airflow:retrain_model", logical_date)
         return {**candidate, "promoted": decision.promote, "reasons": decision.reasons}
 

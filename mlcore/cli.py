@@ -232,10 +232,12 @@ def _trace_ref(ref: str, row: int | None) -> str:
     import re
     from pathlib import Path
 
+    from mlcore.layout import PARTITION, PREDICTIONS, is_landing_key
     from mlcore.storage import UnsafeKey, check_key
 
     text = ref.strip()
-    day = re.fullmatch(r"(?:predictions/)?(?:dt=)?(\d{4}-\d{2}-\d{2})/?", text)
+    day = re.fullmatch(rf"(?:{re.escape(PREDICTIONS)}/)?(?:{PARTITION}=)?(\d{{4}}-\d{{2}}-\d{{2}})/?",
+                       text)
     if row is not None and not day:
         fail(f"--row picks a row of a partition, so the reference must be a date YYYY-MM-DD; "
              f"got {ref!r}")
@@ -252,7 +254,7 @@ def _trace_ref(ref: str, row: int | None) -> str:
         if row < 0:
             fail(f"--row counts from 0, got {row}")
         return day.group(1)
-    if text.startswith("landing/"):
+    if is_landing_key(text):
         try:
             return check_key(text)
         except UnsafeKey:
@@ -263,7 +265,7 @@ def _trace_ref(ref: str, row: int | None) -> str:
 
 
 def cmd_model_reproduce(args: argparse.Namespace) -> int:
-    from mlcore.registry import reproduce
+    from mlcore.reproduce import reproduce
 
     settings, lake = _lake_settings()
     with _known_version(settings, args.version):

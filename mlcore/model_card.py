@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlcore.registry import client, evaluation_record
+from mlcore.registry import configure_mlflow, evaluation_record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -133,7 +133,7 @@ def read_card(settings: Settings, lake: Lake, version: str) -> str:
     """The card logged for ``version`` (written when the gate decided)."""
     from mlflow.exceptions import MlflowException
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = mlc.get_model_version(settings.model_name, version)
     try:
         with open(mlc.download_artifacts(mv.run_id, CARD)) as fh:

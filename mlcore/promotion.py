@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlcore import audit
-from mlcore.registry import CHALLENGER, CHAMPION, client, current_champion, evaluation_record
+from mlcore.registry import (
+    CHALLENGER,
+    CHAMPION,
+    configure_mlflow,
+    current_champion,
+    evaluation_record,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -178,7 +184,7 @@ def decide_and_alias(settings: Settings, lake: Lake, mlc: MlflowClient, version:
 def promote(settings: Settings, lake: Lake, version: str, actor: str, at: datetime,
             force: bool = False, reason: str = "") -> GateDecision:
     """Promote by hand: through the gate, or with ``force`` (needs a reason; audited)."""
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     name = settings.model_name
     reason = reason.strip()
     champ = current_champion(mlc, name)
@@ -209,7 +215,7 @@ def promote(settings: Settings, lake: Lake, version: str, actor: str, at: dateti
 
 def rollback(settings: Settings, lake: Lake, actor: str, at: datetime, reason: str) -> str:
     """Move ``champion`` back to the version it replaced; returns that version."""
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     name = settings.model_name
     champ = current_champion(mlc, name)
     previous = champ.tags.get("previous_champion") if champ else None

@@ -166,7 +166,7 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
 
     Nothing is published when validation fails: the files stay unreferenced until vacuum.
     """
-    from mlcore.registry import code_version
+    from mlcore.provenance import code_version
     from mlcore.validation import ValidationFailed, run_suite
 
     day = window.day

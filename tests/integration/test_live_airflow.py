@@ -104,7 +104,7 @@ def test_only_the_bad_batch_fails_and_the_others_are_ingested(live):
 
 def test_scoring_covers_the_ingested_day_and_publishes_its_predictions(live):
     from mlcore.predictions import partition_commit, read_partition
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
     settings, lake, score = live["settings"], live["lake"], live["score"]
     start = datetime.fromisoformat(score["data_interval_start"])
@@ -122,7 +122,7 @@ def test_scoring_covers_the_ingested_day_and_publishes_its_predictions(live):
     assert commit.rows == accepted_unlabeled == len(unlabeled) > 0
     assert set(read_partition(lake, DAY).column("image_id").to_pylist()) == unlabeled
 
-    champion = client(settings, lake).get_model_version_by_alias(settings.model_name, "champion")
+    champion = configure_mlflow(settings, lake).get_model_version_by_alias(settings.model_name, "champion")
     assert str(champion.version) == str(commit.metadata["model"]["version"])
 
 

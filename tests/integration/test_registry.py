@@ -19,7 +19,7 @@ from mlcore.export import quantize_int8, to_onnx
 from mlcore.model import FashionCNN, WeightsTampered
 from mlcore.package import ModelPackage, build_package
 from mlcore.promotion import PromotionRefused, decide_and_alias, promote, rollback
-from mlcore.registry import client, load_pinned, log_and_register, pin_champion
+from mlcore.registry import configure_mlflow, load_pinned, log_and_register, pin_champion
 from mlcore.serving import ArtifactTampered, load_served
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
@@ -78,7 +78,7 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
 
 
 def _champion(settings, lake) -> str:
-    return str(client(settings, lake).get_model_version_by_alias(settings.model_name, "champion").version)
+    return str(configure_mlflow(settings, lake).get_model_version_by_alias(settings.model_name, "champion").version)
 
 
 def test_gate_promotes_better_and_rejects_worse_and_floor(env):
@@ -88,7 +88,7 @@ def test_gate_promotes_better_and_rejects_worse_and_floor(env):
     assert d2.promote and _champion(settings, lake) == v2
     v3, d3 = _register(settings, lake, 0.79, run="worse")
     assert not d3.promote and _champion(settings, lake) == v2
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     assert str(mlc.get_model_version_by_alias(settings.model_name, "challenger").version) == v3
     assert mlc.get_model_version(settings.model_name, v3).tags["gate_decision"] == "rejected"
     v4, d4 = _register(settings, lake, 0.85, run="better")
@@ -183,7 +183,7 @@ def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
 
     settings, lake = env
     v, _ = _register(settings, lake, 0.80, run="base")
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = mlc.get_model_version(settings.model_name, v)
     info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{v}")
     assert "onnx" in info.flavors and info.metadata["precision"] == "int8"
@@ -249,8 +249,8 @@ def test_every_decided_version_has_a_model_card_shown_by_the_cli(env, monkeypatc
     for section in ("## Training data", "## Code and parameters", "## Holdout accuracy",
                     "## Confusion matrix", "## Calibration", "## Known limitations"):
         assert section in card
-    run = client(settings, lake).get_run(
-        client(settings, lake).get_model_version(settings.model_name, v2).run_id)
+    run = configure_mlflow(settings, lake).get_run(
+        configure_mlflow(settings, lake).get_model_version(settings.model_name, v2).run_id)
     assert f"code version: `{run.data.tags['code_version']}`" in card
     assert main(["model", "show", v1]) == 0
     assert "**Gate decision: promoted**" in capsys.readouterr().out
@@ -259,7 +259,7 @@ def test_every_decided_version_has_a_model_card_shown_by_the_cli(env, monkeypatc
 def test_run_records_lineage_code_version_and_plots(env):
     settings, lake = env
     _register(settings, lake, 0.80, run="base")
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = mlc.get_model_version_by_alias(settings.model_name, "champion")
     run = mlc.get_run(mv.run_id)
     assert {"train_data_hash", "holdout_hash", "code_version", "weights_sha256"} <= set(run.data.tags)
@@ -291,7 +291,7 @@ def test_same_seed_and_data_give_the_same_metrics(env):
 
 
 def test_new_label_count_is_measured_against_the_last_training(env):
-    from mlcore.registry import labeled_images_at_last_training
+    from mlcore.label_index import labeled_images_at_last_training
 
     settings, lake = env
     assert labeled_images_at_last_training(settings, lake) == 0
@@ -302,7 +302,7 @@ def test_new_label_count_is_measured_against_the_last_training(env):
 
 def test_reproduce_matches_exactly_and_refuses_changed_data(env):
     from mlcore.data import CuratedRow, load_fashion_mnist, write_shards
-    from mlcore.registry import DataChanged, reproduce
+    from mlcore.reproduce import DataChanged, reproduce
 
     settings, lake = env
     images, labels = load_fashion_mnist(settings.fmnist_dir, "train")

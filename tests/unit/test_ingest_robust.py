@@ -13,7 +13,6 @@ import pytest
 
 from mlcore.claims import open_claims
 from mlcore.data import (
-    LABELS_PREFIX,
     CuratedRow,
     count_labeled,
     labeled_curated,
@@ -32,6 +31,7 @@ from mlcore.ingest import (
     parse_labels,
     ready_batches,
 )
+from mlcore.layout import CURATED_LABELS
 from mlcore.storage import LocalLake
 from mlcore.validation import ValidationFailed
 from tests.concurrency import run_together
@@ -142,7 +142,7 @@ def test_a_later_batch_labels_images_already_curated_for_training(lake, settings
           labels="filename,label\nx0.png,0\nx1.png,Bag\n")
     report = ingest_batch(lake, settings, "labels", DAY)
     assert (report.duplicates, report.relabeled, report.summary()["labeled"]) == (2, 2, 2)
-    assert report.label_shards and report.label_shards[0].startswith(LABELS_PREFIX + "/")
+    assert report.label_shards and report.label_shards[0].startswith(CURATED_LABELS + "/")
     assert count_labeled(lake) == 2
     x, y, used = labeled_curated(lake)
     assert sorted(y.tolist()) == [0, 8] and len(x) == 2 and report.label_shards[0] in used
@@ -413,7 +413,7 @@ def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lak
     """A lake written before claims: two batches curated the same images (the old race) and
     their shards have no commit records; ``mlcore ingest repair`` fixes both, once."""
     from mlcore.cli import main
-    from mlcore.data import COMMIT_FILE
+    from mlcore.layout import COMMIT_FILE
 
     shared = {f"s{i}.png": _img(300 + i) for i in range(3)}
     for b, own in (("old-a", _img(400)), ("old-b", _img(401))):

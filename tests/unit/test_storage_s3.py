@@ -201,7 +201,9 @@ def test_gx_store_backend_keeps_objects_in_the_s3_lake(s3_lake, s3_server):
     from great_expectations.data_context.util import instantiate_class_from_config
     from great_expectations.exceptions import InvalidKeyError
 
-    config = s3_lake.gx_store_backend("validation/results")
+    from mlcore.gx_store import store_backend_config
+
+    config = store_backend_config(s3_lake, "validation/results")
     assert "testing" not in repr(config)  # no secret in GX config
     backend = instantiate_class_from_config(
         config, runtime_environment={},
