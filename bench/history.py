@@ -90,15 +90,16 @@ def build(spec: dict, first: int, last: int) -> dict:
         ids = [_id(d, i) for i in range(n)]
         rows = [CuratedRow(ids[i], pixels[i].tobytes(), landing_file(batch, f"{i}.png"),
                            i % 10 if i % 10 == 0 else None) for i in range(n)]
-        shards = write_shards(lake, rows, batch, day, settings.shard_rows)
+        shards = write_shards(lake, rows, batch, ingested_at=day, shard_rows=settings.shard_rows)
         claims.claim(batch, ids)
         label_shards = []
         if d:  # late labels for the previous day's images
             late = [CuratedRow(_id(d - 1, i), pixels[i].tobytes(), landing_file(batch, f"l{i}.png"),
                                (i + d) % 10) for i in range(1, min(RELABELS, n - 1) + 1)]
-            label_shards = stage_shards(lake, late, batch, day, settings.shard_rows,
+            label_shards = stage_shards(lake, late, batch, ingested_at=day,
+                                        shard_rows=settings.shard_rows,
                                         prefix=CURATED_LABELS)
-            commit_shards(lake, label_shards, batch, day, prefix=CURATED_LABELS)
+            commit_shards(lake, label_shards, batch, ingested_at=day, prefix=CURATED_LABELS)
             lake.write_bytes(feedback_key(batch), parquet_bytes(
                 pa.Table.from_pylist([{"image_id": r.image_id, "label": r.label,
                                        "source_key": r.source_key, "batch_id": batch,
@@ -203,7 +204,7 @@ def measure(spec: dict, day_index: int) -> dict:
     batch = f"new-{day_index:04d}"
     due = timed("discovery", lambda: ready_batches(lake, tick=day_index))
     assert due == [batch], due
-    report = timed("ingest", lambda: ingest_batch(lake, settings, batch, day))
+    report = timed("ingest", lambda: ingest_batch(settings, lake, batch, logical_date=day))
     out["accepted"] = report.accepted
     out["labeled_total"] = timed("label_count", lambda: labeled_count(settings, lake))
     window = ScoringWindow(datetime.combine(day.date(), datetime.min.time(), UTC),

@@ -84,7 +84,7 @@ def main() -> None:
         lake.read_bytes = sw.wrap(lake.read_bytes, "read")
         try:
             with _report.timer() as total:
-                result = mlcore.ingest.ingest_batch(lake, settings, batch_id, LOGICAL_DATE)
+                result = mlcore.ingest.ingest_batch(settings, lake, batch_id, logical_date=LOGICAL_DATE)
         finally:
             sw.restore()
         s = sw.seconds

@@ -37,7 +37,7 @@ class AuditEntry:
         return audit_key(self.at, self.action, digest.hexdigest())
 
 
-def record(lake: Lake, actor: str, at: datetime, action: str, target: str, reason: str,
+def record(lake: Lake, actor: str, at: datetime, *, action: str, target: str, reason: str,
            **details) -> AuditEntry:
     """Append one entry (idempotent for the same actor, time, action and target)."""
     if action not in ACTIONS:
@@ -47,7 +47,7 @@ def record(lake: Lake, actor: str, at: datetime, action: str, target: str, reaso
     return entry
 
 
-def entries(lake: Lake, action: str | None = None, since: datetime | None = None,
+def entries(lake: Lake, *, action: str | None = None, since: datetime | None = None,
             until: datetime | None = None) -> list[AuditEntry]:
     """Entries in time order, filtered by action and ``[since, until)``."""
     out = []

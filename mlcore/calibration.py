@@ -33,7 +33,7 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float((log_norm - z[np.arange(len(labels)), labels]).mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05,
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, lo: float = 0.05,
                     hi: float = 20.0, iterations: int = 60) -> float:
     """The temperature minimising the NLL on ``(logits, labels)``.
 

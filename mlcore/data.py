@@ -124,7 +124,7 @@ class CuratedRow:
 
 
 def stage_shards(
-    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int,
+    lake: Lake, rows: list[CuratedRow], batch_id: str, *, ingested_at: datetime, shard_rows: int,
     prefix: str = CURATED_IMAGES,
 ) -> list[str]:
     """Write the parts (each atomically) but commit nothing: no reader lists them yet."""
@@ -147,22 +147,22 @@ def stage_shards(
             },
             schema=curated_schema(),
         )
-        key = shard_key(ingested_at, batch_id, index, prefix)
+        key = shard_key(ingested_at, batch_id, index, prefix=prefix)
         lake.write_bytes(key, parquet_bytes(table))
         keys.append(key)
     return keys
 
 
-def commit_shards(lake: Lake, keys: list[str], batch_id: str, ingested_at: datetime,
+def commit_shards(lake: Lake, keys: list[str], batch_id: str, *, ingested_at: datetime,
                   prefix: str = CURATED_IMAGES) -> None:
     """Make the staged ``keys`` visible, all at once: one small object names them.
 
     Parts a killed attempt left under the batch's folder that this commit does not name are
     deleted (the folder holds only this batch, so this costs O(batch))."""
-    commit_folder(lake, curated_batch(ingested_at, batch_id, prefix), keys, batch_id)
+    commit_folder(lake, curated_batch(ingested_at, batch_id, prefix), keys, batch_id=batch_id)
 
 
-def commit_folder(lake: Lake, folder: str, keys: list[str], batch_id: str) -> None:
+def commit_folder(lake: Lake, folder: str, keys: list[str], *, batch_id: str) -> None:
     """Write ``folder``'s commit record naming ``keys``, then drop parts it does not name."""
     marker = commit_record(folder)
     record = json.dumps({"batch_id": batch_id, "parts": sorted(keys)}, indent=1).encode()
@@ -171,7 +171,7 @@ def commit_folder(lake: Lake, folder: str, keys: list[str], batch_id: str) -> No
         lake.delete(stale)
 
 
-def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime,
+def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime, *,
                     prefix: str = CURATED_IMAGES) -> None:
     """Withdraw a batch's commit and parts (a retry that now rejects the batch)."""
     folder = curated_batch(ingested_at, batch_id, prefix)
@@ -183,11 +183,11 @@ def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime,
 
 
 def write_shards(
-    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int
+    lake: Lake, rows: list[CuratedRow], batch_id: str, *, ingested_at: datetime, shard_rows: int
 ) -> list[str]:
     """Write accepted images as Parquet shards and commit them; return their keys."""
-    keys = stage_shards(lake, rows, batch_id, ingested_at, shard_rows)
-    commit_shards(lake, keys, batch_id, ingested_at)
+    keys = stage_shards(lake, rows, batch_id, ingested_at=ingested_at, shard_rows=shard_rows)
+    commit_shards(lake, keys, batch_id, ingested_at=ingested_at)
     return keys
 
 

@@ -53,7 +53,7 @@ class DataProfile:
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
-def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[str, float],
+def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[str, float], *,
                    source: str = "") -> DataProfile:
     """The profile of ``(N, H, W)`` grayscale or ``(N, H, W, 3)`` RGB uint8 images and their
     labels (class counts over the deployment's task's classes)."""

@@ -53,10 +53,10 @@ def schedule_for(day: date) -> dict[str, str]:
     }
 
 
-def run_pipeline(settings: Settings, day: date, console: Console, per_batch: int = 24) -> dict:
+def run_pipeline(settings: Settings, day: date, console: Console, *, per_batch: int = 24) -> dict:
     """Seed, then ingest -> retrain -> score through ``airflow dags test``; return the summary."""
     lake = open_lake(settings)
-    batches = seed_landing(lake, settings, per_batch=per_batch)
+    batches = seed_landing(settings, lake, per_batch=per_batch)
     console.print(f"[bold]seeded[/] {len(batches)} batches in {lake.url(LANDING)}")
     env = airflow_env(settings)
     ensure_db(env)

@@ -96,7 +96,7 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
-def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int,
+def profile_image(key: str, data: bytes, *, max_pixels: int, max_bytes: int,
                   task: TaskSpec | None = None) -> FileProfile:
     """Decode ``data`` safely into ``task``'s mode and size (default: the deployment's task)
     and describe it; never raises for bad input."""

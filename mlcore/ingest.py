@@ -222,7 +222,8 @@ def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
         return FileProfile(info.key, _stream_sha256(lake, info.key), info.size, reason="too_large",
                            detail=f"{info.size} bytes > limit {settings.max_file_bytes}")
     data = lake.read_bytes(info.key)
-    return profile_image(info.key, data, settings.max_image_pixels, settings.max_file_bytes)
+    return profile_image(info.key, data, max_pixels=settings.max_image_pixels,
+                         max_bytes=settings.max_file_bytes)
 
 
 def content_hash(items: dict[str, str]) -> str:
@@ -314,7 +315,7 @@ def mean_intensity(means: list[float], reference: float, min_images: int = MIN_J
 # --- ingestion ------------------------------------------------------------------------------
 
 
-def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime, *,
+def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date: datetime,
                  claims: Claims | None = None, reference: DataProfile | None = None
                  ) -> BatchReport:
     """Ingest one ready batch, once. Re-running returns the recorded report unchanged.
@@ -378,10 +379,11 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     frame = pd.DataFrame([p.row() for p in unique], columns=list(FileProfile.__dataclass_fields__)[:-1])
     frame["image_id"] = frame["sha256"]
     frame["label"] = pd.array([label_of(p) for p in unique], dtype="Int64")
-    rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame, batch_id, logical_date,
-                     {"max_file_bytes": settings.max_file_bytes, "max_side": MAX_SIDE,
-                      "image_formats": list(FORMATS),
-                      "class_indexes": list(range(default_task().num_classes))})
+    rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame=frame, run_name=batch_id,
+                     run_time=logical_date, parameters={
+                         "max_file_bytes": settings.max_file_bytes, "max_side": MAX_SIDE,
+                         "image_formats": list(FORMATS),
+                         "class_indexes": list(range(default_task().num_classes))})
     report.docs_keys.append(rows.docs_key)
     by_key = {p.key: p for p in unique}
     rejected = {
@@ -399,7 +401,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         "max_label_share": max_label_share([label_of(p) for p in passed]),
         "accepted_mean_intensity": mean_intensity([p.mean for p in passed], reference_mean),
     }])
-    batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
+    batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", frame=summary,
+                      run_name=batch_id, run_time=logical_date, parameters={
         "max_batch_files": settings.max_batch_files,
         "max_reject_rate": settings.max_reject_rate,
         "max_label_share": settings.max_label_share,
@@ -415,7 +418,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         report.rejections = list(rejected.values())
         _finish_rejected(lake, claims, report, logical_date)
         raise ValidationFailed.for_page(f"batch {batch_id}", report.failed_expectations,
-                                        batch.docs_key, lake, settings.data_docs_url)
+                                        batch.docs_key, lake=lake,
+                                        data_docs_url=settings.data_docs_url)
 
     # Claim, do not check: the unique constraint decides between concurrent batches.
     taken = claims.claim(batch_id, [p.sha256 for p in passed])
@@ -438,14 +442,15 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     report.relabeled = len(relabels)
     # Stage everything, then commit: parts -> commit records -> ledger entry (last).
     _withdraw_other_attempts(lake, batch_id, keep=logical_date)
-    report.shards = stage_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
-    report.label_shards = stage_shards(lake, relabels, batch_id, logical_date,
-                                       settings.shard_rows, prefix=CURATED_LABELS)
+    report.shards = stage_shards(lake, curated, batch_id, ingested_at=logical_date,
+                                 shard_rows=settings.shard_rows)
+    report.label_shards = stage_shards(lake, relabels, batch_id, ingested_at=logical_date,
+                                       shard_rows=settings.shard_rows, prefix=CURATED_LABELS)
     _record_feedback(lake, batch_id, logical_date, relabels)
     _quarantine(lake, report)
     _record_files(lake, batch_id, files, shas)
-    commit_shards(lake, report.shards, batch_id, logical_date)
-    commit_shards(lake, report.label_shards, batch_id, logical_date, prefix=CURATED_LABELS)
+    commit_shards(lake, report.shards, batch_id, ingested_at=logical_date)
+    commit_shards(lake, report.label_shards, batch_id, ingested_at=logical_date, prefix=CURATED_LABELS)
     lake.write_bytes(ledger_key(batch_id), _dump(report))
     _mark_seen(lake, batch_id, fingerprint)
     lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards + report.label_shards
@@ -490,7 +495,8 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
             if previous.reason:
                 raise BatchRejected(batch_id, previous.reason, previous.detail)
             raise ValidationFailed.for_page(f"batch {batch_id}", previous.failed_expectations,
-                                            previous.docs_keys[-1], lake, settings.data_docs_url)
+                                            previous.docs_keys[-1], lake=lake,
+                                            data_docs_url=settings.data_docs_url)
         log.info("batch %s already ingested; nothing to do", batch_id)
         return previous
     before = {k: h for (k, _, _), h in recorded_files.items()}
@@ -585,7 +591,8 @@ def _dump(report: BatchReport) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
-def record_failure(lake: Lake, batch_id: str, logical_date: datetime, exc: BaseException) -> None:
+def record_failure(lake: Lake, batch_id: str, *, logical_date: datetime, exc: BaseException
+                   ) -> None:
     """An error no retry fixed: record the batch as rejected (``ingest_error``) so the next
     run does not take it up again; ``quarantine reprocess`` releases it once fixed."""
     if lake.exists(ledger_key(batch_id)):
@@ -598,7 +605,7 @@ def record_failure(lake: Lake, batch_id: str, logical_date: datetime, exc: BaseE
     _mark_seen(lake, batch_id, report.listing_hash)
 
 
-def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) -> str:
+def reprocess(lake: Lake, batch_id: str, *, actor: str, at: datetime, reason: str) -> str:
     """Release a batch for ingestion again (after a threshold or suite fix); returns the archive key.
 
     The ledger entry moves to ``_state/ingest_history/`` and the action is audited; the next
@@ -618,6 +625,6 @@ def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) 
     lake.delete(key)
     for seen in lake.list(seen_folder(batch_id)):
         lake.delete(seen)
-    audit.record(lake, actor, at, "quarantine_reprocess", f"batch/{batch_id}", reason,
-                 previous_status=previous.status, quarantined=previous.quarantined)
+    audit.record(lake, actor, at, action="quarantine_reprocess", target=f"batch/{batch_id}",
+                 reason=reason, previous_status=previous.status, quarantined=previous.quarantined)
     return archive

@@ -148,7 +148,7 @@ def curated_batch(ingested_at: datetime, batch_id: str, prefix: str = CURATED_IM
     return f"{curated_day(ingested_at, prefix)}/batch={batch_id}"
 
 
-def shard_key(ingested_at: datetime, batch_id: str, index: int,
+def shard_key(ingested_at: datetime, batch_id: str, index: int, *,
               prefix: str = CURATED_IMAGES) -> str:
     return f"{curated_batch(ingested_at, batch_id, prefix)}/part-{index:05d}.parquet"
 

@@ -187,9 +187,10 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
 
         if settings.drift_action != "fail":
             log.warning(message)  # before the alert: sending it may load Airflow's logging
-        alerts.send(alerts.drift_breach(settings, day, pinned.version, report.metrics(),
-                                        report.breached, report.threshold,
-                                        run.info.experiment_id, run.info.run_id), settings)
+        alerts.send(alerts.drift_breach(
+            settings, day, model_version=pinned.version, metrics=report.metrics(),
+            breached=report.breached, threshold=report.threshold,
+            experiment_id=run.info.experiment_id, run_id=run.info.run_id), settings)
         if settings.drift_action == "fail":
             raise DriftDetected(message)
     return report

@@ -108,7 +108,7 @@ def current_champion(mlc: MlflowClient, name: str):
         return None
 
 
-def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
+def log_and_register(settings: Settings, lake: Lake, result: TrainResult, *,
                      package: ModelPackage, dag_run_id: str):
     """Log params, curves, metrics, plots, lineage and the package; register the int8 graph
     as a new version (ONNX flavor). Returns (client, version, run id)."""

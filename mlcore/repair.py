@@ -60,7 +60,7 @@ def repair_curated(lake: Lake, claims: Claims) -> dict[str, int]:
             folders.setdefault(shard.rsplit("/", 1)[0], []).append(shard)
         for folder, keys in folders.items():
             if not lake.exists(commit_record(folder)) or dropped_keys:
-                commit_folder(lake, folder, keys, report.batch_id)
+                commit_folder(lake, folder, keys, batch_id=report.batch_id)
                 done["committed_batches"] += 1
         if dropped_keys:
             report.shards = kept

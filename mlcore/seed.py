@@ -61,7 +61,8 @@ def bad_files(good: np.ndarray) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def seed_landing(lake: Lake, settings: Settings, per_batch: int = 24, offset: int = 0) -> list[SeededBatch]:
+def seed_landing(settings: Settings, lake: Lake, *, per_batch: int = 24, offset: int = 0
+                 ) -> list[SeededBatch]:
     """Write the demo batches (idempotent: an existing ``_READY`` batch is left alone)."""
     from mlcore.task import default_task
 

@@ -183,7 +183,7 @@ def _conflict_keys(lake: Lake, batch_id: str) -> list[str]:
             if k.rsplit("/", 1)[-1].removesuffix(".json").rsplit("-", 1)[0] == batch_id]
 
 
-def batch_status(lake: Lake, settings: Settings, batch_id: str) -> BatchStatus:
+def batch_status(settings: Settings, lake: Lake, batch_id: str) -> BatchStatus:
     """The state of ``batch_id``, its counts, every quarantined file with its reason, and
     the Data Docs pages of its validation runs (as links people can open)."""
     landing = lake.list(landing_batch(batch_id) + "/")

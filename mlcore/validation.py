@@ -59,7 +59,7 @@ class ValidationFailed(RuntimeError):
         )
 
     @classmethod
-    def for_page(cls, subject: str, failed_expectations: list[str], docs_key: str, lake: Lake,
+    def for_page(cls, subject: str, failed_expectations: list[str], docs_key: str, *, lake: Lake,
                  data_docs_url: str) -> ValidationFailed:
         """Name the Data Docs page both as the Airflow-served link (percent-encoded) and as
         its lake location."""
@@ -130,6 +130,7 @@ def run_suite(
     lake: Lake,
     suites_dir: Path,
     suite_name: str,
+    *,
     frame: pd.DataFrame,
     run_name: str,
     run_time: datetime,

@@ -199,6 +199,6 @@ def test_manual_params_rescore_everything_into_the_chosen_partition_and_are_audi
     # Defect 2 of the manifest protocol: rescore_all wrote under dt=1970-01-01.
     data = {k.split("/")[1] for k in lake.list("predictions") if "/_delta_log/" not in k}
     assert data == {"dt=2026-11-22", "dt=2026-11-30"}
-    [trigger] = entries(lake, "manual_trigger")
+    [trigger] = entries(lake, action="manual_trigger")
     assert trigger.target == "batch_score/2026-11-30"
     assert trigger.details["params"] == {"date": "2026-11-30", "rescore_all": True}

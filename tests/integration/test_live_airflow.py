@@ -66,7 +66,7 @@ def drop_bad_batch(lake, settings: Settings) -> None:
 def live(tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("live-airflow"), **PROFILES["test"])
     lake = open_lake(settings)
-    seeded = [b.batch_id for b in seed_landing(lake, settings, per_batch=8)]
+    seeded = [b.batch_id for b in seed_landing(settings, lake, per_batch=8)]
     drop_bad_batch(lake, settings)
     logical = schedule_for(DAY)
     with running_airflow(settings, "live-airflow", credentials=ADMIN) as airflow:
@@ -147,14 +147,14 @@ def hostile(live):
         ).encode())
         lake.write_bytes(f"landing/{batch_id}/_READY", b"")
         with contextlib.suppress(ValidationFailed):
-            ingest_batch(lake, settings, batch_id, at)
+            ingest_batch(settings, lake, batch_id, logical_date=at)
         report = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
         out[batch_id] = report
     for batch_id in REFUSED_BATCH_IDS:
         lake.write_bytes(f"landing/{batch_id}/ok.png", encode_png(np.asarray(images[0])))
         lake.write_bytes(f"landing/{batch_id}/_READY", b"")
         with pytest.raises(BatchRejected, match="invalid_batch_id"):
-            ingest_batch(lake, settings, batch_id, at)
+            ingest_batch(settings, lake, batch_id, logical_date=at)
     return out
 
 

@@ -2,11 +2,7 @@
 package, gate, aliases, forced promotion, rollback, audit entries, lineage, model cards,
 checksum-verified loading, and scoring from the registry without torch."""
 
-import subprocess
-import sys
-import textwrap
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +20,7 @@ from mlcore.serving import ArtifactTampered, load_served
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
 from mlcore.train import Evaluation, TrainResult, build_training_data, train
+from tests.torch_free import run_without_torch
 
 AT = datetime(2026, 11, 23, 2, tzinfo=UTC)
 
@@ -72,8 +69,8 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
          "curated_labeled_images": 40 + len(run)},
     )
     package = _package(result.model, acc, per_class, correct)
-    mlc, version, _ = log_and_register(settings, lake, result, package, run)
-    decision = decide_and_alias(settings, lake, mlc, version, f"airflow:{run}", AT)
+    mlc, version, _ = log_and_register(settings, lake, result, package=package, dag_run_id=run)
+    decision = decide_and_alias(settings, lake, version, mlc=mlc, actor=f"airflow:{run}", at=AT)
     return version, decision
 
 
@@ -120,15 +117,15 @@ def test_forced_promotion_and_rollback_each_leave_one_audit_entry(env):
     v1, _ = _register(settings, lake, 0.80, run="base")
     v2, _ = _register(settings, lake, 0.70, run="worse")
     with pytest.raises(PromotionRefused):
-        promote(settings, lake, v2, "alice", AT)
-    promote(settings, lake, v2, "alice", AT, force=True, reason="hotfix for class 3")
+        promote(settings, lake, v2, actor="alice", at=AT)
+    promote(settings, lake, v2, actor="alice", at=AT, force=True, reason="hotfix for class 3")
     assert _champion(settings, lake) == v2
-    forced = audit.entries(lake, "force_promote")
+    forced = audit.entries(lake, action="force_promote")
     assert [(e.actor, e.reason, e.target) for e in forced] == [
         ("alice", "hotfix for class 3", f"{settings.model_name}/{v2}")]
-    assert rollback(settings, lake, "bob", AT, "forced model misbehaves") == v1
+    assert rollback(settings, lake, actor="bob", at=AT, reason="forced model misbehaves") == v1
     assert _champion(settings, lake) == v1
-    rolled = audit.entries(lake, "rollback")
+    rolled = audit.entries(lake, action="rollback")
     assert [(e.actor, e.reason) for e in rolled] == [("bob", "forced model misbehaves")]
 
 
@@ -136,7 +133,7 @@ def test_rollback_without_history_is_refused(env):
     settings, lake = env
     _register(settings, lake, 0.80, run="only")
     with pytest.raises(PromotionRefused):
-        rollback(settings, lake, "bob", AT, "why not")
+        rollback(settings, lake, actor="bob", at=AT, reason="why not")
 
 
 def _tamper(lake, key: str) -> None:
@@ -193,13 +190,8 @@ def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
     assert "fp32_holdout_accuracy" in run.data.metrics
 
 
-SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
-    import os, sys
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this process")
-    sys.meta_path.insert(0, NoTorch())
+SCORE_FROM_REGISTRY_WITHOUT_TORCH = """
+    import sys
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
     from mlcore.registry import pin_champion
@@ -213,10 +205,8 @@ SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
     [shard] = shards_in_interval(lake, start, end)
     part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
                        dag_run_id="no-torch")
-    assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
-    print(part.rows, flush=True)
-    os._exit(0)  # skip interpreter teardown: ONNX Runtime's thread pool may abort there
-""")
+    print(part.rows)
+"""
 
 
 def test_the_champion_scores_a_shard_in_a_process_that_cannot_import_torch(env):
@@ -227,10 +217,8 @@ def test_the_champion_scores_a_shard_in_a_process_that_cannot_import_torch(env):
     rng = np.random.default_rng(0)
     rows = [CuratedRow(f"id-{i:03d}", rng.integers(0, 256, 784, dtype=np.uint8).tobytes(),
                        f"landing/b/{i}.png", None) for i in range(40)]
-    write_shards(lake, rows, "b", datetime(2026, 11, 22, 4, tzinfo=UTC), 1000)
-    proc = subprocess.run([sys.executable, "-c", SCORE_FROM_REGISTRY_WITHOUT_TORCH,
-                           str(settings.home)], capture_output=True, text=True, timeout=300,
-                          cwd=Path.cwd())
+    write_shards(lake, rows, "b", ingested_at=datetime(2026, 11, 22, 4, tzinfo=UTC), shard_rows=1000)
+    proc = run_without_torch(SCORE_FROM_REGISTRY_WITHOUT_TORCH, settings.home, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-1] == "40"
 
@@ -277,8 +265,8 @@ def test_model_trained_on_shuffled_labels_is_never_promoted(env):
     data.labels = np.random.default_rng(0).permutation(data.labels)
     result = train(settings, data)
     package = build_package(settings, result, data)
-    mlc, version, _ = log_and_register(settings, lake, result, package, "shuffled")
-    assert not decide_and_alias(settings, lake, mlc, version, "airflow:shuffled", AT).promote
+    mlc, version, _ = log_and_register(settings, lake, result, package=package, dag_run_id="shuffled")
+    assert not decide_and_alias(settings, lake, version, mlc=mlc, actor="airflow:shuffled", at=AT).promote
     assert result.evaluation.accuracy < 0.3
 
 
@@ -308,15 +296,14 @@ def test_reproduce_matches_exactly_and_refuses_changed_data(env):
     images, labels = load_fashion_mnist(settings.fmnist_dir, "train")
     rows = [CuratedRow(f"id-{i}", images[-i - 1].tobytes(), f"landing/b/{i}.png", int(labels[-i - 1]))
             for i in range(50)]
-    [shard] = write_shards(lake, rows, "b", AT, settings.shard_rows)
+    [shard] = write_shards(lake, rows, "b", ingested_at=AT, shard_rows=settings.shard_rows)
     data = build_training_data(settings, lake)
     result = train(settings, data)
-    _, version, _ = log_and_register(settings, lake, result, build_package(settings, result, data),
-                                     "repro")
+    _, version, _ = log_and_register(settings, lake, result, package=build_package(settings, result, data), dag_run_id="repro")
     report = reproduce(settings, lake, version)
     assert report["identical"], report["metrics"]
     (lake.root / shard).unlink()
-    write_shards(lake, rows[:-1], "b", AT, settings.shard_rows)  # same key, one image fewer
+    write_shards(lake, rows[:-1], "b", ingested_at=AT, shard_rows=settings.shard_rows)  # same key, one image fewer
     with pytest.raises(DataChanged, match="differs"):
         reproduce(settings, lake, version)
 

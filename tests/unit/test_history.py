@@ -78,7 +78,7 @@ def _curate(lake, batch: str, day, n: int, labeled: int, seed: int) -> list[str]
     rows = [CuratedRow(f"{batch}-{i:04d}", rng.integers(0, 255, 784, dtype=np.uint8).tobytes(),
                        f"landing/{batch}/{i}.png", i % 10 if i < labeled else None)
             for i in range(n)]
-    shards = write_shards(lake, rows, batch, day, shard_rows=50)
+    shards = write_shards(lake, rows, batch, ingested_at=day, shard_rows=50)
     lake.write_bytes(ledger_key(batch), json.dumps(
         {"batch_id": batch, "status": "ingested", "shards": shards, "label_shards": []}).encode())
     return [r.image_id for r in rows]
@@ -94,8 +94,8 @@ def _relabel(lake, batch: str, day, labels: dict[str, int]) -> None:
     from mlcore.storage import parquet_bytes
 
     rows = [CuratedRow(i, bytes(784), f"landing/{batch}/{i}.png", lab) for i, lab in labels.items()]
-    keys = stage_shards(lake, rows, batch, day, 100, prefix=CURATED_LABELS)
-    commit_shards(lake, keys, batch, day, prefix=CURATED_LABELS)
+    keys = stage_shards(lake, rows, batch, ingested_at=day, shard_rows=100, prefix=CURATED_LABELS)
+    commit_shards(lake, keys, batch, ingested_at=day, prefix=CURATED_LABELS)
     lake.write_bytes(ledger_key(batch), json.dumps(
         {"batch_id": batch, "status": "ingested", "shards": [], "label_shards": keys}).encode())
     lake.write_bytes(feedback_key(batch), parquet_bytes(pa.Table.from_pylist(
