@@ -64,8 +64,17 @@ def build(spec: dict, first: int, last: int) -> dict:
 
     from mlcore import label_index
     from mlcore.claims import open_claims
-    from mlcore.data import LABELS_PREFIX, CuratedRow, commit_shards, stage_shards, write_shards
-    from mlcore.ingest import FEEDBACK_PREFIX, SEEN_PREFIX, ledger_key, listing_hash
+    from mlcore.data import CuratedRow, commit_shards, stage_shards, write_shards
+    from mlcore.ingest import listing_hash
+    from mlcore.layout import (
+        CURATED_LABELS,
+        feedback_key,
+        landing_batch,
+        landing_file,
+        ledger_key,
+        ready_marker,
+        seen_key,
+    )
     from mlcore.monitor import fold_realized
     from mlcore.predictions import prediction_schema, replace_partition, write_part
     from mlcore.storage import parquet_bytes
@@ -79,29 +88,30 @@ def build(spec: dict, first: int, last: int) -> dict:
     for d in range(first, last):
         day, batch = START + timedelta(days=d), f"day-{d:04d}"
         ids = [_id(d, i) for i in range(n)]
-        rows = [CuratedRow(ids[i], pixels[i].tobytes(), f"landing/{batch}/{i}.png",
+        rows = [CuratedRow(ids[i], pixels[i].tobytes(), landing_file(batch, f"{i}.png"),
                            i % 10 if i % 10 == 0 else None) for i in range(n)]
-        shards = write_shards(lake, rows, batch, day, settings.shard_rows)
+        shards = write_shards(lake, rows, batch, ingested_at=day, shard_rows=settings.shard_rows)
         claims.claim(batch, ids)
         label_shards = []
         if d:  # late labels for the previous day's images
-            late = [CuratedRow(_id(d - 1, i), pixels[i].tobytes(), f"landing/{batch}/l{i}.png",
+            late = [CuratedRow(_id(d - 1, i), pixels[i].tobytes(), landing_file(batch, f"l{i}.png"),
                                (i + d) % 10) for i in range(1, min(RELABELS, n - 1) + 1)]
-            label_shards = stage_shards(lake, late, batch, day, settings.shard_rows,
-                                        prefix=LABELS_PREFIX)
-            commit_shards(lake, label_shards, batch, day, prefix=LABELS_PREFIX)
-            lake.write_bytes(f"{FEEDBACK_PREFIX}/batch={batch}.parquet", parquet_bytes(
+            label_shards = stage_shards(lake, late, batch, ingested_at=day,
+                                        shard_rows=settings.shard_rows,
+                                        prefix=CURATED_LABELS)
+            commit_shards(lake, label_shards, batch, ingested_at=day, prefix=CURATED_LABELS)
+            lake.write_bytes(feedback_key(batch), parquet_bytes(
                 pa.Table.from_pylist([{"image_id": r.image_id, "label": r.label,
                                        "source_key": r.source_key, "batch_id": batch,
                                        "labeled_at": day} for r in late])))
         for i in range(spec["landing_files"]):
-            lake.write_bytes(f"landing/{batch}/{i}.png", b"x" * 64)
-        lake.write_bytes(f"landing/{batch}/_READY", b"")
-        fingerprint = listing_hash(lake.list_info(f"landing/{batch}"))
+            lake.write_bytes(landing_file(batch, f"{i}.png"), b"x" * 64)
+        lake.write_bytes(ready_marker(batch), b"")
+        fingerprint = listing_hash(lake.list_info(landing_batch(batch)))
         lake.write_bytes(ledger_key(batch), json.dumps({
             "batch_id": batch, "status": "ingested", "ingested_at": day.isoformat(),
             "files": n, "accepted": n, "shards": shards, "label_shards": label_shards}).encode())
-        lake.write_bytes(f"{SEEN_PREFIX}/{batch}/{fingerprint}", b"")
+        lake.write_bytes(seen_key(batch, fingerprint), b"")
         if spec["predictions"]:
             preds = pa.Table.from_pylist([{
                 "image_id": ids[i], "source_key": "", "batch_id": batch,
@@ -123,18 +133,19 @@ def new_batch(spec: dict, day_index: int) -> None:
     import numpy as np
 
     from mlcore.images import encode_png
+    from mlcore.layout import LABELS_FILE, landing_file, ready_marker
 
     _, lake = _open(spec)
     rng = np.random.default_rng(10_000 + day_index)
     batch = f"new-{day_index:04d}"
     rows = []
     for i in range(NEW_FILES):
-        lake.write_bytes(f"landing/{batch}/{i:04d}.png",
+        lake.write_bytes(landing_file(batch, f"{i:04d}.png"),
                          encode_png(rng.integers(0, 150, (28, 28), dtype=np.uint8)))
         if i < 100:
             rows.append(f"{i:04d}.png,{i % 10}\n")
-    lake.write_bytes(f"landing/{batch}/labels.csv", ("filename,label\n" + "".join(rows)).encode())
-    lake.write_bytes(f"landing/{batch}/_READY", b"")
+    lake.write_bytes(landing_file(batch, LABELS_FILE), ("filename,label\n" + "".join(rows)).encode())
+    lake.write_bytes(ready_marker(batch), b"")
 
 
 def export_model(path: str) -> None:
@@ -193,7 +204,7 @@ def measure(spec: dict, day_index: int) -> dict:
     batch = f"new-{day_index:04d}"
     due = timed("discovery", lambda: ready_batches(lake, tick=day_index))
     assert due == [batch], due
-    report = timed("ingest", lambda: ingest_batch(lake, settings, batch, day))
+    report = timed("ingest", lambda: ingest_batch(settings, lake, batch, logical_date=day))
     out["accepted"] = report.accepted
     out["labeled_total"] = timed("label_count", lambda: labeled_count(settings, lake))
     window = ScoringWindow(datetime.combine(day.date(), datetime.min.time(), UTC),

@@ -30,7 +30,7 @@ def seed_landing(lake_root: str, batch_id: str, n: int) -> dict:
     """Write N PNGs and ``_READY`` into ``landing/<batch_id>/`` (runs in a child process)."""
     from mlcore.data import load_fashion_mnist
     from mlcore.images import encode_png
-    from mlcore.ingest import LANDING, READY_MARKER
+    from mlcore.layout import landing_file, ready_marker
     from mlcore.settings import Settings
     from mlcore.storage import LocalLake
 
@@ -45,8 +45,8 @@ def seed_landing(lake_root: str, batch_id: str, n: int) -> dict:
             img.flat[(i // TRAIN_IMAGES) % img.size] ^= 0xFF
         data = encode_png(img)
         total += len(data)
-        lake.write_bytes(f"{LANDING}/{batch_id}/img-{i:07d}.png", data)
-    lake.write_bytes(f"{LANDING}/{batch_id}/{READY_MARKER}", b"")
+        lake.write_bytes(landing_file(batch_id, f"img-{i:07d}.png"), data)
+    lake.write_bytes(ready_marker(batch_id), b"")
     return {"files": n, "bytes": total, "seconds": time.perf_counter() - started}
 
 
@@ -84,7 +84,7 @@ def main() -> None:
         lake.read_bytes = sw.wrap(lake.read_bytes, "read")
         try:
             with _report.timer() as total:
-                result = mlcore.ingest.ingest_batch(lake, settings, batch_id, LOGICAL_DATE)
+                result = mlcore.ingest.ingest_batch(settings, lake, batch_id, logical_date=LOGICAL_DATE)
         finally:
             sw.restore()
         s = sw.seconds

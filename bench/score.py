@@ -74,7 +74,7 @@ def build_shards(lake_root: str, n: int, shard_rows: int) -> dict:
         )
         for i in range(n)
     ]
-    keys = write_shards(LocalLake(Path(lake_root)), rows, BATCH_ID, LOGICAL_DATE, shard_rows)
+    keys = write_shards(LocalLake(Path(lake_root)), rows, BATCH_ID, ingested_at=LOGICAL_DATE, shard_rows=shard_rows)
     return {"shards": len(keys), "seconds": time.perf_counter() - started}
 
 

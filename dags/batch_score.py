@@ -54,8 +54,8 @@ def batch_score():
             from mlcore.storage import open_lake
 
             user = getattr(dag_run, "triggering_user_name", None) or "unknown"
-            audit.record(open_lake(get_settings()), user, logical_date, "manual_trigger",
-                         f"batch_score/{window.day}", "manual trigger with params",
+            audit.record(open_lake(get_settings()), user, logical_date, action="manual_trigger",
+                         target=f"batch_score/{window.day}", reason="manual trigger with params",
                          params=dict(params), run_id=dag_run.run_id)
         return window.to_xcom()
 

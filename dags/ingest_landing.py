@@ -56,8 +56,9 @@ def ingest_landing():
         if wanted and dag_run.run_type == "manual":
             user = getattr(dag_run, "triggering_user_name", None) or "unknown"
             # When it happened (run_after is the trigger time), not the logical date.
-            audit.record(lake, user, dag_run.run_after, "manual_trigger", f"ingest_landing/{wanted}",
-                         "manual trigger with params", params=dict(params), run_id=dag_run.run_id)
+            audit.record(lake, user, dag_run.run_after, action="manual_trigger",
+                         target=f"ingest_landing/{wanted}", reason="manual trigger with params",
+                         params=dict(params), run_id=dag_run.run_id)
         return [b for b in ready if b == wanted] if wanted else ready
 
     @task(map_index_template="{{ batch_id }}")
@@ -79,7 +80,7 @@ def ingest_landing():
         ti = context["ti"]
         try:
             # Drift is judged against the champion's training data profile (base data if none).
-            return ingest_batch(lake, settings, batch_id, logical_date,
+            return ingest_batch(settings, lake, batch_id, logical_date=logical_date,
                                 reference=reference_profile(settings, lake)).summary()
         except ValidationFailed as exc:
             # The plugin's "Data Docs" button on this task reads this key.
@@ -91,7 +92,7 @@ def ingest_landing():
             if ti.try_number <= ti.max_tries:
                 raise  # transient (an S3 outage, a lost worker): the next try may succeed
             # It outlived every retry: record it, so later runs do not fail on it forever.
-            record_failure(lake, batch_id, logical_date, exc)
+            record_failure(lake, batch_id, logical_date=logical_date, exc=exc)
             raise AirflowFailException(f"batch {batch_id!r} failed on every try and is recorded "
                                        f"as ingest_error: {exc}") from exc
 

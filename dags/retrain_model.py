@@ -41,8 +41,7 @@ def retrain_model():
             return True
         import logging
 
-        from mlcore.label_index import labeled_count
-        from mlcore.registry import labeled_images_at_last_training
+        from mlcore.label_index import labeled_count, labeled_images_at_last_training
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
@@ -69,7 +68,8 @@ def retrain_model():
         data = build_training_data(settings, lake)
         result = train(settings, data)
         package = build_package(settings, result, data)
-        _, version, mlflow_run_id = log_and_register(settings, lake, result, package, run_id)
+        _, version, mlflow_run_id = log_and_register(settings, lake, result, package=package,
+                                                     dag_run_id=run_id)
         return {"version": version, "mlflow_run_id": mlflow_run_id,
                 "holdout_accuracy": package.int8.accuracy,
                 "fp32_holdout_accuracy": package.fp32.accuracy}
@@ -78,14 +78,13 @@ def retrain_model():
     def promote_if_better(candidate: dict, dag_run=None, logical_date=None) -> dict:
         """Make it `challenger`; move `champion` only when the gate passes."""
         from mlcore.promotion import decide_and_alias
-        from mlcore.registry import client
         from mlcore.settings import get_settings
         from mlcore.storage import open_lake
 
         settings = get_settings()
         lake = open_lake(settings)
-        decision = decide_and_alias(settings, lake, client(settings, lake), candidate["version"],
-                                    "airflow:retrain_model", logical_date)
+        decision = decide_and_alias(settings, lake, candidate["version"],
+                                    actor="airflow:retrain_model", at=logical_date)
         return {**candidate, "promoted": decision.promote, "reasons": decision.reasons}
 
     trained = train_and_register()

@@ -87,7 +87,7 @@ def ensure_db(env: dict[str, str]) -> None:
         marker.touch()
 
 
-def dags_test(env: dict[str, str], dag_id: str, logical_date: str, conf: dict | None = None,
+def dags_test(env: dict[str, str], dag_id: str, logical_date: str, *, conf: dict | None = None,
               log_file: Path | None = None, on_line=None) -> str:
     """Run one DAG in-process with ``airflow dags test``; raise :class:`DagRunFailed` on failure.
 

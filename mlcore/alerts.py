@@ -185,7 +185,7 @@ def _chain(exc: BaseException | None):
         exc = exc.__cause__ or exc.__context__
 
 
-def batch_rejected(settings: Settings, batch_id: str, failed_expectations: list[str],
+def batch_rejected(settings: Settings, batch_id: str, *, failed_expectations: list[str],
                    docs_url: str) -> Alert:
     return Alert(
         "batch_rejected", f"batch {batch_id} rejected: no file of it was ingested",
@@ -195,7 +195,7 @@ def batch_rejected(settings: Settings, batch_id: str, failed_expectations: list[
     )
 
 
-def drift_breach(settings: Settings, day: date, model_version: str, metrics: dict[str, float],
+def drift_breach(settings: Settings, day: date, *, model_version: str, metrics: dict[str, float],
                  breached: list[str], threshold: float, experiment_id: str, run_id: str) -> Alert:
     figures = ", ".join(f"{name} {value:.4f}{' (breach)' if name in breached else ''}"
                         for name, value in metrics.items())
@@ -220,7 +220,8 @@ def task_failed(context: dict[str, Any], settings: Settings) -> Alert | None:
             return None  # monitor_partition sent the drift alert, with its figures
         if isinstance(cause, ValidationFailed) and cause.subject.startswith("batch "):
             return batch_rejected(settings, cause.subject.removeprefix("batch "),
-                                  cause.failed_expectations, cause.docs_url)
+                                  failed_expectations=cause.failed_expectations,
+                                  docs_url=cause.docs_url)
     mapped = ti.map_index is not None and ti.map_index >= 0
     where = ti.task_id + (f"[{ti.map_index}]" if mapped else "")
     error = f"{type(exc).__name__}: {exc}" if exc is not None else "(no exception recorded)"

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mlcore.layout import AUDIT, audit_key
+
 if TYPE_CHECKING:
     from mlcore.storage import Lake
 
-AUDIT_PREFIX = "_state/audit"
 ACTIONS = ("promote", "force_promote", "rollback", "gate_reject", "quarantine_reprocess",
            "manual_trigger")
 
@@ -33,10 +34,10 @@ class AuditEntry:
     @property
     def key(self) -> str:
         digest = hashlib.sha256(f"{self.action}|{self.target}|{self.at}|{self.actor}".encode())
-        return f"{AUDIT_PREFIX}/{self.at[:10]}/{self.at}-{self.action}-{digest.hexdigest()[:12]}.json"
+        return audit_key(self.at, self.action, digest.hexdigest())
 
 
-def record(lake: Lake, actor: str, at: datetime, action: str, target: str, reason: str,
+def record(lake: Lake, actor: str, at: datetime, *, action: str, target: str, reason: str,
            **details) -> AuditEntry:
     """Append one entry (idempotent for the same actor, time, action and target)."""
     if action not in ACTIONS:
@@ -46,11 +47,11 @@ def record(lake: Lake, actor: str, at: datetime, action: str, target: str, reaso
     return entry
 
 
-def entries(lake: Lake, action: str | None = None, since: datetime | None = None,
+def entries(lake: Lake, *, action: str | None = None, since: datetime | None = None,
             until: datetime | None = None) -> list[AuditEntry]:
     """Entries in time order, filtered by action and ``[since, until)``."""
     out = []
-    for key in lake.list(AUDIT_PREFIX):
+    for key in lake.list(AUDIT):
         entry = AuditEntry(**json.loads(lake.read_bytes(key)))
         when = datetime.fromisoformat(entry.at)
         if (action and entry.action != action) or (since and when < since) or (

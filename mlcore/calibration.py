@@ -33,7 +33,7 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     return float((log_norm - z[np.arange(len(labels)), labels]).mean())
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05,
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, lo: float = 0.05,
                     hi: float = 20.0, iterations: int = 60) -> float:
     """The temperature minimising the NLL on ``(logits, labels)``.
 
@@ -94,25 +94,3 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray,
                                bins: int = ECE_BINS) -> float:
     return reliability(probs, labels, bins).ece
-
-
-def reliability_figure(before: Reliability, after: Reliability, title: str = "holdout"):
-    """Confidence vs accuracy per bin, before and after temperature scaling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 5))
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
-    for rel, name in ((before, "uncalibrated"), (after, "temperature-scaled")):
-        keep = [i for i, c in enumerate(rel.counts) if c > 0]
-        ax.plot([rel.confidence[i] for i in keep], [rel.accuracy[i] for i in keep], marker="o",
-                label=f"{name} (ECE {rel.ece:.4f})")
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"reliability on the {title}")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    return fig

@@ -50,7 +50,7 @@ def cmd_batch_seed(args: argparse.Namespace) -> int:
     from mlcore.storage import open_lake
 
     settings = Settings()
-    batches = seed_landing(open_lake(settings), settings, per_batch=args.per_batch)
+    batches = seed_landing(settings, open_lake(settings), per_batch=args.per_batch)
     for b in batches:
         print(f"{b.batch_id}\t{b.files} files\t{'labeled' if b.labeled else 'unlabeled'}")
     return 0
@@ -94,7 +94,7 @@ def cmd_batch_status(args: argparse.Namespace) -> int:
     from mlcore.upload import batch_status, render_status
 
     settings, lake = _lake_settings()
-    status = batch_status(lake, settings, args.batch_id)
+    status = batch_status(settings, lake, args.batch_id)
     print(status.to_json() if args.json else render_status(status))
     return 1 if status.state == "not_found" else 0
 
@@ -139,8 +139,8 @@ def cmd_model_promote(args: argparse.Namespace) -> int:
              "(recorded in the audit trail)")
     settings, lake = _lake_settings()
     with _known_version(settings, args.version):
-        decision = promote(settings, lake, args.version, args.actor, _now(), args.force,
-                           args.reason or "")
+        decision = promote(settings, lake, args.version, actor=args.actor, at=_now(),
+                           force=args.force, reason=args.reason or "")
     print(f"version {args.version} is now champion")
     for reason in decision.reasons:
         print(f"  - {reason}")
@@ -172,7 +172,7 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
     from mlcore.promotion import rollback
 
     settings, lake = _lake_settings()
-    version = rollback(settings, lake, args.actor, _now(), args.reason)
+    version = rollback(settings, lake, actor=args.actor, at=_now(), reason=args.reason)
     print(f"champion rolled back to version {version}")
     return 0
 
@@ -181,7 +181,7 @@ def cmd_quarantine_reprocess(args: argparse.Namespace) -> int:
     from mlcore.ingest import reprocess
 
     _, lake = _lake_settings()
-    archive = reprocess(lake, args.batch_id, args.actor, _now(), args.reason)
+    archive = reprocess(lake, args.batch_id, actor=args.actor, at=_now(), reason=args.reason)
     print(f"batch {args.batch_id} released for re-ingestion (previous ledger: {archive}).")
     print(f"Run: airflow dags trigger ingest_landing --conf '{{\"batch_id\": \"{args.batch_id}\"}}'")
     return 0
@@ -232,10 +232,12 @@ def _trace_ref(ref: str, row: int | None) -> str:
     import re
     from pathlib import Path
 
+    from mlcore.layout import PARTITION, PREDICTIONS, is_landing_key
     from mlcore.storage import UnsafeKey, check_key
 
     text = ref.strip()
-    day = re.fullmatch(r"(?:predictions/)?(?:dt=)?(\d{4}-\d{2}-\d{2})/?", text)
+    day = re.fullmatch(rf"(?:{re.escape(PREDICTIONS)}/)?(?:{PARTITION}=)?(\d{{4}}-\d{{2}}-\d{{2}})/?",
+                       text)
     if row is not None and not day:
         fail(f"--row picks a row of a partition, so the reference must be a date YYYY-MM-DD; "
              f"got {ref!r}")
@@ -252,7 +254,7 @@ def _trace_ref(ref: str, row: int | None) -> str:
         if row < 0:
             fail(f"--row counts from 0, got {row}")
         return day.group(1)
-    if text.startswith("landing/"):
+    if is_landing_key(text):
         try:
             return check_key(text)
         except UnsafeKey:
@@ -263,7 +265,7 @@ def _trace_ref(ref: str, row: int | None) -> str:
 
 
 def cmd_model_reproduce(args: argparse.Namespace) -> int:
-    from mlcore.registry import reproduce
+    from mlcore.reproduce import reproduce
 
     settings, lake = _lake_settings()
     with _known_version(settings, args.version):
@@ -288,7 +290,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         fail(f"--since ({args.since.isoformat()}) must be before --until "
              f"({args.until.isoformat()})")
     _, lake = _lake_settings()
-    found = entries(lake, args.action, args.since, args.until)
+    found = entries(lake, action=args.action, since=args.since, until=args.until)
     if args.json:
         print(json.dumps([asdict(e) for e in found], indent=2))
     for e in [] if args.json else found:
@@ -377,6 +379,13 @@ def cmd_airflow_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audited_action(parser: argparse.ArgumentParser) -> None:
+    """An action the audit trail records needs a reason and names who did it."""
+    parser.add_argument("--reason", type=reason_arg, required=True,
+                        help="why; recorded in the audit trail")
+    parser.add_argument("--actor", default=getpass.getuser())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlcore.audit import ACTIONS
 
@@ -427,18 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("version")
     show.set_defaults(func=cmd_model_show)
     roll = model.add_parser("rollback", help="move champion back to the previous one")
-    roll.add_argument("--reason", type=reason_arg, required=True,
-                      help="why; recorded in the audit trail")
-    roll.add_argument("--actor", default=getpass.getuser())
+    _audited_action(roll)
     roll.set_defaults(func=cmd_model_rollback)
 
     quar = nouns.add_parser("quarantine", help="quarantined batches").add_subparsers(
         dest="verb", required=True)
     rep = quar.add_parser("reprocess", help="release a rejected batch for re-validation")
     rep.add_argument("batch_id", type=batch_id_arg)
-    rep.add_argument("--reason", type=reason_arg, required=True,
-                     help="why; recorded in the audit trail")
-    rep.add_argument("--actor", default=getpass.getuser())
+    _audited_action(rep)
     rep.set_defaults(func=cmd_quarantine_reprocess)
 
     ing = nouns.add_parser("ingest", help="curated data and ingestion state").add_subparsers(

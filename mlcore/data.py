@@ -12,18 +12,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlcore.layout import (
+    CURATED_IMAGES,
+    CURATED_LABELS,
+    batch_of_folder,
+    commit_record,
+    curated_batch,
+    curated_day,
+    ledger_key,
+    shard_key,
+)
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from mlcore.storage import Lake
     from mlcore.task import TaskSpec
 
-CURATED_PREFIX = "curated/images"
-# Labels a later batch supplied for images already curated: same schema as the image
-# shards, read by training (never by scoring), so each image keeps one row in curated/images.
-LABELS_PREFIX = "curated/labels"
-COMMIT_FILE = "_COMMITTED.json"
-LEDGER_PREFIX = "_state/ingest"
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -118,19 +123,9 @@ class CuratedRow:
     label: int | None
 
 
-def shard_key(ingested_at: datetime, batch_id: str, index: int, prefix: str = CURATED_PREFIX) -> str:
-    """Shards are grouped by ingestion date so scoring can select a data interval cheaply."""
-    return f"{prefix}/dt={ingested_at:%Y-%m-%d}/batch={batch_id}/part-{index:05d}.parquet"
-
-
-def commit_key(ingested_at: datetime, batch_id: str, prefix: str = CURATED_PREFIX) -> str:
-    """The batch's commit record: readers trust only the parts it names."""
-    return f"{prefix}/dt={ingested_at:%Y-%m-%d}/batch={batch_id}/{COMMIT_FILE}"
-
-
 def stage_shards(
-    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int,
-    prefix: str = CURATED_PREFIX,
+    lake: Lake, rows: list[CuratedRow], batch_id: str, *, ingested_at: datetime, shard_rows: int,
+    prefix: str = CURATED_IMAGES,
 ) -> list[str]:
     """Write the parts (each atomically) but commit nothing: no reader lists them yet."""
     import pyarrow as pa
@@ -152,36 +147,35 @@ def stage_shards(
             },
             schema=curated_schema(),
         )
-        key = shard_key(ingested_at, batch_id, index, prefix)
+        key = shard_key(ingested_at, batch_id, index, prefix=prefix)
         lake.write_bytes(key, parquet_bytes(table))
         keys.append(key)
     return keys
 
 
-def commit_shards(lake: Lake, keys: list[str], batch_id: str, ingested_at: datetime,
-                  prefix: str = CURATED_PREFIX) -> None:
+def commit_shards(lake: Lake, keys: list[str], batch_id: str, *, ingested_at: datetime,
+                  prefix: str = CURATED_IMAGES) -> None:
     """Make the staged ``keys`` visible, all at once: one small object names them.
 
     Parts a killed attempt left under the batch's folder that this commit does not name are
     deleted (the folder holds only this batch, so this costs O(batch))."""
-    commit_folder(lake, commit_key(ingested_at, batch_id, prefix).rsplit("/", 1)[0], keys,
-                  batch_id)
+    commit_folder(lake, curated_batch(ingested_at, batch_id, prefix), keys, batch_id=batch_id)
 
 
-def commit_folder(lake: Lake, folder: str, keys: list[str], batch_id: str) -> None:
+def commit_folder(lake: Lake, folder: str, keys: list[str], *, batch_id: str) -> None:
     """Write ``folder``'s commit record naming ``keys``, then drop parts it does not name."""
-    marker = f"{folder}/{COMMIT_FILE}"
+    marker = commit_record(folder)
     record = json.dumps({"batch_id": batch_id, "parts": sorted(keys)}, indent=1).encode()
     lake.write_bytes(marker, record)
     for stale in set(lake.list(folder)) - set(keys) - {marker}:
         lake.delete(stale)
 
 
-def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime,
-                    prefix: str = CURATED_PREFIX) -> None:
+def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime, *,
+                    prefix: str = CURATED_IMAGES) -> None:
     """Withdraw a batch's commit and parts (a retry that now rejects the batch)."""
-    folder = commit_key(ingested_at, batch_id, prefix).rsplit("/", 1)[0]
-    marker = commit_key(ingested_at, batch_id, prefix)
+    folder = curated_batch(ingested_at, batch_id, prefix)
+    marker = commit_record(folder)
     if lake.exists(marker):
         lake.delete(marker)
     for key in lake.list(folder):
@@ -189,11 +183,11 @@ def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime,
 
 
 def write_shards(
-    lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int
+    lake: Lake, rows: list[CuratedRow], batch_id: str, *, ingested_at: datetime, shard_rows: int
 ) -> list[str]:
     """Write accepted images as Parquet shards and commit them; return their keys."""
-    keys = stage_shards(lake, rows, batch_id, ingested_at, shard_rows)
-    commit_shards(lake, keys, batch_id, ingested_at)
+    keys = stage_shards(lake, rows, batch_id, ingested_at=ingested_at, shard_rows=shard_rows)
+    commit_shards(lake, keys, batch_id, ingested_at=ingested_at)
     return keys
 
 
@@ -207,7 +201,7 @@ def _committed(lake: Lake, keys: list[str]) -> list[str]:
         by_folder.setdefault(key.rsplit("/", 1)[0], set()).add(key)
     out = []
     for folder, present in sorted(by_folder.items()):
-        marker = f"{folder}/{COMMIT_FILE}"
+        marker = commit_record(folder)
         if marker in present:
             named = set(json.loads(lake.read_bytes(marker))["parts"])
         else:
@@ -219,8 +213,8 @@ def _committed(lake: Lake, keys: list[str]) -> list[str]:
 def _legacy_parts(lake: Lake, folder: str) -> set[str]:
     from mlcore.batch_ids import is_valid_batch_id
 
-    batch_id = folder.rsplit("batch=", 1)[-1]
-    key = f"{LEDGER_PREFIX}/{batch_id}.json"
+    batch_id = batch_of_folder(folder)
+    key = ledger_key(batch_id)
     if not is_valid_batch_id(batch_id) or not lake.exists(key):
         return set()
     ledger = json.loads(lake.read_bytes(key))
@@ -229,8 +223,8 @@ def _legacy_parts(lake: Lake, folder: str) -> set[str]:
     return set(ledger.get("shards", [])) | set(ledger.get("label_shards", []))
 
 
-def list_shards(lake: Lake, prefix: str = CURATED_PREFIX) -> list[str]:
-    """Committed image shards (or label shards, ``prefix=LABELS_PREFIX``)."""
+def list_shards(lake: Lake, prefix: str = CURATED_IMAGES) -> list[str]:
+    """Committed image shards (or label shards, ``prefix=CURATED_LABELS``)."""
     return _committed(lake, lake.list(prefix))
 
 
@@ -238,7 +232,7 @@ def shards_for_dates(lake: Lake, dates: list[str]) -> list[str]:
     """Committed shards ingested on the given ``YYYY-MM-DD`` dates."""
     keys = []
     for day in dates:
-        keys += _committed(lake, lake.list(f"{CURATED_PREFIX}/dt={day}"))
+        keys += _committed(lake, lake.list(curated_day(day)))
     return sorted(keys)
 
 
@@ -280,7 +274,7 @@ def _label_overrides(lake: Lake, keys: list[str]) -> dict[str, tuple[int, str]]:
 
 def count_labeled(lake: Lake) -> int:
     """How many curated images carry a label, their own or one a later batch supplied."""
-    overrides = _label_overrides(lake, list_shards(lake, LABELS_PREFIX))
+    overrides = _label_overrides(lake, list_shards(lake, CURATED_LABELS))
     n = 0
     for key in list_shards(lake):
         table = read_shard(lake, key, ["image_id", "label"])
@@ -295,11 +289,11 @@ def labeled_curated(lake: Lake, shards: list[str] | None = None
     label shards), with the shard keys used. A label a later batch supplied (a label shard)
     replaces the image's own; each image appears once."""
     if shards is None:
-        shards = list_shards(lake) + list_shards(lake, LABELS_PREFIX)
-    label_keys = [k for k in shards if k.startswith(LABELS_PREFIX + "/")]
+        shards = list_shards(lake) + list_shards(lake, CURATED_LABELS)
+    label_keys = [k for k in shards if k.startswith(CURATED_LABELS + "/")]
     overrides = _label_overrides(lake, label_keys)
     images, labels, used = [], [], set()
-    for key in [k for k in shards if not k.startswith(LABELS_PREFIX + "/")]:
+    for key in [k for k in shards if not k.startswith(CURATED_LABELS + "/")]:
         table = read_shard(lake, key, columns=["image_id", "pixels", "label"])
         ids = table.column("image_id").to_pylist()
         own = table.column("label").to_pylist()

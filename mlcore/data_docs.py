@@ -25,10 +25,11 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from mlcore.layout import docs_page, docs_path
+
 if TYPE_CHECKING:
     import pandas as pd
 
-DOCS_PREFIX = "validation/data_docs"
 ASSETS_ROUTE = "_assets"  # the plugin's static route for the pinned browser assets
 ASSET_SCHEME = "mlcore-assets:"  # how our own templates name an asset, whatever the page depth
 
@@ -97,13 +98,13 @@ def seal(html: str) -> str:
 
 def page_key(path: str) -> str:
     """The lake key of a requested page path: a link may carry the batch id's real characters."""
-    return f"{DOCS_PREFIX}/{neutralise(path)}"
+    return docs_page(neutralise(path))
 
 
 def page_url(data_docs_url: str, docs_key: str) -> str:
     """The Airflow-served URL of a Data Docs page, percent-encoded so that any batch id or
     file name (``a#b``, ``with space``, ``?``, markup) opens the right page."""
-    page = restore(docs_key.removeprefix(DOCS_PREFIX + "/"))
+    page = restore(docs_path(docs_key))
     return f"{data_docs_url.rstrip('/')}/{quote(page, safe='/')}"
 
 

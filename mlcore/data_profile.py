@@ -53,7 +53,7 @@ class DataProfile:
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
-def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[str, float],
+def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[str, float], *,
                    source: str = "") -> DataProfile:
     """The profile of ``(N, H, W)`` grayscale or ``(N, H, W, 3)`` RGB uint8 images and their
     labels (class counts over the deployment's task's classes)."""
@@ -104,9 +104,9 @@ def version_profile(settings: Settings, lake: Lake, run_id: str) -> DataProfile 
     """The profile a version's training run wrote, or ``None`` for a run that predates it."""
     from mlflow.exceptions import MlflowException
 
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     try:
         with open(mlc.download_artifacts(run_id, PROFILE)) as fh:
             return DataProfile.from_dict(json.load(fh))
@@ -117,9 +117,9 @@ def version_profile(settings: Settings, lake: Lake, run_id: str) -> DataProfile 
 def reference_profile(settings: Settings, lake: Lake) -> DataProfile:
     """The champion's profile; the base-data profile when there is no champion (or it has
     none)."""
-    from mlcore.registry import client, current_champion
+    from mlcore.registry import configure_mlflow, current_champion
 
-    champ = current_champion(client(settings, lake), settings.model_name)
+    champ = current_champion(configure_mlflow(settings, lake), settings.model_name)
     profile = version_profile(settings, lake, champ.run_id) if champ else None
     if profile is None:
         log.info("no champion profile: drift reference is the base-data profile")

@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.console import Console
 
 from mlcore.airflow_local import airflow_env, dags_test, ensure_db
-from mlcore.ingest import BatchReport, ledger_key
+from mlcore.ingest import BatchReport
+from mlcore.layout import LANDING, ledger_key
 from mlcore.seed import seed_landing
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
@@ -52,11 +53,11 @@ def schedule_for(day: date) -> dict[str, str]:
     }
 
 
-def run_pipeline(settings: Settings, day: date, console: Console, per_batch: int = 24) -> dict:
+def run_pipeline(settings: Settings, day: date, console: Console, *, per_batch: int = 24) -> dict:
     """Seed, then ingest -> retrain -> score through ``airflow dags test``; return the summary."""
     lake = open_lake(settings)
-    batches = seed_landing(lake, settings, per_batch=per_batch)
-    console.print(f"[bold]seeded[/] {len(batches)} batches in {lake.url('landing')}")
+    batches = seed_landing(settings, lake, per_batch=per_batch)
+    console.print(f"[bold]seeded[/] {len(batches)} batches in {lake.url(LANDING)}")
     env = airflow_env(settings)
     ensure_db(env)
     logs = Path(settings.home).resolve() / "logs" / "demo"
@@ -75,12 +76,12 @@ def _show(console: Console, text: str | None) -> None:
 
 def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
     from mlcore.predictions import partition_commit
-    from mlcore.registry import client, current_champion
+    from mlcore.registry import configure_mlflow, current_champion
 
     lake = open_lake(settings)
     reports = [BatchReport.from_json(lake.read_bytes(ledger_key(b))) for b in batch_ids
                if lake.exists(ledger_key(b))]
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     versions = mlc.search_model_versions(f"name='{settings.model_name}'")
     champ = current_champion(mlc, settings.model_name)
     commit = partition_commit(lake, day)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 MAX_SIDE = 4096
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
+FORMATS = {"PNG": PNG_MAGIC, "JPEG": JPEG_MAGIC}  # what ingestion accepts, by magic bytes
 CONVERTIBLE = {"1", "P", "RGB", "RGBA", "LA", "CMYK", "L"}
 
 # Never decode what is not there: a truncated file must fail, not be padded with grey.
@@ -73,11 +74,7 @@ class FileProfile:
 
 def sniff_format(data: bytes) -> str | None:
     """PNG or JPEG from the magic bytes; ``None`` for anything else."""
-    if data.startswith(PNG_MAGIC):
-        return "PNG"
-    if data.startswith(JPEG_MAGIC):
-        return "JPEG"
-    return None
+    return next((name for name, magic in FORMATS.items() if data.startswith(magic)), None)
 
 
 def _to_gray(img: Image.Image) -> Image.Image:
@@ -99,7 +96,7 @@ def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
-def profile_image(key: str, data: bytes, max_pixels: int, max_bytes: int,
+def profile_image(key: str, data: bytes, *, max_pixels: int, max_bytes: int,
                   task: TaskSpec | None = None) -> FileProfile:
     """Decode ``data`` safely into ``task``'s mode and size (default: the deployment's task)
     and describe it; never raises for bad input."""

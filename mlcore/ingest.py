@@ -21,15 +21,35 @@ from typing import TYPE_CHECKING
 from mlcore import lineage
 from mlcore.batch_ids import batch_id_problem, safe_name
 from mlcore.data import (
-    LABELS_PREFIX,
-    LEDGER_PREFIX,
     CuratedRow,
     commit_shards,
     stage_shards,
     uncommit_shards,
 )
-from mlcore.images import FileProfile, profile_image
-from mlcore.labels import LABELS_FILE, LabelsUnreadable, Rejection, parse_labels
+from mlcore.images import FORMATS, MAX_SIDE, FileProfile, profile_image
+from mlcore.labels import LabelsUnreadable, Rejection, parse_labels
+from mlcore.layout import (
+    CURATED_LABELS,
+    LABELS_FILE,
+    LANDING,
+    LEDGER,
+    READY_MARKER,
+    attempts_key,
+    conflict_key,
+    feedback_key,
+    ingest_files_key,
+    ingest_history_key,
+    landing_batch,
+    landing_file,
+    ledger_batch_name,
+    ledger_key,
+    quarantine_copy_key,
+    quarantine_folder,
+    quarantine_reasons_key,
+    ready_marker,
+    seen_folder,
+    seen_key,
+)
 from mlcore.storage import UnsafeKey, check_key
 from mlcore.task import default_task
 from mlcore.validation import ValidationFailed, run_suite
@@ -45,14 +65,6 @@ __all__ = ["LABELS_FILE", "BatchNotReady", "BatchRejected", "BatchReport", "Reje
 
 log = logging.getLogger(__name__)
 
-LANDING = "landing"
-READY_MARKER = "_READY"
-SEEN_PREFIX = "_state/ingest_seen"  # <batch>/<listing hash>: listings already handled
-FILES_PREFIX = "_state/ingest_files"  # <batch>.parquet: key, size, version, sha256 per object
-ATTEMPTS_PREFIX = "_state/ingest_attempts"  # <batch>.json: the dates an attempt wrote under
-CONFLICT_PREFIX = "_state/conflicts"
-FEEDBACK_PREFIX = "feedback/labels"
-QUARANTINE = "quarantine"
 # A batch whose accepted images average further than this from the reference profile's
 # mean intensity (the champion's training data; mlcore.data_profile) is drifted input.
 INTENSITY_TOLERANCE = 30.0
@@ -123,10 +135,6 @@ class BatchReport:
         return cls(**data)
 
 
-def ledger_key(batch_id: str) -> str:
-    return f"{LEDGER_PREFIX}/{safe_name(batch_id)}.json"
-
-
 # --- discovery ------------------------------------------------------------------------------
 
 
@@ -140,18 +148,18 @@ def listing_hash(infos: list[ObjectInfo]) -> str:
 
 def _seen(lake: Lake, batch_id: str) -> set[str]:
     """The listing fingerprints of ``batch_id`` already handled (one small listing)."""
-    folder = f"{SEEN_PREFIX}/{safe_name(batch_id)}"
+    folder = seen_folder(batch_id)
     return {key[len(folder) + 1 :] for key in lake.list(folder)}
 
 
 def _mark_seen(lake: Lake, batch_id: str, fingerprint: str) -> None:
-    lake.write_if_absent(f"{SEEN_PREFIX}/{safe_name(batch_id)}/{fingerprint}", b"")
+    lake.write_if_absent(seen_key(batch_id, fingerprint), b"")
 
 
 def ledgered_names(lake: Lake) -> set[str]:
     """The ``safe_name`` of every batch with a ledger entry: one listing of small names."""
-    n = len(LEDGER_PREFIX) + 1
-    return {k[n:-5] for k in lake.list(LEDGER_PREFIX) if k.endswith(".json") and "/" not in k[n:]}
+    names = (ledger_batch_name(k) for k in lake.list(LEDGER))
+    return {n for n in names if n is not None}
 
 
 def ready_batches(lake: Lake, tick: int = 0, recheck_all: bool = False) -> list[str]:
@@ -176,13 +184,13 @@ def ready_batches(lake: Lake, tick: int = 0, recheck_all: bool = False) -> list[
         check.append(old[tick % len(old)])
     due = []
     for batch_id in sorted(check):
-        prefix = f"{LANDING}/{batch_id}"
+        prefix = landing_batch(batch_id)
         try:
             check_key(prefix)
         except UnsafeKey:  # its _READY could never be read either
             continue
         infos = lake.list_info(prefix)
-        if not any(i.key == f"{prefix}/{READY_MARKER}" and not i.unsafe for i in infos):
+        if not any(i.key == ready_marker(batch_id) and not i.unsafe for i in infos):
             continue
         if listing_hash(infos) not in _seen(lake, batch_id):
             due.append(batch_id)
@@ -214,7 +222,8 @@ def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
         return FileProfile(info.key, _stream_sha256(lake, info.key), info.size, reason="too_large",
                            detail=f"{info.size} bytes > limit {settings.max_file_bytes}")
     data = lake.read_bytes(info.key)
-    return profile_image(info.key, data, settings.max_image_pixels, settings.max_file_bytes)
+    return profile_image(info.key, data, max_pixels=settings.max_image_pixels,
+                         max_bytes=settings.max_file_bytes)
 
 
 def content_hash(items: dict[str, str]) -> str:
@@ -245,7 +254,7 @@ def _content_hash_of(lake: Lake, files: list[ObjectInfo]) -> str:
 
 
 def _files_key(batch_id: str) -> str:
-    return f"{FILES_PREFIX}/{safe_name(batch_id)}.parquet"
+    return ingest_files_key(batch_id)
 
 
 def _record_files(lake: Lake, batch_id: str, files: list[ObjectInfo], shas: dict[str, str]) -> None:
@@ -306,7 +315,7 @@ def mean_intensity(means: list[float], reference: float, min_images: int = MIN_J
 # --- ingestion ------------------------------------------------------------------------------
 
 
-def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: datetime, *,
+def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date: datetime,
                  claims: Claims | None = None, reference: DataProfile | None = None
                  ) -> BatchReport:
     """Ingest one ready batch, once. Re-running returns the recorded report unchanged.
@@ -316,12 +325,12 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
 
     claims = claims or open_claims(settings)
     reference_mean = (reference or base_profile()).intensity_mean
-    prefix = f"{LANDING}/{batch_id}/"
+    prefix = landing_batch(batch_id) + "/"
     infos = lake.list_info(prefix)
-    if not any(i.key == prefix + READY_MARKER for i in infos):
+    if not any(i.key == ready_marker(batch_id) for i in infos):
         raise BatchNotReady(f"{batch_id}: no {READY_MARKER} marker yet; upload still in progress?")
     fingerprint = listing_hash(infos)
-    files = [i for i in infos if i.key != prefix + READY_MARKER]
+    files = [i for i in infos if i.key != ready_marker(batch_id)]
 
     if lake.exists(ledger_key(batch_id)):
         return _already_ingested(lake, settings, batch_id, logical_date, files, fingerprint)
@@ -370,9 +379,11 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     frame = pd.DataFrame([p.row() for p in unique], columns=list(FileProfile.__dataclass_fields__)[:-1])
     frame["image_id"] = frame["sha256"]
     frame["label"] = pd.array([label_of(p) for p in unique], dtype="Int64")
-    rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame, batch_id, logical_date,
-                     {"max_file_bytes": settings.max_file_bytes,
-                      "class_indexes": list(range(default_task().num_classes))})
+    rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame=frame, run_name=batch_id,
+                     run_time=logical_date, parameters={
+                         "max_file_bytes": settings.max_file_bytes, "max_side": MAX_SIDE,
+                         "image_formats": list(FORMATS),
+                         "class_indexes": list(range(default_task().num_classes))})
     report.docs_keys.append(rows.docs_key)
     by_key = {p.key: p for p in unique}
     rejected = {
@@ -390,7 +401,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         "max_label_share": max_label_share([label_of(p) for p in passed]),
         "accepted_mean_intensity": mean_intensity([p.mean for p in passed], reference_mean),
     }])
-    batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, batch_id, logical_date, {
+    batch = run_suite(lake, settings.gx_suites_dir, "batch_summary", frame=summary,
+                      run_name=batch_id, run_time=logical_date, parameters={
         "max_batch_files": settings.max_batch_files,
         "max_reject_rate": settings.max_reject_rate,
         "max_label_share": settings.max_label_share,
@@ -406,7 +418,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
         report.rejections = list(rejected.values())
         _finish_rejected(lake, claims, report, logical_date)
         raise ValidationFailed.for_page(f"batch {batch_id}", report.failed_expectations,
-                                        batch.docs_key, lake, settings.data_docs_url)
+                                        batch.docs_key, lake=lake,
+                                        data_docs_url=settings.data_docs_url)
 
     # Claim, do not check: the unique constraint decides between concurrent batches.
     taken = claims.claim(batch_id, [p.sha256 for p in passed])
@@ -429,18 +442,19 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     report.relabeled = len(relabels)
     # Stage everything, then commit: parts -> commit records -> ledger entry (last).
     _withdraw_other_attempts(lake, batch_id, keep=logical_date)
-    report.shards = stage_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
-    report.label_shards = stage_shards(lake, relabels, batch_id, logical_date,
-                                       settings.shard_rows, prefix=LABELS_PREFIX)
+    report.shards = stage_shards(lake, curated, batch_id, ingested_at=logical_date,
+                                 shard_rows=settings.shard_rows)
+    report.label_shards = stage_shards(lake, relabels, batch_id, ingested_at=logical_date,
+                                       shard_rows=settings.shard_rows, prefix=CURATED_LABELS)
     _record_feedback(lake, batch_id, logical_date, relabels)
     _quarantine(lake, report)
     _record_files(lake, batch_id, files, shas)
-    commit_shards(lake, report.shards, batch_id, logical_date)
-    commit_shards(lake, report.label_shards, batch_id, logical_date, prefix=LABELS_PREFIX)
+    commit_shards(lake, report.shards, batch_id, ingested_at=logical_date)
+    commit_shards(lake, report.label_shards, batch_id, ingested_at=logical_date, prefix=CURATED_LABELS)
     lake.write_bytes(ledger_key(batch_id), _dump(report))
     _mark_seen(lake, batch_id, fingerprint)
     lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards + report.label_shards
-                   + ([f"{QUARANTINE}/{batch_id}"] if report.quarantined else []))
+                   + ([quarantine_folder(batch_id)] if report.quarantined else []))
     log.info("batch %s: %s", batch_id, report.summary())
     return report
 
@@ -449,13 +463,13 @@ def _withdraw_other_attempts(lake: Lake, batch_id: str, keep: datetime | None) -
     """A killed attempt may have committed shards under another ingestion date (a new run,
     not an Airflow retry, took the batch up again): withdraw them, so the batch's images
     are committed once. Then record ``keep`` as the date this attempt writes under."""
-    key = f"{ATTEMPTS_PREFIX}/{safe_name(batch_id)}.json"
+    key = attempts_key(batch_id)
     dates = json.loads(lake.read_bytes(key)) if lake.exists(key) else []
     for day in dates:
         if keep is None or day != keep.isoformat():
             at = datetime.fromisoformat(day)
             uncommit_shards(lake, batch_id, at)
-            uncommit_shards(lake, batch_id, at, prefix=LABELS_PREFIX)
+            uncommit_shards(lake, batch_id, at, prefix=CURATED_LABELS)
     if keep is not None:
         lake.write_bytes(key, json.dumps([keep.isoformat()]).encode())
 
@@ -481,7 +495,8 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
             if previous.reason:
                 raise BatchRejected(batch_id, previous.reason, previous.detail)
             raise ValidationFailed.for_page(f"batch {batch_id}", previous.failed_expectations,
-                                            previous.docs_keys[-1], lake, settings.data_docs_url)
+                                            previous.docs_keys[-1], lake=lake,
+                                            data_docs_url=settings.data_docs_url)
         log.info("batch %s already ingested; nothing to do", batch_id)
         return previous
     before = {k: h for (k, _, _), h in recorded_files.items()}
@@ -496,7 +511,7 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
                        f"(ledger content hash {previous.content_hash[:12]}, now {digest[:12]})")
     conflict.rejections = ([Rejection(k, "added") for k in added] + [Rejection(k, "removed") for k in removed]
                            + [Rejection(k, "changed") for k in changed])[:LEDGER_ISSUES]
-    lake.write_bytes(f"{CONFLICT_PREFIX}/{safe_name(batch_id)}-{digest[:12]}.json", _dump(conflict))
+    lake.write_bytes(conflict_key(batch_id, digest), _dump(conflict))
     _mark_seen(lake, batch_id, fingerprint)
     log.warning("batch %s changed after ingestion (%s); the change is not ingested: upload "
                 "changes under a new batch id", batch_id, conflict.detail)
@@ -525,7 +540,7 @@ def _finish_rejected(lake: Lake, claims: Claims, report: BatchReport, logical_da
     if copy:
         _withdraw_other_attempts(lake, report.batch_id, keep=None)
         uncommit_shards(lake, report.batch_id, logical_date)
-        uncommit_shards(lake, report.batch_id, logical_date, prefix=LABELS_PREFIX)
+        uncommit_shards(lake, report.batch_id, logical_date, prefix=CURATED_LABELS)
     _quarantine(lake, report, copy_files=copy)
     lake.write_bytes(ledger_key(report.batch_id), _dump(report))
     _mark_seen(lake, report.batch_id, report.listing_hash)
@@ -542,14 +557,8 @@ def _record_feedback(lake: Lake, batch_id: str, at: datetime, relabels: list[Cur
     rows = [{"image_id": r.image_id, "label": r.label, "source_key": r.source_key,
              "batch_id": batch_id, "labeled_at": at} for r in relabels]
     if rows:
-        lake.write_bytes(f"{FEEDBACK_PREFIX}/batch={batch_id}.parquet",
+        lake.write_bytes(feedback_key(batch_id),
                          parquet_bytes(pa.Table.from_pylist(rows)))
-
-
-def quarantine_copy_key(batch_id: str, key: str) -> str:
-    """Copies live under ``files/``: a user file named ``_reasons.json`` cannot collide with
-    the reasons record next to it."""
-    return f"{QUARANTINE}/{safe_name(batch_id)}/files/{key.split('/', 2)[2]}"
 
 
 def _quarantine(lake: Lake, report: BatchReport, copy_files: bool = True) -> None:
@@ -559,7 +568,6 @@ def _quarantine(lake: Lake, report: BatchReport, copy_files: bool = True) -> Non
     issues = report.label_issues
     if not report.rejections and not issues:
         return
-    base = f"{QUARANTINE}/{safe_name(report.batch_id)}"
     reasons = []
     for rej in report.rejections:
         copy = None
@@ -570,11 +578,11 @@ def _quarantine(lake: Lake, report: BatchReport, copy_files: bool = True) -> Non
             except FileNotFoundError:  # removed from landing since it was listed
                 copy = None
         reasons.append({**asdict(rej), "copy": copy})
-    labels_key = f"{LANDING}/{report.batch_id}/{LABELS_FILE}"
+    labels_key = landing_file(report.batch_id, LABELS_FILE)
     if copy_files and issues and lake.exists(labels_key):
         lake.write_bytes(quarantine_copy_key(report.batch_id, labels_key), lake.read_bytes(labels_key))
     reasons += [{**asdict(i), "copy": None} for i in issues]
-    lake.write_bytes(f"{base}/_reasons.json", json.dumps(reasons, indent=1).encode())
+    lake.write_bytes(quarantine_reasons_key(report.batch_id), json.dumps(reasons, indent=1).encode())
 
 
 def _dump(report: BatchReport) -> bytes:
@@ -583,12 +591,13 @@ def _dump(report: BatchReport) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
-def record_failure(lake: Lake, batch_id: str, logical_date: datetime, exc: BaseException) -> None:
+def record_failure(lake: Lake, batch_id: str, *, logical_date: datetime, exc: BaseException
+                   ) -> None:
     """An error no retry fixed: record the batch as rejected (``ingest_error``) so the next
     run does not take it up again; ``quarantine reprocess`` releases it once fixed."""
     if lake.exists(ledger_key(batch_id)):
         return
-    infos = lake.list_info(f"{LANDING}/{batch_id}/") if not batch_id_problem(batch_id) else []
+    infos = lake.list_info(landing_batch(batch_id) + "/") if not batch_id_problem(batch_id) else []
     report = BatchReport(batch_id, "", "rejected", logical_date.isoformat(), reason="ingest_error",
                          listing_hash=listing_hash(infos))
     report.failed_expectations = [f"{type(exc).__name__}: {exc}"[:2000]]
@@ -596,7 +605,7 @@ def record_failure(lake: Lake, batch_id: str, logical_date: datetime, exc: BaseE
     _mark_seen(lake, batch_id, report.listing_hash)
 
 
-def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) -> str:
+def reprocess(lake: Lake, batch_id: str, *, actor: str, at: datetime, reason: str) -> str:
     """Release a batch for ingestion again (after a threshold or suite fix); returns the archive key.
 
     The ledger entry moves to ``_state/ingest_history/`` and the action is audited; the next
@@ -611,12 +620,11 @@ def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) 
     if previous.accepted:
         raise ValueError(f"batch {batch_id} already has {previous.accepted} accepted images; "
                          "upload the corrected files as a new batch instead")
-    archive = (f"_state/ingest_history/{safe_name(batch_id)}/{at:%Y%m%dT%H%M%S}-"
-               f"{previous.content_hash[:12]}.json")
+    archive = ingest_history_key(batch_id, at, previous.content_hash)
     lake.write_bytes(archive, lake.read_bytes(key))
     lake.delete(key)
-    for seen in lake.list(f"{SEEN_PREFIX}/{safe_name(batch_id)}"):
+    for seen in lake.list(seen_folder(batch_id)):
         lake.delete(seen)
-    audit.record(lake, actor, at, "quarantine_reprocess", f"batch/{batch_id}", reason,
-                 previous_status=previous.status, quarantined=previous.quarantined)
+    audit.record(lake, actor, at, action="quarantine_reprocess", target=f"batch/{batch_id}",
+                 reason=reason, previous_status=previous.status, quarantined=previous.quarantined)
     return archive

@@ -75,13 +75,13 @@ def labeled_count(settings: Settings, lake: Lake) -> int:
     import sqlalchemy as sa
 
     from mlcore.claims import CHUNK
-    from mlcore.data import LEDGER_PREFIX
+    from mlcore.layout import LEDGER
 
     engine = _engine(settings)
     labeled, folded = _tables()
     with engine.connect() as conn:
         done = set(conn.scalars(sa.select(folded.c.entry)))
-    for info in lake.list_info(LEDGER_PREFIX):
+    for info in lake.list_info(LEDGER):
         if not info.key.endswith(".json") or info.unsafe or _entry(info) in done:
             continue
         ids = sorted(_labeled_ids(lake, json.loads(lake.read_bytes(info.key))))
@@ -102,3 +102,14 @@ def drop(settings: Settings) -> None:
     with engine.begin() as conn:
         for table in _tables():
             conn.execute(sa.delete(table))
+
+
+def labeled_images_at_last_training(settings: Settings, lake: Lake) -> int:
+    """The curated labeled image count the most recent training run used (0 if none)."""
+    from mlcore.registry import LABELED_IMAGES, configure_mlflow
+
+    mlc = configure_mlflow(settings, lake)
+    experiment = mlc.get_experiment_by_name(settings.mlflow_experiment)
+    runs = mlc.search_runs([experiment.experiment_id], order_by=["start_time DESC"],
+                           max_results=1)
+    return int(runs[0].data.metrics.get(LABELED_IMAGES, 0)) if runs else 0

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-LABELS_FILE = "labels.csv"
+from mlcore.layout import LABELS_FILE
+
 _INDEX = re.compile(r"0|[1-9][0-9]{0,3}")  # ASCII only: '²', '٣', '０' are not class indexes
 _WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32 LE starts with FF FE too)
 

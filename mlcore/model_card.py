@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlcore.registry import client, evaluation_record
+from mlcore.registry import configure_mlflow, evaluation_record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,7 +35,7 @@ LIMITATIONS = [
 ]
 
 
-def render(name: str, version: str, run, lineage: dict, record: dict | None,
+def render(name: str, version: str, run, *, lineage: dict, record: dict | None,
            decision: GateDecision, profile: dict | None = None) -> str:
     """The card as Markdown, from the run's params, metrics, tags and artifacts."""
     from mlcore.task import default_task
@@ -105,7 +105,7 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def write_card(settings: Settings, mlc: MlflowClient, version: str,
+def write_card(settings: Settings, mlc: MlflowClient, version: str, *,
                decision: GateDecision) -> str:
     """Render the card of ``version`` and log it to its run (replacing an older one)."""
     import json
@@ -123,8 +123,8 @@ def write_card(settings: Settings, mlc: MlflowClient, version: str,
             profile = json.load(fh)
     except (MlflowException, OSError):
         profile = None  # a version registered before data profiles
-    text = render(settings.model_name, str(version), run, lineage,
-                  evaluation_record(mlc, mv.run_id), decision, profile)
+    text = render(settings.model_name, str(version), run, lineage=lineage,
+                  record=evaluation_record(mlc, mv.run_id), decision=decision, profile=profile)
     mlc.log_text(mv.run_id, text, CARD)
     return text
 
@@ -133,7 +133,7 @@ def read_card(settings: Settings, lake: Lake, version: str) -> str:
     """The card logged for ``version`` (written when the gate decided)."""
     from mlflow.exceptions import MlflowException
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = mlc.get_model_version(settings.model_name, version)
     try:
         with open(mlc.download_artifacts(mv.run_id, CARD)) as fh:

@@ -151,7 +151,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
 
     from mlcore.data import shard_pixels
     from mlcore.predictions import iter_partition, overwrite_rows
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
     from mlcore.score import rows_to_score
 
     baseline = drift_baseline(settings, lake, pinned, model)
@@ -174,7 +174,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
            **{f"scored_{k}": v for k, v in asdict(scored).items() if k != "rows"},
            **{f"holdout_{k}": v for k, v in asdict(baseline).items() if k != "rows"}}
     overwrite_rows(lake, DRIFT_TABLE, pa.Table.from_pylist([row]), day=day)
-    client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
+    configure_mlflow(settings, lake, f"{settings.mlflow_experiment}-monitoring")
     with mlflow.start_run(run_name=f"drift {day} v{pinned.version}") as run:
         mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
         mlflow.log_metrics(report.metrics())
@@ -187,9 +187,10 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
 
         if settings.drift_action != "fail":
             log.warning(message)  # before the alert: sending it may load Airflow's logging
-        alerts.send(alerts.drift_breach(settings, day, pinned.version, report.metrics(),
-                                        report.breached, report.threshold,
-                                        run.info.experiment_id, run.info.run_id), settings)
+        alerts.send(alerts.drift_breach(
+            settings, day, model_version=pinned.version, metrics=report.metrics(),
+            breached=report.breached, threshold=report.threshold,
+            experiment_id=run.info.experiment_id, run_id=run.info.run_id), settings)
         if settings.drift_action == "fail":
             raise DriftDetected(message)
     return report
@@ -211,9 +212,9 @@ REALIZED_STATE = "_state/realized_accuracy.json"  # what realized_accuracy folde
 
 
 def _feedback_files(lake: Lake) -> list[ObjectInfo]:
-    from mlcore.ingest import FEEDBACK_PREFIX
+    from mlcore.layout import FEEDBACK_LABELS
 
-    return [i for i in lake.list_info(FEEDBACK_PREFIX) if i.key.endswith(".parquet") and not i.unsafe]
+    return [i for i in lake.list_info(FEEDBACK_LABELS) if i.key.endswith(".parquet") and not i.unsafe]
 
 
 def _hits(lake: Lake, labels: dict[str, int], matched: set[str] | None = None
@@ -292,14 +293,14 @@ def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     import pyarrow as pa
 
     from mlcore.predictions import overwrite_rows
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
     counts = fold_realized(lake)
     rows = [{"model_version": v, "labeled_predictions": n, "realized_accuracy": right / n}
             for v, (n, right) in sorted(counts.items()) if n]
     if rows:
         overwrite_rows(lake, REALIZED_ACCURACY_TABLE, pa.Table.from_pylist(rows))
-        client(settings, lake, f"{settings.mlflow_experiment}-monitoring")
+        configure_mlflow(settings, lake, f"{settings.mlflow_experiment}-monitoring")
         with mlflow.start_run(run_name="realized accuracy"):
             for r in rows:
                 mlflow.log_metric(f"realized_accuracy_v{r['model_version']}", r["realized_accuracy"])

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlcore import audit
-from mlcore.registry import CHALLENGER, CHAMPION, client, current_champion, evaluation_record
+from mlcore.registry import (
+    CHALLENGER,
+    CHAMPION,
+    configure_mlflow,
+    current_champion,
+    evaluation_record,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -94,7 +100,7 @@ def binomial_two_sided(k: int, n: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def gate(candidate: Evidence, champion: Evidence | None, settings: Settings,
+def gate(candidate: Evidence, champion: Evidence | None, settings: Settings, *,
          num_classes: int | None = None) -> GateDecision:
     """The promotion rule on int8 (served) figures. Every reason is written down."""
     acc = candidate.metrics["holdout_accuracy"]
@@ -159,9 +165,11 @@ def evidence(mlc: MlflowClient, run_id: str) -> Evidence:
                               evaluation_record(mlc, run_id))
 
 
-def decide_and_alias(settings: Settings, lake: Lake, mlc: MlflowClient, version: str,
-                     actor: str, at: datetime) -> GateDecision:
-    """Make the new version ``challenger``; move ``champion`` to it only if the gate passes."""
+def decide_and_alias(settings: Settings, lake: Lake, version: str, *, actor: str, at: datetime,
+                     mlc: MlflowClient | None = None) -> GateDecision:
+    """Make the new version ``challenger``; move ``champion`` to it only if the gate passes.
+    ``mlc``: the caller's configured client (a task's ``runtime().mlflow()``), else one is set up."""
+    mlc = mlc or configure_mlflow(settings, lake)
     name = settings.model_name
     mlc.set_registered_model_alias(name, CHALLENGER, version)
     decision = _gate_version(settings, mlc, version)
@@ -169,16 +177,17 @@ def decide_and_alias(settings: Settings, lake: Lake, mlc: MlflowClient, version:
     if decision.promote:
         _move_champion(settings, lake, mlc, version, actor, at, "promote", "; ".join(decision.reasons))
     else:
-        audit.record(lake, actor, at, "gate_reject", f"{name}/{version}", "; ".join(decision.reasons))
+        audit.record(lake, actor, at, action="gate_reject", target=f"{name}/{version}",
+                     reason="; ".join(decision.reasons))
     log.info("version %s %s: %s", version, "promoted" if decision.promote else "not promoted",
              "; ".join(decision.reasons))
     return decision
 
 
-def promote(settings: Settings, lake: Lake, version: str, actor: str, at: datetime,
+def promote(settings: Settings, lake: Lake, version: str, *, actor: str, at: datetime,
             force: bool = False, reason: str = "") -> GateDecision:
     """Promote by hand: through the gate, or with ``force`` (needs a reason; audited)."""
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     name = settings.model_name
     reason = reason.strip()
     champ = current_champion(mlc, name)
@@ -196,7 +205,7 @@ def promote(settings: Settings, lake: Lake, version: str, actor: str, at: dateti
         forced = GateDecision(True, [f"forced by {actor}: {reason}", *decision.reasons])
         from mlcore.model_card import write_card
 
-        write_card(settings, mlc, version, forced)
+        write_card(settings, mlc, version, decision=forced)
         return forced
     _record_decision(settings, mlc, version, decision)
     if not decision.promote:
@@ -207,9 +216,9 @@ def promote(settings: Settings, lake: Lake, version: str, actor: str, at: dateti
     return decision
 
 
-def rollback(settings: Settings, lake: Lake, actor: str, at: datetime, reason: str) -> str:
+def rollback(settings: Settings, lake: Lake, *, actor: str, at: datetime, reason: str) -> str:
     """Move ``champion`` back to the version it replaced; returns that version."""
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     name = settings.model_name
     champ = current_champion(mlc, name)
     previous = champ.tags.get("previous_champion") if champ else None
@@ -217,7 +226,7 @@ def rollback(settings: Settings, lake: Lake, actor: str, at: datetime, reason: s
         raise PromotionRefused("no previous champion recorded: nothing to roll back to")
     mlc.set_registered_model_alias(name, CHAMPION, previous)
     mlc.set_model_version_tag(name, champ.version, "rolled_back_by", actor)
-    audit.record(lake, actor, at, "rollback", f"{name}/{previous}", reason,
+    audit.record(lake, actor, at, action="rollback", target=f"{name}/{previous}", reason=reason,
                  from_version=str(champ.version))
     log.info("champion rolled back from %s to %s by %s", champ.version, previous, actor)
     return previous
@@ -240,7 +249,7 @@ def _record_decision(settings: Settings, mlc: MlflowClient, version: str,
     mlc.set_model_version_tag(name, version, "gate_decision",
                               "promoted" if decision.promote else "rejected")
     mlc.set_model_version_tag(name, version, "gate_reasons", json.dumps(decision.reasons))
-    write_card(settings, mlc, version, decision)
+    write_card(settings, mlc, version, decision=decision)
 
 
 def _move_champion(settings: Settings, lake: Lake, mlc: MlflowClient, version: str, actor: str,
@@ -250,5 +259,5 @@ def _move_champion(settings: Settings, lake: Lake, mlc: MlflowClient, version: s
     if previous is not None and str(previous.version) != str(version):
         mlc.set_model_version_tag(name, version, "previous_champion", str(previous.version))
     mlc.set_registered_model_alias(name, CHAMPION, version)
-    audit.record(lake, actor, at, action, f"{name}/{version}", reason,
+    audit.record(lake, actor, at, action=action, target=f"{name}/{version}", reason=reason,
                  previous_champion=str(previous.version) if previous else None, **details)

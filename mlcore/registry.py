@@ -12,13 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from mlcore.settings import REPO_ROOT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -34,6 +31,7 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 EVALUATION = "evaluation.json"  # per-image holdout evidence of a run (see mlcore.package)
 WEIGHTS = "weights/model.safetensors"
+LABELED_IMAGES = "curated_labeled_images"  # run metric: the labeled images it trained on
 
 
 class NoChampion(LookupError):
@@ -51,24 +49,19 @@ class PinnedModel:
     onnx_sha256: str = ""  # the served int8 graph; scoring refuses a graph that differs
 
 
-def code_version() -> str:
-    """The git commit of the code that is running ("unknown" outside a checkout)."""
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def configure_mlflow(settings: Settings, lake: Lake, experiment: str | None = None) -> MlflowClient:
+    """Point this process's MLflow at the deployment and return a client on it.
 
-
-def client(settings: Settings, lake: Lake, experiment: str | None = None) -> MlflowClient:
-    """An MLflow client on the configured tracking server, with the experiment (default: the
-    training one) in place and active. Its artifacts live in the lake, under ``mlflow/``."""
+    Side effects, process-wide: the lake's credentials go into ``os.environ`` (MLflow's
+    artifact client reads them only there), the global tracking URI is set, and
+    ``experiment`` (default: the training one) is created if absent, with its artifacts in
+    the lake, and made active. Task code reaches it once per process through
+    :meth:`mlcore.runtime.Runtime.mlflow`."""
     import os
 
     import mlflow
 
+    from mlcore.layout import mlflow_artifacts
     from mlcore.storage import lake_client_env
 
     # MLflow's artifact client reads its S3 endpoint and keys only from the environment.
@@ -77,7 +70,7 @@ def client(settings: Settings, lake: Lake, experiment: str | None = None) -> Mlf
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     with _first_use_lock(settings.resolved_tracking_uri):
         if mlflow.get_experiment_by_name(name) is None:
-            mlflow.create_experiment(name, artifact_location=lake.url(f"mlflow/{name}"))
+            mlflow.create_experiment(name, artifact_location=lake.url(mlflow_artifacts(name)))
     mlflow.set_experiment(name)
     return mlflow.MlflowClient()
 
@@ -106,10 +99,6 @@ def _first_use_lock(tracking_uri: str):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def version_metrics(mlc: MlflowClient, run_id: str) -> dict[str, float]:
-    return dict(mlc.get_run(run_id).data.metrics)
-
-
 def current_champion(mlc: MlflowClient, name: str):
     from mlflow.exceptions import MlflowException
 
@@ -119,7 +108,7 @@ def current_champion(mlc: MlflowClient, name: str):
         return None
 
 
-def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
+def log_and_register(settings: Settings, lake: Lake, result: TrainResult, *,
                      package: ModelPackage, dag_run_id: str):
     """Log params, curves, metrics, plots, lineage and the package; register the int8 graph
     as a new version (ONNX flavor). Returns (client, version, run id)."""
@@ -129,12 +118,12 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
     import onnxruntime
     from mlflow.models import infer_signature
 
-    from mlcore.calibration import reliability_figure
     from mlcore.model import sha256_hex, weights_bytes
-    from mlcore.task import default_task
-    from mlcore.train import confusion_figure, curves_figure
+    from mlcore.plots import confusion_figure, curves_figure, reliability_figure
+    from mlcore.provenance import code_version
+    from mlcore.task import task_of
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     weights = weights_bytes(result.model)
     checksum = sha256_hex(weights)
     params = {
@@ -146,7 +135,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
         "architecture": "FashionCNN", "served_as": "onnx int8 (QDQ, per-channel, static)",
     }
     lineage = result.lineage
-    task = default_task()
+    task = task_of(settings)
     example = np.zeros((2, *task.shape), dtype=np.uint8)
     signature = infer_signature(example, np.full((2, task.num_classes), 0.1, np.float32))
     requirements = [f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}",
@@ -161,8 +150,8 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
         mlflow.log_metrics(package.metrics())
         mlflow.log_metrics(result.validation)
         mlflow.log_metric("train_seconds", result.seconds)
-        mlflow.log_metric("curated_labeled_images", lineage.get("curated_labeled_images", 0))
-        mlflow.log_figure(confusion_figure(package.int8.confusion), "plots/confusion_matrix.png")
+        mlflow.log_metric(LABELED_IMAGES, lineage.get("curated_labeled_images", 0))
+        mlflow.log_figure(confusion_figure(package.int8.confusion, task.classes), "plots/confusion_matrix.png")
         mlflow.log_figure(curves_figure(result.history), "plots/training_curves.png")
         mlflow.log_figure(reliability_figure(package.reliability_before, package.reliability_after),
                           "plots/reliability.png")
@@ -199,9 +188,10 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
         )
     version = str(model_info.registered_model_version)
     from mlcore import lineage as ol
+    from mlcore.layout import mlflow_model
 
     ol.report(lake, inputs=lineage["curated_shards"],
-              outputs=[f"mlflow/{settings.mlflow_experiment}/models/{model_info.model_id}"])
+              outputs=[mlflow_model(settings.mlflow_experiment, model_info.model_id)])
     for key in ("weights_sha256", "onnx_sha256", "onnx_fp32_sha256"):
         mlc.set_model_version_tag(settings.model_name, version, key, tags[key])
     mlc.set_model_version_tag(settings.model_name, version, "run_id", run.info.run_id)
@@ -221,58 +211,28 @@ def evaluation_record(mlc: MlflowClient, run_id: str) -> dict | None:
         return None
 
 
-class DataChanged(RuntimeError):
-    """The recorded training data can no longer be rebuilt identically."""
-
-
-def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
-    """Retrain a version from its recorded lineage and parameters; report metric differences."""
-    from mlcore.train import build_training_data, train
-
-    mlc = client(settings, lake)
-    mv = mlc.get_model_version(settings.model_name, version)
-    run = mlc.get_run(mv.run_id)
-    with open(mlc.download_artifacts(mv.run_id, "lineage.json")) as fh:
-        lineage = json.load(fh)
-    p = run.data.params
-    recorded = settings.model_copy(update={
-        "train_epochs": int(p["epochs"]), "train_batch_size": int(p["batch_size"]),
-        "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
-        "train_subset": int(p["train_subset"]), "holdout_subset": int(p["holdout_subset"]),
-    })
-    missing = [s for s in lineage["curated_shards"] if not lake.exists(s)]
-    if missing:
-        raise DataChanged(f"version {version} trained on shards that are gone: {missing}")
-    data = build_training_data(recorded, lake, lineage["curated_shards"])
-    if data.lineage["train_data_hash"] != lineage["train_data_hash"]:
-        raise DataChanged(
-            f"training data hash {data.lineage['train_data_hash'][:12]}… differs from the "
-            f"recorded {lineage['train_data_hash'][:12]}…: refusing to reproduce version {version}")
-    result = train(recorded, data)
-    then = run.data.metrics
-    now = result.evaluation.metrics("fp32_")  # the torch model's figures: no export needed
-    return {
-        "version": version, "run_id": mv.run_id, "code_version_then": run.data.tags.get("code_version"),
-        "code_version_now": code_version(),
-        "metrics": {k: {"registered": then.get(k), "reproduced": v, "diff": v - then.get(k, float("nan"))}
-                    for k, v in now.items()},
-        "identical": all(then.get(k) == v for k, v in now.items()),
-    }
-
-
-def labeled_images_at_last_training(settings: Settings, lake: Lake) -> int:
-    """The curated labeled image count the most recent training run used (0 if none)."""
-    import mlflow
-
-    client(settings, lake)
-    runs = mlflow.search_runs(experiment_names=[settings.mlflow_experiment],
-                              order_by=["start_time DESC"], max_results=1, output_format="list")
-    return int(runs[0].data.metrics.get("curated_labeled_images", 0)) if runs else 0
+def list_versions(settings: Settings, lake: Lake) -> list[dict]:
+    """Every version with its holdout accuracy, gate decision and aliases, oldest first."""
+    mlc = configure_mlflow(settings, lake)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in mlc.get_registered_model(settings.model_name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
+    return [
+        {
+            "version": str(mv.version),
+            "aliases": sorted(aliases.get(str(mv.version), [])),
+            "holdout_accuracy": float(mv.tags.get("holdout_accuracy", "nan")),
+            "gate_decision": mv.tags.get("gate_decision"),
+            "run_id": mv.run_id,
+        }
+        for mv in sorted(mlc.search_model_versions(f"name='{settings.model_name}'"),
+                         key=lambda v: int(v.version))
+    ]
 
 
 def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:
     """Resolve ``champion`` to one exact version (raises :class:`NoChampion` if none)."""
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = current_champion(mlc, settings.model_name)
     if mv is None:
         raise NoChampion(
@@ -290,7 +250,7 @@ def pin_challenger(settings: Settings, lake: Lake) -> PinnedModel | None:
     """The ``challenger`` version when it exists and is not also the champion."""
     from mlflow.exceptions import MlflowException
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     champ = current_champion(mlc, settings.model_name)
     try:
         mv = mlc.get_model_version_by_alias(settings.model_name, CHALLENGER)
@@ -306,7 +266,7 @@ def load_pinned(settings: Settings, lake: Lake, pinned: PinnedModel) -> FashionC
     ONNX graph, :func:`mlcore.serving.load_served`), after checking the recorded sha256."""
     from mlcore.model import load_weights
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(mlc.download_artifacts(pinned.run_id, WEIGHTS, tmp)).read_bytes()
     return load_weights(data, pinned.weights_sha256)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from mlcore.data import COMMIT_FILE, LEDGER_PREFIX, commit_folder, read_shard
+from mlcore.data import commit_folder, read_shard
+from mlcore.layout import LEDGER, commit_record, ledger_key
 
 if TYPE_CHECKING:
     from mlcore.claims import Claims
@@ -26,11 +27,11 @@ def repair_curated(lake: Lake, claims: Claims) -> dict[str, int]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlcore.ingest import BatchReport, _dump, ledger_key
+    from mlcore.ingest import BatchReport, _dump
     from mlcore.storage import parquet_bytes
 
     ledgers = []
-    for key in lake.list(LEDGER_PREFIX):
+    for key in lake.list(LEDGER):
         if key.endswith(".json"):
             report = BatchReport.from_json(lake.read_bytes(key))
             if report.status == "ingested":
@@ -58,8 +59,8 @@ def repair_curated(lake: Lake, claims: Claims) -> dict[str, int]:
         for shard in kept:
             folders.setdefault(shard.rsplit("/", 1)[0], []).append(shard)
         for folder, keys in folders.items():
-            if not lake.exists(f"{folder}/{COMMIT_FILE}") or dropped_keys:
-                commit_folder(lake, folder, keys, report.batch_id)
+            if not lake.exists(commit_record(folder)) or dropped_keys:
+                commit_folder(lake, folder, keys, batch_id=report.batch_id)
                 done["committed_batches"] += 1
         if dropped_keys:
             report.shards = kept

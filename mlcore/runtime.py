@@ -38,11 +38,11 @@ class Runtime:
     def mlflow(self, experiment: str | None = None) -> MlflowClient:
         """The MLflow client, with the tracking URI, the artifact store's credentials and
         ``experiment`` (default: the training one) configured once and active."""
-        from mlcore.registry import client
+        from mlcore.registry import configure_mlflow
 
         name = experiment or self.settings.mlflow_experiment
         if name not in self._cache:
-            self._cache[name] = client(self.settings, self.lake, name)
+            self._cache[name] = configure_mlflow(self.settings, self.lake, name)
         elif self._cache.get("active") != name:
             import mlflow
 

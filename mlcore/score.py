@@ -166,18 +166,21 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
 
     Nothing is published when validation fails: the files stay unreferenced until vacuum.
     """
-    from mlcore.registry import code_version
+    from mlcore.provenance import code_version
     from mlcore.validation import ValidationFailed, run_suite
 
     day = window.day
     parts = sorted(parts, key=lambda p: p.key)
-    check = run_suite(lake, settings.gx_suites_dir, "predictions", _validation_frame(lake, parts),
-                      f"{table}-{day:%Y-%m-%d}", window.end, {"expected_rows": expected_rows,
-                       "class_names": list(default_task().classes)},
+    check = run_suite(lake, settings.gx_suites_dir, "predictions",
+                      frame=_validation_frame(lake, parts), run_name=f"{table}-{day:%Y-%m-%d}",
+                      run_time=window.end,
+                      parameters={"expected_rows": expected_rows,
+                                  "class_names": list(default_task().classes)},
                       key_column="image_id")
     if not check.success:
         refused = ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
-                                            check.docs_key, lake, settings.data_docs_url)
+                                            check.docs_key, lake=lake,
+                                            data_docs_url=settings.data_docs_url)
         record_refusal(lake, day, table=table, failed_expectations=check.failed_expectations,
                        docs_url=refused.docs_url, dag_run_id=dag_run_id)
         raise refused

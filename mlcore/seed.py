@@ -17,7 +17,7 @@ from PIL import Image
 
 from mlcore.data import load_fashion_mnist
 from mlcore.images import encode_png
-from mlcore.ingest import LABELS_FILE, LANDING, READY_MARKER
+from mlcore.layout import LABELS_FILE, landing_file, ready_marker
 
 if TYPE_CHECKING:
     from mlcore.settings import Settings
@@ -61,7 +61,8 @@ def bad_files(good: np.ndarray) -> dict[str, tuple[bytes, str]]:
     }
 
 
-def seed_landing(lake: Lake, settings: Settings, per_batch: int = 24, offset: int = 0) -> list[SeededBatch]:
+def seed_landing(settings: Settings, lake: Lake, *, per_batch: int = 24, offset: int = 0
+                 ) -> list[SeededBatch]:
     """Write the demo batches (idempotent: an existing ``_READY`` batch is left alone)."""
     from mlcore.task import default_task
 
@@ -73,14 +74,13 @@ def seed_landing(lake: Lake, settings: Settings, per_batch: int = 24, offset: in
     batches = []
 
     def write_batch(batch_id: str, files: dict[str, bytes], labels_csv: str | None) -> None:
-        prefix = f"{LANDING}/{batch_id}"
-        if lake.exists(f"{prefix}/{READY_MARKER}"):
+        if lake.exists(ready_marker(batch_id)):
             return
         for name, data in files.items():
-            lake.write_bytes(f"{prefix}/{name}", data)
+            lake.write_bytes(landing_file(batch_id, name), data)
         if labels_csv is not None:
-            lake.write_bytes(f"{prefix}/{LABELS_FILE}", labels_csv.encode())
-        lake.write_bytes(f"{prefix}/{READY_MARKER}", b"")  # the upload is complete
+            lake.write_bytes(landing_file(batch_id, LABELS_FILE), labels_csv.encode())
+        lake.write_bytes(ready_marker(batch_id), b"")  # the upload is complete
 
     for n, by_name in ((1, True), (2, False)):
         idx = chunks[n - 1]

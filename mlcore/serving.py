@@ -71,12 +71,12 @@ def load_served(settings: Settings, lake: Lake, pinned: PinnedModel) -> ServedMo
     """The pinned version's int8 ONNX graph from the registry, after checking its sha256."""
     import mlflow
 
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
     if not pinned.onnx_sha256:
         raise ArtifactTampered(f"version {pinned.version} records no onnx_sha256: it predates "
                                "the ONNX package; retrain or promote a newer version")
-    client(settings, lake)
+    configure_mlflow(settings, lake)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             f"models:/{pinned.name}/{pinned.version}", dst_path=tmp

@@ -18,21 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlcore.layout import LANDING
+
 if TYPE_CHECKING:
     import pyarrow.fs
 
     from mlcore.settings import Settings
 
-PROTECTED_PREFIXES = ("landing/",)
+PROTECTED_PREFIXES = (f"{LANDING}/",)  # user uploads: the platform never changes them
 # The lake's own temporary files live under this top-level folder of a local lake, never
 # next to user data: an upload named ``.tmp-x.png`` is user data like any other, and a
 # killed write leaves its debris here, not in ``quarantine/<batch>/``.
 TMP_DIR = ".mlcore-tmp"
 CHUNK_BYTES = 1 << 20
-
-# Lakes handed to Great Expectations, by URI: GX builds its store backends from plain
-# config dicts (deep-copied), so the config names the lake and the backend looks it up here.
-_GX_LAKES: dict[str, Lake] = {}
 
 
 class UnsafeKey(ValueError):
@@ -100,7 +98,6 @@ class Lake(Protocol):
     def delete(self, key: str) -> None: ...
     def url(self, key: str) -> str: ...
     def arrow_fs(self) -> tuple[pyarrow.fs.FileSystem, str]: ...
-    def gx_store_backend(self, prefix: str) -> dict: ...
     def put_upload(self, key: str, data: bytes) -> None: ...
     def digest(self, key: str) -> tuple[int, str] | None: ...
 
@@ -228,9 +225,6 @@ class LocalLake:
         import pyarrow.fs
 
         return pyarrow.fs.LocalFileSystem(), str(self.root)
-
-    def gx_store_backend(self, prefix: str) -> dict:
-        return _gx_store_backend(self, prefix)
 
     def put_upload(self, key: str, data: bytes) -> None:
         """The uploader's write (``mlcore.upload`` only): create or replace an object of a
@@ -419,9 +413,6 @@ class S3Lake:
         )
         return fs, f"{self.bucket}/{self.prefix}".rstrip("/")
 
-    def gx_store_backend(self, prefix: str) -> dict:
-        return _gx_store_backend(self, prefix)
-
     def put_upload(self, key: str, data: bytes) -> None:
         """The uploader's write (``mlcore.upload`` only): create or replace an object of a
         landing batch that has no ``_READY`` yet. The server checks the body's SHA-256
@@ -524,128 +515,6 @@ def lake_client_env(settings: Settings) -> dict[str, str]:
         env["AWS_ACCESS_KEY_ID"] = access.access_key_id
         env["AWS_SECRET_ACCESS_KEY"] = access.secret_access_key
     return env
-
-
-# --- Great Expectations stores in the lake --------------------------------------------------
-# GX 1.x ships only a filesystem tuple store (its S3 backend is gone), so validation results
-# and Data Docs go through the lake itself: one code path for a folder and for S3, atomic
-# local writes and the same key checks as everything else.
-
-
-def _gx_store_backend(lake: Lake, prefix: str) -> dict:
-    """A GX ``store_backend`` config that keeps the store under ``prefix`` in ``lake``."""
-    check_key(prefix.strip("/"))
-    _GX_LAKES[lake.uri] = lake
-    return {
-        "module_name": __name__,
-        "class_name": "LakeStoreBackend",
-        "lake_uri": lake.uri,
-        "base_key": prefix.strip("/"),
-    }
-
-
-def _lake_for_gx(lake_uri: str) -> Lake:
-    if lake_uri in _GX_LAKES:
-        return _GX_LAKES[lake_uri]
-    from mlcore.settings import get_settings  # a config built in another process
-
-    lake = open_lake(get_settings())
-    if lake.uri != lake_uri:
-        raise LookupError(f"no lake {lake_uri!r} is open in this process")
-    return lake
-
-
-def _make_lake_store_backend() -> type:
-    from great_expectations.data_context.store.tuple_store_backend import TupleStoreBackend
-    from great_expectations.exceptions import InvalidKeyError
-
-    class LakeStoreBackend(TupleStoreBackend):
-        """A GX tuple store whose files are lake objects under ``base_key``."""
-
-        def __init__(self, lake_uri: str, base_key: str, **kwargs: Any) -> None:
-            kwargs.setdefault("platform_specific_separator", False)
-            super().__init__(**kwargs)
-            self.lake = _lake_for_gx(lake_uri)
-            self.base_key = check_key(base_key.strip("/"))
-            if not self._suppress_store_backend_id:
-                _ = self.store_backend_id
-            self._config = {
-                "lake_uri": lake_uri, "base_key": base_key, **kwargs,
-                "module_name": __name__, "class_name": "LakeStoreBackend",
-            }
-
-        def _lake_key(self, key: tuple) -> str:
-            return f"{self.base_key}/{self._convert_key_to_filepath(key)}"
-
-        def _get(self, key, **kwargs):
-            try:
-                return self.lake.read_bytes(self._lake_key(key)).decode("utf-8").rstrip("\n")
-            except FileNotFoundError as exc:
-                raise InvalidKeyError(f"no object {self._lake_key(key)} in {self.lake.uri}") from exc
-
-        def _get_all(self) -> list:
-            return [self._get(k) for k in self.list_keys() if k != self.STORE_BACKEND_ID_KEY]
-
-        def _set(self, key, value, **kwargs):
-            if not isinstance(key, tuple):
-                key = key.to_tuple()
-            data = value.encode("utf-8") if isinstance(value, str) else value
-            self.lake.write_bytes(self._lake_key(key), data)
-            return self.lake.url(self._lake_key(key))
-
-        def _move(self, source_key, dest_key, **kwargs):
-            src, dst = self._lake_key(source_key), self._lake_key(dest_key)
-            if not self.lake.exists(src):
-                return False
-            self.lake.write_bytes(dst, self.lake.read_bytes(src))
-            self.lake.delete(src)
-            return dest_key
-
-        def list_keys(self, prefix: tuple = ()) -> list:
-            under = "/".join((self.base_key, *prefix))
-            keys = []
-            for lake_key in self.lake.list(under):
-                filepath = lake_key[len(self.base_key) + 1 :]
-                if self._is_missing_prefix_or_suffix(self.filepath_prefix, self.filepath_suffix,
-                                                     filepath):
-                    continue
-                key = self._convert_filepath_to_key(filepath)
-                if key and not self.is_ignored_key(key):
-                    keys.append(key)
-            return keys
-
-        def remove_key(self, key):
-            if not isinstance(key, tuple):
-                key = key.to_tuple()
-            if not self.lake.exists(self._lake_key(key)):
-                return False
-            self.lake.delete(self._lake_key(key))
-            return True
-
-        def _has_key(self, key) -> bool:
-            return self.lake.exists(self._lake_key(key))
-
-        def get_url_for_key(self, key, protocol=None) -> str:
-            return self.lake.url(self._lake_key(key))
-
-        def get_public_url_for_key(self, key, protocol=None) -> str:
-            return f"{self.base_public_path}{self._convert_key_to_filepath(key)}"
-
-        @property
-        def config(self) -> dict:
-            return self._config
-
-    LakeStoreBackend.__qualname__ = "LakeStoreBackend"  # importable as mlcore.storage.LakeStoreBackend
-    return LakeStoreBackend
-
-
-def __getattr__(name: str):
-    # ``LakeStoreBackend`` subclasses a GX class; build it on first use so importing the lake
-    # (DAG files, the UI plugin) never imports Great Expectations.
-    if name == "LakeStoreBackend":
-        cls = globals()[name] = _make_lake_store_backend()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_parquet(lake: Lake, key: str, columns: list[str] | None = None):

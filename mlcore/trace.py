@@ -17,7 +17,14 @@ from mlcore import audit
 from mlcore.data import list_shards, read_shard
 from mlcore.data_docs import page_url, restore
 from mlcore.ingest import BatchReport, ledger_key
-from mlcore.predictions import PREDICTIONS, partition_dir, read_partition, scan
+from mlcore.layout import (
+    PARTITION,
+    PREDICTIONS,
+    is_landing_key,
+    validation_result,
+    validation_run_of_page,
+)
+from mlcore.predictions import partition_dir, read_partition, scan
 
 if TYPE_CHECKING:
     from mlcore.settings import Settings
@@ -38,12 +45,12 @@ def resolve(lake: Lake, ref: str, row: int | None = None) -> str:
     """An image id from an id, a landing key, or a partition date (``YYYY-MM-DD``) plus row."""
     if SHA256.match(ref):
         return ref
-    if ref.startswith("landing/"):
+    if is_landing_key(ref):
         try:
             return hashlib.sha256(lake.read_bytes(ref)).hexdigest()
         except FileNotFoundError as exc:
             raise BrokenLink("landing object", f"{ref} does not exist") from exc
-    day = date.fromisoformat(ref.removeprefix(f"{PREDICTIONS}/").removeprefix("dt="))
+    day = date.fromisoformat(ref.removeprefix(f"{PREDICTIONS}/").removeprefix(f"{PARTITION}="))
     table = read_partition(lake, day, columns=["image_id"])
     if row is None or not 0 <= row < table.num_rows:
         raise BrokenLink("prediction row", f"row {row} not in {day} ({table.num_rows} rows)")
@@ -75,10 +82,11 @@ def _curated_hit(lake: Lake, image_id: str) -> dict | None:
 def _validation(lake: Lake, report: BatchReport, data_docs_url: str) -> list[dict]:
     out = []
     for docs_key in report.docs_keys:
-        result_key = docs_key.replace("data_docs/validations/", "results/").removesuffix(".html") + ".json"
+        run = validation_run_of_page(docs_key)
+        result_key = validation_result(run)
         if not lake.exists(result_key):
             raise BrokenLink("validation result", f"{result_key} is missing")
-        suite, run_name, run_time = restore(docs_key).split("/validations/")[1].split("/")[:3]
+        suite, run_name, run_time = restore(run).split("/")[:3]
         success = json.loads(lake.read_bytes(result_key)).get("success")
         out.append({"suite": suite, "gx_run": f"{run_name}@{run_time}", "success": success,
                     "result_key": result_key,
@@ -89,9 +97,9 @@ def _validation(lake: Lake, report: BatchReport, data_docs_url: str) -> list[dic
 def _model(settings: Settings, lake: Lake, name: str, version: str) -> dict:
     from mlflow.exceptions import MlflowException
 
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     try:
         mv = mlc.get_model_version(name, version)
         run = mlc.get_run(mv.run_id)

@@ -17,8 +17,6 @@ from mlcore.model import FashionCNN, logits, predict_proba, to_input
 from mlcore.task import default_task
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from mlcore.settings import Settings
     from mlcore.storage import Lake
 
@@ -189,46 +187,3 @@ def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
              len(data.validation_labels), validation)
     return TrainResult(model, final, history, time.perf_counter() - started, data.lineage,
                        temperature, validation)
-
-
-def confusion_figure(confusion: np.ndarray) -> Figure:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 6))
-    ax = fig.subplots()
-    im = ax.imshow(confusion, cmap="Blues")
-    classes = default_task().classes
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for (i, j), v in np.ndenumerate(confusion):
-        ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                color="white" if v > confusion.max() / 2 else "black")
-    fig.colorbar(im)
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(history: list[dict]) -> Figure:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.5))
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    epochs = [h["epoch"] for h in history]
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
-    loss_ax.set_title("train loss")
-    acc_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
-    acc_ax.plot(epochs, [h["holdout_accuracy"] for h in history], marker="o", label="holdout")
-    acc_ax.set_title("accuracy")
-    acc_ax.legend()
-    for ax in (loss_ax, acc_ax):
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    return fig

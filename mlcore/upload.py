@@ -18,17 +18,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlcore.ingest import LABELS_FILE, LANDING, READY_MARKER, BatchReport, ledger_key
+from mlcore.data_docs import page_url
+from mlcore.ingest import BatchReport
+from mlcore.layout import (
+    CONFLICTS,
+    LABELS_FILE,
+    READY_MARKER,
+    landing_batch,
+    landing_file,
+    ledger_key,
+    quarantine_folder,
+    ready_marker,
+)
 from mlcore.storage import UnsafeKey, check_key
 from mlcore.usage import BATCH_ID, UsageError
 
 if TYPE_CHECKING:
     from mlcore.settings import Settings
     from mlcore.storage import Lake
-
-CONFLICTS_PREFIX = "_state/conflicts"
-DOCS_PREFIX = "validation/data_docs"
-
 
 class UploadRefused(UsageError):
     """The upload would break the contract (an existing batch id, stray objects); nothing sent."""
@@ -83,7 +90,7 @@ def batch_files(src: Path, labels: Path | None = None) -> dict[str, Path]:
         raise UsageError(f"{str(src)!r} holds no files to upload")
     for name in files:
         try:
-            check_key(f"{LANDING}/x/{name}")
+            check_key(landing_file("x", name))
         except UnsafeKey:
             raise UsageError(f"{name!r} cannot be a lake key; rename it") from None
     return files
@@ -98,15 +105,15 @@ def upload_batch(lake: Lake, batch_id: str, files: dict[str, Path], *, workers: 
     """Send ``files`` to ``landing/<batch_id>/``, verify each, then write ``_READY``."""
     if not BATCH_ID.match(batch_id):
         raise UsageError(f"invalid batch id {batch_id!r}: letters, digits, '-', '_', '.'")
-    prefix = f"{LANDING}/{batch_id}/"
-    if lake.exists(prefix + READY_MARKER) or lake.exists(ledger_key(batch_id)):
+    prefix = landing_batch(batch_id) + "/"
+    if lake.exists(ready_marker(batch_id)) or lake.exists(ledger_key(batch_id)):
         raise UploadRefused(f"batch {batch_id} already exists (its upload is complete): "
                             "upload new or changed files under a new --batch-id")
     stored = set(lake.list(prefix))
     strays = sorted(stored - {prefix + name for name in files})
     if strays:
         shown = ", ".join(k[len(prefix):] for k in strays[:3]) + (" ..." if len(strays) > 3 else "")
-        raise UploadRefused(f"landing/{batch_id}/ already holds {len(strays)} object(s) that are "
+        raise UploadRefused(f"{prefix} already holds {len(strays)} object(s) that are "
                             f"not in this upload ({shown}): use a new --batch-id")
 
     def send(name: str) -> FileResult:
@@ -140,12 +147,12 @@ def upload_batch(lake: Lake, batch_id: str, files: dict[str, Path], *, workers: 
                 if on_file:
                     on_file(result)
     # Every file is stored and verified: only now is the batch complete.
-    if not lake.write_if_absent(prefix + READY_MARKER, b""):
-        raise UploadRefused(f"{prefix}{READY_MARKER} appeared during the upload with other "
+    if not lake.write_if_absent(ready_marker(batch_id), b""):
+        raise UploadRefused(f"{ready_marker(batch_id)} appeared during the upload with other "
                             "content: someone else is writing this batch id")
     sent = [r for r in results if r.sent]
     return UploadResult(batch_id, len(results), len(sent), len(results) - len(sent),
-                        sum(r.size for r in sent), prefix + READY_MARKER)
+                        sum(r.size for r in sent), ready_marker(batch_id))
 
 
 # --- status -----------------------------------------------------------------------------
@@ -172,22 +179,21 @@ class BatchStatus:
 
 def _conflict_keys(lake: Lake, batch_id: str) -> list[str]:
     # Records are <batch_id>-<12 hex>.json; batch ids may themselves contain "-".
-    return [k for k in lake.list(CONFLICTS_PREFIX)
+    return [k for k in lake.list(CONFLICTS)
             if k.rsplit("/", 1)[-1].removesuffix(".json").rsplit("-", 1)[0] == batch_id]
 
 
-def batch_status(lake: Lake, settings: Settings, batch_id: str) -> BatchStatus:
+def batch_status(settings: Settings, lake: Lake, batch_id: str) -> BatchStatus:
     """The state of ``batch_id``, its counts, every quarantined file with its reason, and
     the Data Docs pages of its validation runs (as links people can open)."""
-    prefix = f"{LANDING}/{batch_id}/"
-    landing = lake.list(prefix)
-    uploaded = len([k for k in landing if k != prefix + READY_MARKER])
+    landing = lake.list(landing_batch(batch_id) + "/")
+    uploaded = len([k for k in landing if k != ready_marker(batch_id)])
     if not lake.exists(ledger_key(batch_id)):
         if not landing:
             return BatchStatus(batch_id, "not_found", 0,
-                               f"nothing under landing/{batch_id}/: upload it with "
+                               f"nothing under {landing_batch(batch_id)}/: upload it with "
                                f"`mlcore batch upload DIR --batch-id {batch_id}`")
-        if prefix + READY_MARKER not in landing:
+        if ready_marker(batch_id) not in landing:
             return BatchStatus(batch_id, "not_ready", uploaded,
                                "the upload is incomplete (no _READY): rerun the same "
                                "`mlcore batch upload` to finish it")
@@ -200,13 +206,12 @@ def batch_status(lake: Lake, settings: Settings, batch_id: str) -> BatchStatus:
     quarantined = [{"key": getattr(r, "key", ""), "reason": getattr(r, "reason", ""),
                     "detail": getattr(r, "detail", "")}
                    for r in [*getattr(report, "rejections", []), *getattr(report, "label_issues", [])]]
-    base = settings.data_docs_url.rstrip("/")
-    docs = [f"{base}/{k.removeprefix(DOCS_PREFIX + '/')}" for k in getattr(report, "docs_keys", [])]
+    docs = [page_url(settings.data_docs_url, k) for k in getattr(report, "docs_keys", [])]
     conflicts = _conflict_keys(lake, batch_id)
     state = "conflict" if conflicts else report.status
     steps = {
         "ingested": "done: accepted images are curated; quarantined files are in "
-                    f"quarantine/{batch_id}/ with their reasons",
+                    f"{quarantine_folder(batch_id)}/ with their reasons",
         "rejected": "the whole batch failed a batch-level rule: read the Data Docs page; fix "
                     "the data and upload a new batch, or `mlcore quarantine reprocess` if the "
                     "rule was too strict",

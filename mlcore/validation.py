@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlcore.data_docs import DOCS_PREFIX, neutralise, neutralise_frame, page_url, restore
+from mlcore.data_docs import neutralise, neutralise_frame, page_url, restore
+from mlcore.layout import DATA_DOCS, VALIDATION_RESULTS, validation_page
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESULTS_PREFIX = "validation/results"
 DOCS_INDEX_RECENT = 1000  # validations the Data Docs index lists (the newest)
 
 
@@ -59,7 +59,7 @@ class ValidationFailed(RuntimeError):
         )
 
     @classmethod
-    def for_page(cls, subject: str, failed_expectations: list[str], docs_key: str, lake: Lake,
+    def for_page(cls, subject: str, failed_expectations: list[str], docs_key: str, *, lake: Lake,
                  data_docs_url: str) -> ValidationFailed:
         """Name the Data Docs page both as the Airflow-served link (percent-encoded) and as
         its lake location."""
@@ -72,6 +72,7 @@ def _context(lake: Lake):
     from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
     from mlcore.data_docs_views import INDEX_VIEW, VIEW
+    from mlcore.gx_store import store_backend_config
 
     memory = {"class_name": "InMemoryStoreBackend"}
     config = DataContextConfig(
@@ -79,7 +80,7 @@ def _context(lake: Lake):
             "expectations_store": {"class_name": "ExpectationsStore", "store_backend": memory},
             "validation_results_store": {
                 "class_name": "ValidationResultsStore",
-                "store_backend": lake.gx_store_backend(RESULTS_PREFIX),
+                "store_backend": store_backend_config(lake, VALIDATION_RESULTS),
             },
             "checkpoint_store": {"class_name": "CheckpointStore", "store_backend": memory},
             "validation_definition_store": {
@@ -94,7 +95,7 @@ def _context(lake: Lake):
             "lake": {
                 "class_name": "SiteBuilder",
                 "show_how_to_buttons": False,
-                "store_backend": lake.gx_store_backend(DOCS_PREFIX),
+                "store_backend": store_backend_config(lake, DATA_DOCS),
                 # GX reads every result the index lists on each rebuild: unbounded, each
                 # validation would cost one GET per validation ever run.
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
@@ -129,6 +130,7 @@ def run_suite(
     lake: Lake,
     suites_dir: Path,
     suite_name: str,
+    *,
     frame: pd.DataFrame,
     run_name: str,
     run_time: datetime,
@@ -180,7 +182,7 @@ def run_suite(
                       f" [{reason}]")
         for row in r.result.get("unexpected_index_list") or []:
             failures.setdefault(restore(str(row[key_column])), []).append(reason)
-    docs_key = "{}/validations/{}.html".format(DOCS_PREFIX, "/".join(identifier.to_tuple()))
+    docs_key = validation_page("/".join(identifier.to_tuple()))
     log.info("suite %s on %s: success=%s, %d failing rows", suite_name, run_name,
              result.success, len(failures))
     return ValidationOutcome(

@@ -74,9 +74,10 @@ def test_secrets_in_error_text_are_masked_and_templates_are_not_rendered(receive
 
 
 def test_drift_breach_alert_has_the_figures_and_the_mlflow_run(receivers, settings):
-    alert = alerts.drift_breach(settings, date(2026, 11, 22), "7",
-                                {"class_psi": 0.41, "confidence_js": 0.02, "intensity_psi": 0.3},
-                                ["class_psi", "intensity_psi"], 0.25, "3", "abc123")
+    alert = alerts.drift_breach(
+        settings, date(2026, 11, 22), model_version="7",
+        metrics={"class_psi": 0.41, "confidence_js": 0.02, "intensity_psi": 0.3},
+        breached=["class_psi", "intensity_psi"], threshold=0.25, experiment_id="3", run_id="abc123")
     assert alerts.send(alert, settings) == 2
     assert_both_channels_say(
         receivers, "drift on dt=2026-11-22: class_psi, intensity_psi above 0.25",

@@ -53,7 +53,7 @@ def runs(tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("celery"), shard_rows=4, **PROFILES["test"])
     home = Path(settings.home).resolve()
     lake = open_lake(settings)
-    seeded = [b.batch_id for b in seed_landing(lake, settings, per_batch=8)]
+    seeded = [b.batch_id for b in seed_landing(settings, lake, per_batch=8)]
     logical = schedule_for(DAY)
     result: dict = {"settings": settings, "seeded": seeded}
 

@@ -71,7 +71,7 @@ def test_sigkill_before_commit_then_next_run_commits_complete_partition(tmp_path
     for b in range(3):
         rows = [CuratedRow(f"b{b}-{i:04d}", rng.integers(0, 255, 784, dtype=np.uint8).tobytes(),
                            f"landing/b{b}/{i}.png", None) for i in range(200)]
-        write_shards(lake, rows, f"b{b}", START + timedelta(hours=b + 1), shard_rows=64)
+        write_shards(lake, rows, f"b{b}", ingested_at=START + timedelta(hours=b + 1), shard_rows=64)
     shards = shards_in_interval(lake, START, END)
     expected = {f"b{b}-{i:04d}" for b in range(3) for i in range(200)}
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from rich.console import Console
 from mlcore.data import list_shards
 from mlcore.demo import run_pipeline
 from mlcore.predictions import read_partition, read_rows
-from mlcore.registry import client
+from mlcore.registry import configure_mlflow
 from mlcore.storage import open_lake
 from tests.integration import pipeline_checks as checks
 from tests.integration.pipeline_checks import DAY, PER_BATCH
@@ -49,7 +49,7 @@ def test_quarantine_holds_the_bad_files_with_reasons(run):
 
 def test_mlflow_has_a_registered_champion_with_metrics_and_plots(run):
     settings, first, second, _ = run
-    mlc = client(settings, open_lake(settings))
+    mlc = configure_mlflow(settings, open_lake(settings))
     champion = mlc.get_model_version_by_alias(settings.model_name, "champion")
     # The rerun trains an identical model: it is registered but not promoted (no better).
     assert str(champion.version) == str(first["model"]["champion"]) == str(second["model"]["champion"])
@@ -161,7 +161,7 @@ def test_drift_figures_are_recorded_in_the_lake_and_mlflow(run):
     settings = run[0]
     [row] = read_rows(open_lake(settings), DRIFT_TABLE, day=DAY).to_pylist()
     assert {"class_psi", "confidence_js", "intensity_psi"} <= set(row)
-    client(settings, open_lake(settings))
+    configure_mlflow(settings, open_lake(settings))
     runs = mlflow.search_runs(experiment_names=[f"{settings.mlflow_experiment}-monitoring"],
                               output_format="list")
     assert runs and "intensity_psi" in runs[0].data.metrics
@@ -199,6 +199,6 @@ def test_manual_params_rescore_everything_into_the_chosen_partition_and_are_audi
     # Defect 2 of the manifest protocol: rescore_all wrote under dt=1970-01-01.
     data = {k.split("/")[1] for k in lake.list("predictions") if "/_delta_log/" not in k}
     assert data == {"dt=2026-11-22", "dt=2026-11-30"}
-    [trigger] = entries(lake, "manual_trigger")
+    [trigger] = entries(lake, action="manual_trigger")
     assert trigger.target == "batch_score/2026-11-30"
     assert trigger.details["params"] == {"date": "2026-11-30", "rescore_all": True}

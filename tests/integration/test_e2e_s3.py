@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlcore.ingest import BatchReport, ledger_key
-from mlcore.registry import client
+from mlcore.registry import configure_mlflow
 from mlcore.storage import S3Lake, lake_client_env, open_lake
 from tests.integration import pipeline_checks as checks
 from tests.integration.pipeline_checks import DAY
@@ -83,7 +83,7 @@ def test_partition_commit_is_validated_and_its_files_exist(s3_run):
 
 def test_champion_and_its_artifacts_are_in_the_bucket(s3_run, s3_server, mlflow_s3_env):
     settings = s3_run.settings
-    mlc = client(settings, open_lake(settings))
+    mlc = configure_mlflow(settings, open_lake(settings))
     champion = mlc.get_model_version_by_alias(settings.model_name, "champion")
     assert str(champion.version) == str(s3_run.summary["model"]["champion"])
     assert champion.tags["gate_decision"] == "promoted"
@@ -155,7 +155,7 @@ def test_credentials_leak_nowhere(s3_run, s3_server, mlflow_s3_env):
     assert len(xcoms) > 10
     clean("\n".join(xcoms), "XCom")
 
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     runs = [r for e in mlc.search_experiments() for r in mlc.search_runs([e.experiment_id])]
     assert runs
     clean(json.dumps([[r.data.params, r.data.tags] for r in runs]), "MLflow run params/tags")

@@ -47,5 +47,5 @@ def test_a_poison_batch_fails_once_and_does_not_silence_the_others(tmp_path):
     second = dags_test(env, "ingest_landing", "2026-11-22T12:10:00+00:00",
                        conf={"batch_id": POISON})
     assert "starting task_id=ingest " not in second
-    [entry] = audit.entries(lake, "manual_trigger")
+    [entry] = audit.entries(lake, action="manual_trigger")
     assert not entry.at.startswith("2026-11-22T12:10") and entry.details["params"]["batch_id"] == POISON

@@ -66,7 +66,7 @@ def drop_bad_batch(lake, settings: Settings) -> None:
 def live(tmp_path_factory):
     settings = Settings(home=tmp_path_factory.mktemp("live-airflow"), **PROFILES["test"])
     lake = open_lake(settings)
-    seeded = [b.batch_id for b in seed_landing(lake, settings, per_batch=8)]
+    seeded = [b.batch_id for b in seed_landing(settings, lake, per_batch=8)]
     drop_bad_batch(lake, settings)
     logical = schedule_for(DAY)
     with running_airflow(settings, "live-airflow", credentials=ADMIN) as airflow:
@@ -104,7 +104,7 @@ def test_only_the_bad_batch_fails_and_the_others_are_ingested(live):
 
 def test_scoring_covers_the_ingested_day_and_publishes_its_predictions(live):
     from mlcore.predictions import partition_commit, read_partition
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
     settings, lake, score = live["settings"], live["lake"], live["score"]
     start = datetime.fromisoformat(score["data_interval_start"])
@@ -122,7 +122,7 @@ def test_scoring_covers_the_ingested_day_and_publishes_its_predictions(live):
     assert commit.rows == accepted_unlabeled == len(unlabeled) > 0
     assert set(read_partition(lake, DAY).column("image_id").to_pylist()) == unlabeled
 
-    champion = client(settings, lake).get_model_version_by_alias(settings.model_name, "champion")
+    champion = configure_mlflow(settings, lake).get_model_version_by_alias(settings.model_name, "champion")
     assert str(champion.version) == str(commit.metadata["model"]["version"])
 
 
@@ -147,14 +147,14 @@ def hostile(live):
         ).encode())
         lake.write_bytes(f"landing/{batch_id}/_READY", b"")
         with contextlib.suppress(ValidationFailed):
-            ingest_batch(lake, settings, batch_id, at)
+            ingest_batch(settings, lake, batch_id, logical_date=at)
         report = BatchReport.from_json(lake.read_bytes(ledger_key(batch_id)))
         out[batch_id] = report
     for batch_id in REFUSED_BATCH_IDS:
         lake.write_bytes(f"landing/{batch_id}/ok.png", encode_png(np.asarray(images[0])))
         lake.write_bytes(f"landing/{batch_id}/_READY", b"")
         with pytest.raises(BatchRejected, match="invalid_batch_id"):
-            ingest_batch(lake, settings, batch_id, at)
+            ingest_batch(settings, lake, batch_id, logical_date=at)
     return out
 
 

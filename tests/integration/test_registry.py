@@ -2,11 +2,7 @@
 package, gate, aliases, forced promotion, rollback, audit entries, lineage, model cards,
 checksum-verified loading, and scoring from the registry without torch."""
 
-import subprocess
-import sys
-import textwrap
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +15,12 @@ from mlcore.export import quantize_int8, to_onnx
 from mlcore.model import FashionCNN, WeightsTampered
 from mlcore.package import ModelPackage, build_package
 from mlcore.promotion import PromotionRefused, decide_and_alias, promote, rollback
-from mlcore.registry import client, load_pinned, log_and_register, pin_champion
+from mlcore.registry import configure_mlflow, load_pinned, log_and_register, pin_champion
 from mlcore.serving import ArtifactTampered, load_served
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
 from mlcore.train import Evaluation, TrainResult, build_training_data, train
+from tests.torch_free import run_without_torch
 
 AT = datetime(2026, 11, 23, 2, tzinfo=UTC)
 
@@ -72,13 +69,13 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
          "curated_labeled_images": 40 + len(run)},
     )
     package = _package(result.model, acc, per_class, correct)
-    mlc, version, _ = log_and_register(settings, lake, result, package, run)
-    decision = decide_and_alias(settings, lake, mlc, version, f"airflow:{run}", AT)
+    mlc, version, _ = log_and_register(settings, lake, result, package=package, dag_run_id=run)
+    decision = decide_and_alias(settings, lake, version, mlc=mlc, actor=f"airflow:{run}", at=AT)
     return version, decision
 
 
 def _champion(settings, lake) -> str:
-    return str(client(settings, lake).get_model_version_by_alias(settings.model_name, "champion").version)
+    return str(configure_mlflow(settings, lake).get_model_version_by_alias(settings.model_name, "champion").version)
 
 
 def test_gate_promotes_better_and_rejects_worse_and_floor(env):
@@ -88,7 +85,7 @@ def test_gate_promotes_better_and_rejects_worse_and_floor(env):
     assert d2.promote and _champion(settings, lake) == v2
     v3, d3 = _register(settings, lake, 0.79, run="worse")
     assert not d3.promote and _champion(settings, lake) == v2
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     assert str(mlc.get_model_version_by_alias(settings.model_name, "challenger").version) == v3
     assert mlc.get_model_version(settings.model_name, v3).tags["gate_decision"] == "rejected"
     v4, d4 = _register(settings, lake, 0.85, run="better")
@@ -120,15 +117,15 @@ def test_forced_promotion_and_rollback_each_leave_one_audit_entry(env):
     v1, _ = _register(settings, lake, 0.80, run="base")
     v2, _ = _register(settings, lake, 0.70, run="worse")
     with pytest.raises(PromotionRefused):
-        promote(settings, lake, v2, "alice", AT)
-    promote(settings, lake, v2, "alice", AT, force=True, reason="hotfix for class 3")
+        promote(settings, lake, v2, actor="alice", at=AT)
+    promote(settings, lake, v2, actor="alice", at=AT, force=True, reason="hotfix for class 3")
     assert _champion(settings, lake) == v2
-    forced = audit.entries(lake, "force_promote")
+    forced = audit.entries(lake, action="force_promote")
     assert [(e.actor, e.reason, e.target) for e in forced] == [
         ("alice", "hotfix for class 3", f"{settings.model_name}/{v2}")]
-    assert rollback(settings, lake, "bob", AT, "forced model misbehaves") == v1
+    assert rollback(settings, lake, actor="bob", at=AT, reason="forced model misbehaves") == v1
     assert _champion(settings, lake) == v1
-    rolled = audit.entries(lake, "rollback")
+    rolled = audit.entries(lake, action="rollback")
     assert [(e.actor, e.reason) for e in rolled] == [("bob", "forced model misbehaves")]
 
 
@@ -136,7 +133,7 @@ def test_rollback_without_history_is_refused(env):
     settings, lake = env
     _register(settings, lake, 0.80, run="only")
     with pytest.raises(PromotionRefused):
-        rollback(settings, lake, "bob", AT, "why not")
+        rollback(settings, lake, actor="bob", at=AT, reason="why not")
 
 
 def _tamper(lake, key: str) -> None:
@@ -183,7 +180,7 @@ def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
 
     settings, lake = env
     v, _ = _register(settings, lake, 0.80, run="base")
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = mlc.get_model_version(settings.model_name, v)
     info = mlflow.models.get_model_info(f"models:/{settings.model_name}/{v}")
     assert "onnx" in info.flavors and info.metadata["precision"] == "int8"
@@ -193,13 +190,8 @@ def test_registered_version_is_the_int8_onnx_graph_of_the_run(env):
     assert "fp32_holdout_accuracy" in run.data.metrics
 
 
-SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
-    import os, sys
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this process")
-    sys.meta_path.insert(0, NoTorch())
+SCORE_FROM_REGISTRY_WITHOUT_TORCH = """
+    import sys
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
     from mlcore.registry import pin_champion
@@ -213,10 +205,8 @@ SCORE_FROM_REGISTRY_WITHOUT_TORCH = textwrap.dedent("""
     [shard] = shards_in_interval(lake, start, end)
     part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
                        dag_run_id="no-torch")
-    assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
-    print(part.rows, flush=True)
-    os._exit(0)  # skip interpreter teardown: ONNX Runtime's thread pool may abort there
-""")
+    print(part.rows)
+"""
 
 
 def test_the_champion_scores_a_shard_in_a_process_that_cannot_import_torch(env):
@@ -227,10 +217,8 @@ def test_the_champion_scores_a_shard_in_a_process_that_cannot_import_torch(env):
     rng = np.random.default_rng(0)
     rows = [CuratedRow(f"id-{i:03d}", rng.integers(0, 256, 784, dtype=np.uint8).tobytes(),
                        f"landing/b/{i}.png", None) for i in range(40)]
-    write_shards(lake, rows, "b", datetime(2026, 11, 22, 4, tzinfo=UTC), 1000)
-    proc = subprocess.run([sys.executable, "-c", SCORE_FROM_REGISTRY_WITHOUT_TORCH,
-                           str(settings.home)], capture_output=True, text=True, timeout=300,
-                          cwd=Path.cwd())
+    write_shards(lake, rows, "b", ingested_at=datetime(2026, 11, 22, 4, tzinfo=UTC), shard_rows=1000)
+    proc = run_without_torch(SCORE_FROM_REGISTRY_WITHOUT_TORCH, settings.home, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-1] == "40"
 
@@ -249,8 +237,8 @@ def test_every_decided_version_has_a_model_card_shown_by_the_cli(env, monkeypatc
     for section in ("## Training data", "## Code and parameters", "## Holdout accuracy",
                     "## Confusion matrix", "## Calibration", "## Known limitations"):
         assert section in card
-    run = client(settings, lake).get_run(
-        client(settings, lake).get_model_version(settings.model_name, v2).run_id)
+    run = configure_mlflow(settings, lake).get_run(
+        configure_mlflow(settings, lake).get_model_version(settings.model_name, v2).run_id)
     assert f"code version: `{run.data.tags['code_version']}`" in card
     assert main(["model", "show", v1]) == 0
     assert "**Gate decision: promoted**" in capsys.readouterr().out
@@ -259,7 +247,7 @@ def test_every_decided_version_has_a_model_card_shown_by_the_cli(env, monkeypatc
 def test_run_records_lineage_code_version_and_plots(env):
     settings, lake = env
     _register(settings, lake, 0.80, run="base")
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     mv = mlc.get_model_version_by_alias(settings.model_name, "champion")
     run = mlc.get_run(mv.run_id)
     assert {"train_data_hash", "holdout_hash", "code_version", "weights_sha256"} <= set(run.data.tags)
@@ -277,8 +265,8 @@ def test_model_trained_on_shuffled_labels_is_never_promoted(env):
     data.labels = np.random.default_rng(0).permutation(data.labels)
     result = train(settings, data)
     package = build_package(settings, result, data)
-    mlc, version, _ = log_and_register(settings, lake, result, package, "shuffled")
-    assert not decide_and_alias(settings, lake, mlc, version, "airflow:shuffled", AT).promote
+    mlc, version, _ = log_and_register(settings, lake, result, package=package, dag_run_id="shuffled")
+    assert not decide_and_alias(settings, lake, version, mlc=mlc, actor="airflow:shuffled", at=AT).promote
     assert result.evaluation.accuracy < 0.3
 
 
@@ -291,7 +279,7 @@ def test_same_seed_and_data_give_the_same_metrics(env):
 
 
 def test_new_label_count_is_measured_against_the_last_training(env):
-    from mlcore.registry import labeled_images_at_last_training
+    from mlcore.label_index import labeled_images_at_last_training
 
     settings, lake = env
     assert labeled_images_at_last_training(settings, lake) == 0
@@ -302,21 +290,20 @@ def test_new_label_count_is_measured_against_the_last_training(env):
 
 def test_reproduce_matches_exactly_and_refuses_changed_data(env):
     from mlcore.data import CuratedRow, load_fashion_mnist, write_shards
-    from mlcore.registry import DataChanged, reproduce
+    from mlcore.reproduce import DataChanged, reproduce
 
     settings, lake = env
     images, labels = load_fashion_mnist(settings.fmnist_dir, "train")
     rows = [CuratedRow(f"id-{i}", images[-i - 1].tobytes(), f"landing/b/{i}.png", int(labels[-i - 1]))
             for i in range(50)]
-    [shard] = write_shards(lake, rows, "b", AT, settings.shard_rows)
+    [shard] = write_shards(lake, rows, "b", ingested_at=AT, shard_rows=settings.shard_rows)
     data = build_training_data(settings, lake)
     result = train(settings, data)
-    _, version, _ = log_and_register(settings, lake, result, build_package(settings, result, data),
-                                     "repro")
+    _, version, _ = log_and_register(settings, lake, result, package=build_package(settings, result, data), dag_run_id="repro")
     report = reproduce(settings, lake, version)
     assert report["identical"], report["metrics"]
     (lake.root / shard).unlink()
-    write_shards(lake, rows[:-1], "b", AT, settings.shard_rows)  # same key, one image fewer
+    write_shards(lake, rows[:-1], "b", ingested_at=AT, shard_rows=settings.shard_rows)  # same key, one image fewer
     with pytest.raises(DataChanged, match="differs"):
         reproduce(settings, lake, version)
 

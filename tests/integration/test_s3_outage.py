@@ -106,7 +106,7 @@ def outage_runs(tmp_path_factory):
                             s3_endpoint_url=server.endpoint, s3_access_key_id="testing",
                             s3_secret_access_key="testing")
         lake = open_lake(settings)
-        batches = seed_landing(lake, settings, per_batch=PER_BATCH)
+        batches = seed_landing(settings, lake, per_batch=PER_BATCH)
         env = airflow_env(settings)
         ensure_db(env)
         logical = schedule_for(DAY)

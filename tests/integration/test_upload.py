@@ -104,12 +104,12 @@ def test_killed_upload_leaves_no_ready_and_the_rerun_completes_it_exactly(settin
     _, err = again.communicate(timeout=60)
     assert again.returncode == 2 and err.count("\n") == 1 and "new --batch-id" in err
 
-    report = ingest_batch(lake, settings, "night-01", DAY)
+    report = ingest_batch(settings, lake, "night-01", logical_date=DAY)
     assert report.files == FILES
     assert report.accepted + report.quarantined + report.duplicates == FILES
     assert report.accepted == report.labeled > FILES * 0.9
 
-    status = batch_status(lake, settings, "night-01")
+    status = batch_status(settings, lake, "night-01")
     assert status.state == "ingested" and status.counts["files"] == FILES
     assert status.counts["accepted"] == report.accepted
 
@@ -125,14 +125,14 @@ def test_status_of_a_rejected_batch_lists_each_file_its_reason_and_the_data_docs
     (src / "good.png").write_bytes(encode_png(images[10]))
     lake = open_lake(settings)
 
-    status = batch_status(lake, settings, "bad-01")
+    status = batch_status(settings, lake, "bad-01")
     assert status.state == "not_found"
     upload_batch(lake, "bad-01", batch_files(src))
-    assert batch_status(lake, settings, "bad-01").state == "ready"
+    assert batch_status(settings, lake, "bad-01").state == "ready"
     with pytest.raises(ValidationFailed):
-        ingest_batch(lake, settings, "bad-01", DAY)
+        ingest_batch(settings, lake, "bad-01", logical_date=DAY)
 
-    status = batch_status(lake, settings, "bad-01")
+    status = batch_status(settings, lake, "bad-01")
     assert status.state == "rejected" and status.failed_expectations
     reasons = {q["key"].rsplit("/", 1)[-1]: q["reason"] for q in status.quarantined}
     assert reasons == {**{n: why for n, (_, why) in bad.items()}, "good.png": "batch_rejected"}

@@ -76,7 +76,7 @@ def test_each_bad_file_gets_its_exact_reason_and_valid_files_are_accepted(lake, 
     lake.write_bytes("landing/corpus/labels.csv",
                      b"filename,label\ngood.png,Bag\nunknown-label.png,Hovercraft\nmissing.png,Coat\n")
     lake.write_bytes("landing/corpus/_READY", b"")
-    report = ingest_batch(lake, settings.model_copy(update={"max_reject_rate": 0.9}), "corpus", DAY)
+    report = ingest_batch(settings.model_copy(update={"max_reject_rate": 0.9}), lake, "corpus", logical_date=DAY)
 
     got = {r.key.split("/")[-1]: r.reason for r in report.rejections}
     got |= {k.split("/")[-1]: "duplicate" for k in report.duplicate_keys}
@@ -89,7 +89,7 @@ def test_each_bad_file_gets_its_exact_reason_and_valid_files_are_accepted(lake, 
 
 def test_exif_orientation_is_applied():
     arr = _garment(8, (28, 20))
-    prof = profile_image("r.jpg", _exif_rotated_jpeg(arr), 4_000_000, 5_000_000)
+    prof = profile_image("r.jpg", _exif_rotated_jpeg(arr), max_pixels=4_000_000, max_bytes=5_000_000)
     assert (prof.width, prof.height) == (28, 20)  # stored size; decoded upright as 20 wide x 28 high
     upright = np.asarray(Image.fromarray(np.rot90(arr, k=-1)).resize((28, 28), Image.Resampling.LANCZOS))
     decoded = np.frombuffer(prof.pixels, np.uint8).reshape(28, 28)
@@ -112,7 +112,7 @@ def test_odd_keys_survive_unchanged_into_the_records(lake, settings):
     for i, name in enumerate(ODD_BUT_SAFE):
         lake.write_bytes(f"landing/odd/{name}", encode_png(_garment(20 + i)))
     lake.write_bytes("landing/odd/_READY", b"")
-    report = ingest_batch(lake, settings, "odd", DAY)
+    report = ingest_batch(settings, lake, "odd", logical_date=DAY)
     assert report.accepted == len(ODD_BUT_SAFE)  # NFC and NFD names are distinct keys
     keys = set(read_shard(lake, report.shards[0]).column("source_key").to_pylist())
     assert keys == {f"landing/odd/{n}" for n in ODD_BUT_SAFE}

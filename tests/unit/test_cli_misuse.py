@@ -90,11 +90,11 @@ def test_a_second_upload_under_a_taken_batch_id_is_refused(home, capsys):
 @pytest.fixture
 def champion(home):
     """A registry whose version 1 is champion (a bare run: no model needs training)."""
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
     from mlcore.storage import open_lake
 
     settings = Settings()
-    mlc = client(settings, open_lake(settings))
+    mlc = configure_mlflow(settings, open_lake(settings))
     run = mlc.create_run(mlc.get_experiment_by_name(settings.mlflow_experiment).experiment_id)
     mlc.log_metric(run.info.run_id, "holdout_accuracy", 0.9)
     mlc.create_registered_model(settings.model_name)
@@ -119,3 +119,16 @@ def test_promotion_misuse_against_a_real_registry(champion, capsys, argv, expect
     assert main(argv) != 0
     assert capsys.readouterr().err == expected
     assert audit.entries(open_lake(Settings())) == []  # nothing audited
+
+
+def test_model_list_shows_every_version_with_its_aliases(champion, capsys):
+    """The command the misuse messages point at (`mlcore model list`) works."""
+    import json
+
+    capsys.readouterr()
+    assert main(["model", "list", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["version"] == "1" and row["aliases"] == ["champion"]
+    assert main(["model", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:3] == ["1", "nan", "-"] and "champion" in out

@@ -63,7 +63,7 @@ def built(tmp_path_factory):
                          f'filename,label\n0.png,"{PAYLOAD}"\n1.png,Bag\n'.encode())
         lake.write_bytes(f"landing/{batch_id}/_READY", b"")
         try:
-            ingest_batch(lake, settings, batch_id, DAY)
+            ingest_batch(settings, lake, batch_id, logical_date=DAY)
         except (ValidationFailed, BatchRejected) as exc:
             errors[batch_id] = exc
     # Ingestion refuses the hostile batch id before GX sees it; defence in depth: the pages
@@ -72,12 +72,14 @@ def built(tmp_path_factory):
     assert errors[hostile].reason == "invalid_batch_id"
     summary = pd.DataFrame([{"key": hostile, "n_files": 3, "reject_rate": 1.0,
                              "max_label_share": 1.0, "accepted_mean_intensity": 0.0}])
-    outcome = run_suite(lake, settings.gx_suites_dir, "batch_summary", summary, hostile, DAY, {
+    outcome = run_suite(lake, settings.gx_suites_dir, "batch_summary", frame=summary,
+                        run_name=hostile, run_time=DAY, parameters={
         "max_batch_files": 10, "max_reject_rate": 0.5, "max_label_share": 0.5,
         "intensity_mean_min": 1.0, "intensity_mean_max": 2.0})
     assert not outcome.success
     errors[hostile] = ValidationFailed.for_page(f"batch {hostile}", outcome.failed_expectations,
-                                                outcome.docs_key, lake, settings.data_docs_url)
+                                                outcome.docs_key, lake=lake,
+                                                data_docs_url=settings.data_docs_url)
     pages = {k: lake.read_bytes(k).decode() for k in lake.list("validation/data_docs")
              if k.endswith(".html")}
     return lake, settings, pages, errors

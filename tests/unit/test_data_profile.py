@@ -53,8 +53,8 @@ def _drop(lake, batch_id: str, seed: int, n: int = 25) -> None:  # drift is judg
 
 def test_ingestion_judges_input_drift_against_the_reference_it_is_given(lake, settings):
     _drop(lake, "like-base", seed=1)
-    assert ingest_batch(lake, settings, "like-base", DAY).status != "rejected"
+    assert ingest_batch(settings, lake, "like-base", logical_date=DAY).status != "rejected"
     brighter = DataProfile.from_dict({**base_profile().as_dict(), "intensity_mean": 160.0})
     _drop(lake, "drifted", seed=2)  # new images, same look
     with pytest.raises(ValidationFailed, match="input_drift"):
-        ingest_batch(lake, settings, "drifted", DAY, reference=brighter)
+        ingest_batch(settings, lake, "drifted", logical_date=DAY, reference=brighter)

@@ -5,7 +5,8 @@ import json
 import numpy as np
 
 from mlcore.images import encode_png
-from mlcore.ingest import SEEN_PREFIX, ledger_key, listing_hash, ready_batches
+from mlcore.ingest import listing_hash, ready_batches
+from mlcore.layout import SEEN, ledger_key
 from mlcore.storage import LocalLake, ObjectInfo
 
 
@@ -43,8 +44,8 @@ def _ingested(lake, n: int) -> None:
         fp = listing_hash([_info(lake, folder / "_READY"), _info(lake, folder / "a.png")])
         (lake.root / ledger_key(batch)).parent.mkdir(parents=True, exist_ok=True)
         (lake.root / ledger_key(batch)).write_text(json.dumps({"batch_id": batch}))
-        (lake.root / SEEN_PREFIX / batch).mkdir(parents=True)
-        (lake.root / SEEN_PREFIX / batch / fp).write_bytes(b"")
+        (lake.root / SEEN / batch).mkdir(parents=True)
+        (lake.root / SEEN / batch / fp).write_bytes(b"")
 
 
 def test_discovery_ignores_a_batch_without_ready_among_thousands_ingested(lake):
@@ -77,7 +78,7 @@ def _curate(lake, batch: str, day, n: int, labeled: int, seed: int) -> list[str]
     rows = [CuratedRow(f"{batch}-{i:04d}", rng.integers(0, 255, 784, dtype=np.uint8).tobytes(),
                        f"landing/{batch}/{i}.png", i % 10 if i < labeled else None)
             for i in range(n)]
-    shards = write_shards(lake, rows, batch, day, shard_rows=50)
+    shards = write_shards(lake, rows, batch, ingested_at=day, shard_rows=50)
     lake.write_bytes(ledger_key(batch), json.dumps(
         {"batch_id": batch, "status": "ingested", "shards": shards, "label_shards": []}).encode())
     return [r.image_id for r in rows]
@@ -88,16 +89,16 @@ def _relabel(lake, batch: str, day, labels: dict[str, int]) -> None:
     and a feedback file)."""
     import pyarrow as pa
 
-    from mlcore.data import LABELS_PREFIX, CuratedRow, commit_shards, stage_shards
-    from mlcore.ingest import FEEDBACK_PREFIX
+    from mlcore.data import CuratedRow, commit_shards, stage_shards
+    from mlcore.layout import CURATED_LABELS, feedback_key
     from mlcore.storage import parquet_bytes
 
     rows = [CuratedRow(i, bytes(784), f"landing/{batch}/{i}.png", lab) for i, lab in labels.items()]
-    keys = stage_shards(lake, rows, batch, day, 100, prefix=LABELS_PREFIX)
-    commit_shards(lake, keys, batch, day, prefix=LABELS_PREFIX)
+    keys = stage_shards(lake, rows, batch, ingested_at=day, shard_rows=100, prefix=CURATED_LABELS)
+    commit_shards(lake, keys, batch, ingested_at=day, prefix=CURATED_LABELS)
     lake.write_bytes(ledger_key(batch), json.dumps(
         {"batch_id": batch, "status": "ingested", "shards": [], "label_shards": keys}).encode())
-    lake.write_bytes(f"{FEEDBACK_PREFIX}/batch={batch}.parquet", parquet_bytes(pa.Table.from_pylist(
+    lake.write_bytes(feedback_key(batch), parquet_bytes(pa.Table.from_pylist(
         [{"image_id": i, "label": lab, "source_key": "", "batch_id": batch, "labeled_at": day}
          for i, lab in labels.items()])))
 

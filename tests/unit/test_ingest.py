@@ -31,12 +31,12 @@ def test_batch_without_ready_marker_is_never_read(lake, settings):
     _drop(lake, "b1", {"a.png": _img(1)}, ready=False)
     assert ready_batches(lake) == []
     with pytest.raises(BatchNotReady):
-        ingest_batch(lake, settings, "b1", DAY)
+        ingest_batch(settings, lake, "b1", logical_date=DAY)
 
 
 def test_every_file_is_accounted_for_and_bad_ones_quarantined_with_reasons(lake, settings):
-    seeded = {b.batch_id: b for b in seed_landing(lake, settings, per_batch=12)}
-    report = ingest_batch(lake, settings, "mixed-bad-01", DAY)
+    seeded = {b.batch_id: b for b in seed_landing(settings, lake, per_batch=12)}
+    report = ingest_batch(settings, lake, "mixed-bad-01", logical_date=DAY)
     assert report.accepted + report.quarantined + report.duplicates == report.files
     assert report.quarantined == seeded["mixed-bad-01"].expected_bad
     assert report.duplicates == 1
@@ -56,9 +56,9 @@ def test_every_file_is_accounted_for_and_bad_ones_quarantined_with_reasons(lake,
 
 def test_ingestion_is_once_only(lake, settings):
     _drop(lake, "b1", {f"{i}.png": _img(i) for i in range(5)})
-    first = ingest_batch(lake, settings, "b1", DAY)
+    first = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert ready_batches(lake) == []
-    again = ingest_batch(lake, settings, "b1", DAY)
+    again = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert again == first
     assert len(known_image_ids(lake)) == 5
 
@@ -66,15 +66,15 @@ def test_ingestion_is_once_only(lake, settings):
 def test_same_image_in_a_later_batch_is_a_recorded_duplicate(lake, settings):
     _drop(lake, "b1", {"a.png": _img(1), "b.png": _img(2)})
     _drop(lake, "b2", {"a-again.png": _img(1), "c.png": _img(3)})
-    ingest_batch(lake, settings, "b1", DAY)
-    report = ingest_batch(lake, settings, "b2", DAY)
+    ingest_batch(settings, lake, "b1", logical_date=DAY)
+    report = ingest_batch(settings, lake, "b2", logical_date=DAY)
     assert report.duplicate_keys == ["landing/b2/a-again.png"] and report.accepted == 1
 
 
 def test_labels_become_curated_labels_and_unknown_label_is_quarantined(lake, settings):
     _drop(lake, "b1", {"a.png": _img(1), "b.png": _img(2), "c.png": _img(3)},
           labels="filename,label\na.png,Sneaker\nb.png,3\nc.png,Spaceship\nghost.png,Bag\n")
-    report = ingest_batch(lake, settings, "b1", DAY)
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert {r.key: r.reason for r in report.rejections} == {"landing/b1/c.png": "unknown_label"}
     assert [(i.reason, i.detail) for i in report.label_issues] == [("label_for_missing_file", "ghost.png")]
     table = read_shard(lake, report.shards[0]).to_pydict()
@@ -103,7 +103,7 @@ def test_batch_level_failure_quarantines_whole_batch_and_names_rules(lake, setti
     bad["junk-1.png"] += b"1"
     _drop(lake, "b1", {**bad, "ok.png": _img(1)})
     with pytest.raises(ValidationFailed) as err:
-        ingest_batch(lake, settings, "b1", DAY)
+        ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert "reject_rate" in str(err.value)
     assert err.value.docs_url.startswith(settings.data_docs_url + "/validations/batch_summary/b1/")
     reasons = json.loads(lake.read_bytes("quarantine/b1/_reasons.json"))
@@ -111,7 +111,7 @@ def test_batch_level_failure_quarantines_whole_batch_and_names_rules(lake, setti
     assert known_image_ids(lake) == set()
     assert Path(urlparse(err.value.docs_location).path).is_file()  # the Data Docs page exists
     with pytest.raises(ValidationFailed) as again:  # a retry fails the same way, same page
-        ingest_batch(lake, settings, "b1", DAY)
+        ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert again.value.docs_url == err.value.docs_url
 
 
@@ -122,13 +122,13 @@ def test_rejected_batch_can_be_reprocessed_after_a_threshold_change(lake, settin
     bad = {f"junk-{i}.png": b"not an image" * 9 + bytes([i]) for i in range(2)}
     _drop(lake, "b1", {**bad, "ok.png": _img(1)})
     with pytest.raises(ValidationFailed):
-        ingest_batch(lake, settings, "b1", DAY)
-    reprocess(lake, "b1", "carol", DAY, "reject rate limit raised for this supplier")
+        ingest_batch(settings, lake, "b1", logical_date=DAY)
+    reprocess(lake, "b1", actor="carol", at=DAY, reason="reject rate limit raised for this supplier")
     assert ready_batches(lake) == ["b1"]
     looser = settings.model_copy(update={"max_reject_rate": 0.9})
-    report = ingest_batch(lake, looser, "b1", DAY)
+    report = ingest_batch(looser, lake, "b1", logical_date=DAY)
     assert (report.status, report.accepted, report.quarantined) == ("ingested", 1, 2)
-    [entry] = audit.entries(lake, "quarantine_reprocess")
+    [entry] = audit.entries(lake, action="quarantine_reprocess")
     assert (entry.actor, entry.target) == ("carol", "batch/b1")
 
 
@@ -137,14 +137,14 @@ def test_batch_labeled_with_one_class_only_fails_the_label_distribution_rule(lak
     labels = "filename,label\n" + "".join(f"{i}.png,Bag\n" for i in range(25))
     _drop(lake, "all-bags", files, labels=labels)
     with pytest.raises(ValidationFailed, match="label_distribution"):
-        ingest_batch(lake, settings, "all-bags", DAY)
+        ingest_batch(settings, lake, "all-bags", logical_date=DAY)
 
 
 def test_contents_changed_after_ingestion_are_recorded_not_mixed_in(lake, settings):
     _drop(lake, "b1", {"a.png": _img(1), "b.png": _img(2)})
-    first = ingest_batch(lake, settings, "b1", DAY)
+    first = ingest_batch(settings, lake, "b1", logical_date=DAY)
     lake.write_bytes("landing/b1/late.png", _img(3))  # a file added under the same batch id
-    again = ingest_batch(lake, settings, "b1", DAY)
+    again = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert again.status == "conflict"
     assert [k for k in lake.list("_state/conflicts") if k.startswith("_state/conflicts/b1-")]
     assert len(known_image_ids(lake)) == 2  # late.png was not curated

@@ -13,7 +13,6 @@ import pytest
 
 from mlcore.claims import open_claims
 from mlcore.data import (
-    LABELS_PREFIX,
     CuratedRow,
     count_labeled,
     labeled_curated,
@@ -32,6 +31,7 @@ from mlcore.ingest import (
     parse_labels,
     ready_batches,
 )
+from mlcore.layout import CURATED_LABELS
 from mlcore.storage import LocalLake
 from mlcore.validation import ValidationFailed
 from tests.concurrency import run_together
@@ -74,20 +74,20 @@ def test_invalid_batch_id_gets_one_ledger_entry_and_is_not_retried(lake, setting
     _drop(lake, batch_id, {"a.png": _img(1)})
     assert ready_batches(lake) == [batch_id]
     with pytest.raises(BatchRejected, match="invalid_batch_id"):
-        ingest_batch(lake, settings, batch_id, DAY)
+        ingest_batch(settings, lake, batch_id, logical_date=DAY)
     report = _ledger(lake, batch_id)
     assert (report.status, report.reason, report.files, report.quarantined) == (
         "rejected", "invalid_batch_id", 1, 1)
     assert lake.list("validation") == []  # checked before anything else is written
     assert ready_batches(lake) == []
     with pytest.raises(BatchRejected):  # a cleared task fails the same way, once more
-        ingest_batch(lake, settings, batch_id, DAY)
+        ingest_batch(settings, lake, batch_id, logical_date=DAY)
 
 
 def test_superscript_and_non_ascii_digits_are_unknown_labels_not_crashes(lake, settings):
     files = {f"{i}.png": _img(i) for i in range(4)}
     _drop(lake, "b1", files, labels="filename,label\n0.png,²\n1.png,٣\n2.png,０\n3.png,3\n")
-    report = ingest_batch(lake, settings.model_copy(update={"max_reject_rate": 0.9}), "b1", DAY)
+    report = ingest_batch(settings.model_copy(update={"max_reject_rate": 0.9}), lake, "b1", logical_date=DAY)
     assert {r.key.split("/")[-1]: r.reason for r in report.rejections} == {
         "0.png": "unknown_label", "1.png": "unknown_label", "2.png": "unknown_label"}
     assert read_shard(lake, report.shards[0], ["label"]).column("label").to_pylist() == [3]
@@ -97,7 +97,7 @@ def test_symlink_in_a_batch_is_an_unsafe_entry_never_read(lake, settings, tmp_pa
     (tmp_path / "secret.png").write_bytes(_img(9))
     _drop(lake, "b1", {"a.png": _img(1), "b.png": _img(2)})
     (lake.root / "landing/b1/link.png").symlink_to(tmp_path / "secret.png")
-    report = ingest_batch(lake, settings, "b1", DAY)
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert [(r.key, r.reason) for r in report.rejections] == [("landing/b1/link.png", "unsafe_entry")]
     assert (report.files, report.accepted) == (3, 2)
     assert not lake.list("quarantine/b1/files")  # recorded, never copied
@@ -114,7 +114,7 @@ def test_one_bad_labels_row_costs_that_row_only(lake, settings):
     rows[5] = "img-5.png,Sandal\xff"
     raw = "\n".join(rows).encode().replace("Sandal\xc3\xbf".encode("latin-1"), b"Sandal\xff") + b"\n"
     _drop(lake, "b1", files, labels=raw)
-    report = ingest_batch(lake, settings, "b1", DAY)
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert report.labeled == 6 and report.accepted == 8
     # no header: line numbers are the file's own
     assert [(i.key, i.reason) for i in report.label_issues] == [
@@ -125,7 +125,7 @@ def test_unreadable_labels_file_rejects_the_batch_with_a_reason(lake, settings):
     files = {f"{i}.png": _img(i) for i in range(3)}
     _drop(lake, "b1", files, labels="filename,label\n0.png,Bag\n".encode("utf-16"))
     with pytest.raises(BatchRejected, match="labels_unreadable"):
-        ingest_batch(lake, settings, "b1", DAY)
+        ingest_batch(settings, lake, "b1", logical_date=DAY)
     report = _ledger(lake, "b1")
     assert (report.status, report.reason, report.accepted, report.quarantined) == (
         "rejected", "labels_unreadable", 0, 3)
@@ -136,13 +136,13 @@ def test_unreadable_labels_file_rejects_the_batch_with_a_reason(lake, settings):
 def test_a_later_batch_labels_images_already_curated_for_training(lake, settings):
     files = {f"{i}.png": _img(i) for i in range(4)}
     _drop(lake, "unlabeled", files)
-    ingest_batch(lake, settings, "unlabeled", DAY)
+    ingest_batch(settings, lake, "unlabeled", logical_date=DAY)
     assert count_labeled(lake) == 0
     _drop(lake, "labels", {"x0.png": files["0.png"], "x1.png": files["1.png"]},
           labels="filename,label\nx0.png,0\nx1.png,Bag\n")
-    report = ingest_batch(lake, settings, "labels", DAY)
+    report = ingest_batch(settings, lake, "labels", logical_date=DAY)
     assert (report.duplicates, report.relabeled, report.summary()["labeled"]) == (2, 2, 2)
-    assert report.label_shards and report.label_shards[0].startswith(LABELS_PREFIX + "/")
+    assert report.label_shards and report.label_shards[0].startswith(CURATED_LABELS + "/")
     assert count_labeled(lake) == 2
     x, y, used = labeled_curated(lake)
     assert sorted(y.tolist()) == [0, 8] and len(x) == 2 and report.label_shards[0] in used
@@ -152,7 +152,7 @@ def test_a_later_batch_labels_images_already_curated_for_training(lake, settings
 def test_a_200k_row_labels_file_with_problems_keeps_the_ledger_small(lake, settings):
     rows = "".join(f"ghost-{i}.png,Bag\n" for i in range(200_000))
     _drop(lake, "b1", {"a.png": _img(1)}, labels="filename,label\na.png,Bag\n" + rows)
-    ingest_batch(lake, settings, "b1", DAY)
+    ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert len(lake.read_bytes(ledger_key("b1"))) < 100_000
     report = _ledger(lake, "b1")
     assert report.label_issue_counts == {"label_for_missing_file": 200_000}
@@ -168,7 +168,7 @@ def test_names_like_lake_internals_are_accounted_for_and_never_collide(lake, set
     files[".tmp-hidden.png"] = _img(7)
     files["_reasons.json"] = b'{"not": "an image"}' * 5
     _drop(lake, "b1", files)
-    report = ingest_batch(lake, settings, "b1", DAY)
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert report.files == 5 and report.accepted == 4 and report.quarantined == 1
     assert lake.read_bytes("quarantine/b1/files/_reasons.json") == files["_reasons.json"]
     [reason] = json.loads(lake.read_bytes("quarantine/b1/_reasons.json"))
@@ -185,15 +185,15 @@ def test_drift_rule_needs_a_minimum_batch_size():
 
 def test_a_small_dark_batch_is_not_rejected_as_drift(lake, settings):
     _drop(lake, "dark", {f"{i}.png": _img(i, high=8) for i in range(3)})
-    assert ingest_batch(lake, settings, "dark", DAY).accepted == 3
+    assert ingest_batch(settings, lake, "dark", logical_date=DAY).accepted == 3
 
 
 def test_reject_rate_counts_duplicates_in_the_batch_size(lake, settings):
     files = {f"{i}.png": _img(i) for i in range(10)}
     _drop(lake, "first", files)
-    ingest_batch(lake, settings, "first", DAY)
+    ingest_batch(settings, lake, "first", logical_date=DAY)
     _drop(lake, "again", {**files, "junk.png": b"not an image" * 9})
-    report = ingest_batch(lake, settings, "again", DAY)  # 1 bad of 11 files: 9%, not 100%
+    report = ingest_batch(settings, lake, "again", logical_date=DAY)  # 1 bad of 11 files: 9%, not 100%
     assert (report.status, report.duplicates, report.quarantined) == ("ingested", 10, 1)
 
 
@@ -208,7 +208,7 @@ def test_labels_without_header_keep_their_line_numbers():
 @pytest.mark.parametrize("change", ["add", "replace", "append"])
 def test_every_change_to_a_ledgered_batch_is_found_by_discovery(lake, settings, change, caplog):
     _drop(lake, "b1", {"a.png": _img(1), "b.png": _img(2)})
-    first = ingest_batch(lake, settings, "b1", DAY)
+    first = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert ready_batches(lake) == []
     path = lake.root / "landing/b1/b.png"
     if change == "add":
@@ -228,7 +228,7 @@ def test_every_change_to_a_ledgered_batch_is_found_by_discovery(lake, settings, 
             self.reads.append(key)
             return super().read_chunks(key, chunk)
 
-    conflict = ingest_batch(CountingLake(lake.root), settings, "b1", DAY)
+    conflict = ingest_batch(settings, CountingLake(lake.root), "b1", logical_date=DAY)
     assert conflict.status == "conflict" and "changed after ingestion" in caplog.text
     changed = "landing/b1/late.png" if change == "add" else "landing/b1/b.png"
     assert [(r.key, r.reason) for r in conflict.rejections] == [
@@ -251,9 +251,9 @@ def test_a_file_appended_while_the_batch_is_ingested_is_found_next_run(lake, set
                     fh.write(b"late bytes")
             return data
 
-    ingest_batch(AppendingLake(lake.root), settings, "b1", DAY)
+    ingest_batch(settings, AppendingLake(lake.root), "b1", logical_date=DAY)
     assert ready_batches(lake) == ["b1"]
-    assert ingest_batch(lake, settings, "b1", DAY).status == "conflict"
+    assert ingest_batch(settings, lake, "b1", logical_date=DAY).status == "conflict"
 
 
 # --- 6: size before bytes -------------------------------------------------------------------
@@ -264,7 +264,7 @@ def _peak_rss_of_ingest(lake_root: Path, settings, batch_id: str) -> int:
 
     def child():
         os.close(r)
-        ingest_batch(LocalLake(lake_root), settings, batch_id, DAY)
+        ingest_batch(settings, LocalLake(lake_root), batch_id, logical_date=DAY)
         os.write(w, str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).encode())
 
     assert _in_child(child) == 0
@@ -300,9 +300,9 @@ def test_orphan_shard_of_a_killed_attempt_is_not_trusted_nor_a_duplicate(lake, s
 
     rows = [CuratedRow(hashlib.sha256(d).hexdigest(), bytes(784), f"landing/b1/{n}", None)
             for n, d in files.items()]
-    stage_shards(lake, rows, "b1", DAY, 2)
+    stage_shards(lake, rows, "b1", ingested_at=DAY, shard_rows=2)
     assert list_shards(lake) == [] and shards_for_dates(lake, ["2026-11-22"]) == []
-    report = ingest_batch(lake, settings, "b1", DAY)
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
     assert (report.status, report.accepted, report.duplicates) == ("ingested", 5, 0)
     assert sorted(_curated_ids(lake)) == sorted(r.image_id for r in rows)
 
@@ -342,12 +342,12 @@ def test_kill_matrix_a_retry_commits_exactly_the_batch(lake, settings, point):
     settings = settings.model_copy(update={"shard_rows": 4})
     files = {f"{i:02d}.png": _img(i) for i in range(10)}  # 3 shards of at most 4
     _drop(lake, "b1", files)
-    status = _in_child(lambda: ingest_batch(KillingLake(lake.root, point), settings, "b1", DAY))
+    status = _in_child(lambda: ingest_batch(settings, KillingLake(lake.root, point), "b1", logical_date=DAY))
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert not lake.exists(ledger_key("b1")) and ready_batches(lake) == ["b1"]
     committed = _curated_ids(lake)
     assert committed == [] or (point == "before_ledger" and len(committed) == 10)
-    report = ingest_batch(lake, settings, "b1", DAY)  # the retry
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)  # the retry
     assert (report.status, report.accepted, report.duplicates, len(report.shards)) == (
         "ingested", 10, 0, 3)
     ids = _curated_ids(lake)
@@ -362,9 +362,9 @@ def test_a_new_run_after_a_kill_past_the_commit_record_commits_the_batch_once(la
 
     files = {f"{i:02d}.png": _img(i) for i in range(6)}
     _drop(lake, "b1", files)
-    status = _in_child(lambda: ingest_batch(KillingLake(lake.root, "before_ledger"), settings, "b1", DAY))
+    status = _in_child(lambda: ingest_batch(settings, KillingLake(lake.root, "before_ledger"), "b1", logical_date=DAY))
     assert os.WIFSIGNALED(status) and len(_curated_ids(lake)) == 6
-    report = ingest_batch(lake, settings, "b1", DAY + timedelta(days=1))  # not a retry: a new run
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY + timedelta(days=1))  # not a retry: a new run
     ids = _curated_ids(lake)
     assert report.accepted == 6 and len(ids) == len(set(ids)) == 6
     assert shards_for_dates(lake, ["2026-11-22"]) == []
@@ -378,17 +378,17 @@ def test_quarantine_reprocess_after_a_kill_accepts_the_batch(lake, settings):
                        "junk3.png": b"junk3" * 30, "junk4.png": b"junk4" * 30,
                        "junk5.png": b"junk5" * 30})
     with pytest.raises(ValidationFailed):
-        ingest_batch(lake, settings, "b1", DAY)
-    reprocess(lake, "b1", "carol", DAY, "limit raised")
+        ingest_batch(settings, lake, "b1", logical_date=DAY)
+    reprocess(lake, "b1", actor="carol", at=DAY, reason="limit raised")
     looser = settings.model_copy(update={"max_reject_rate": 0.9})
-    status = _in_child(lambda: ingest_batch(KillingLake(lake.root, "before_ledger"), looser, "b1", DAY))
+    status = _in_child(lambda: ingest_batch(looser, KillingLake(lake.root, "before_ledger"), "b1", logical_date=DAY))
     assert os.WIFSIGNALED(status)
-    report = ingest_batch(lake, looser, "b1", DAY)
+    report = ingest_batch(looser, lake, "b1", logical_date=DAY)
     assert (report.accepted, report.duplicates, report.quarantined) == (4, 0, 5)
 
 
 def _ingest_fresh(root: Path, settings, batch_id: str) -> None:
-    ingest_batch(LocalLake(root), settings, batch_id, DAY)  # its own lake, as a worker has
+    ingest_batch(settings, LocalLake(root), batch_id, logical_date=DAY)  # its own lake, as a worker has
 
 
 def test_two_batches_with_shared_images_ingested_at_once_never_both_accept(settings, tmp_path):
@@ -413,12 +413,12 @@ def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lak
     """A lake written before claims: two batches curated the same images (the old race) and
     their shards have no commit records; ``mlcore ingest repair`` fixes both, once."""
     from mlcore.cli import main
-    from mlcore.data import COMMIT_FILE
+    from mlcore.layout import COMMIT_FILE
 
     shared = {f"s{i}.png": _img(300 + i) for i in range(3)}
     for b, own in (("old-a", _img(400)), ("old-b", _img(401))):
         _drop(lake, b, {**shared, f"{b}.png": own})
-        ingest_batch(lake, settings, b, DAY)
+        ingest_batch(settings, lake, b, logical_date=DAY)
     open_claims(settings).release("old-a")
     open_claims(settings).release("old-b")
     # Rebuild what the old code wrote: old-b accepted the shared images too, no commit records.
@@ -429,7 +429,7 @@ def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lak
     from mlcore.data import write_shards
 
     report_b = _ledger(lake, "old-b")
-    report_b.shards = write_shards(lake, rows, "old-b", DAY, settings.shard_rows)
+    report_b.shards = write_shards(lake, rows, "old-b", ingested_at=DAY, shard_rows=settings.shard_rows)
     report_b.accepted, report_b.duplicates, report_b.duplicate_keys = 4, 0, []
     from mlcore.ingest import _dump
 
@@ -446,4 +446,4 @@ def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lak
     assert (_ledger(lake, "old-b").accepted, _ledger(lake, "old-b").duplicates) == (1, 3)
     assert [k for k in lake.list("curated") if k.endswith(COMMIT_FILE)]
     _drop(lake, "new", {"again.png": shared["s0.png"]})
-    assert ingest_batch(lake, settings, "new", DAY).duplicates == 1  # claims now cover the lake
+    assert ingest_batch(settings, lake, "new", logical_date=DAY).duplicates == 1  # claims now cover the lake

@@ -49,7 +49,7 @@ def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):
         images = np.random.default_rng(len(batch)).integers(0, 255, (n, 28, 28), dtype=np.uint8)
     rows = [CuratedRow(f"{batch}-{i:03d}", img.tobytes(), f"landing/{batch}/{i}.png",
                        1 if i < labeled else None) for i, img in enumerate(images)]
-    return write_shards(lake, rows, batch, when, settings.shard_rows)
+    return write_shards(lake, rows, batch, ingested_at=when, shard_rows=settings.shard_rows)
 
 
 def _score(lake, settings, model, pinned=PINNED, run_id="run-1", window=WINDOW):
@@ -194,7 +194,7 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     for name, data in pngs.items():
         lake.write_bytes(f"landing/new/{name}", data)
     lake.write_bytes("landing/new/_READY", b"")
-    ingest_batch(lake, settings, "new", START + timedelta(hours=9))
+    ingest_batch(settings, lake, "new", logical_date=START + timedelta(hours=9))
     _score_day(lake, settings, model)
     predicted = dict(zip(*read_partition(lake, START.date()).select(
         ["source_key", "predicted_class"]).to_pydict().values(), strict=True))
@@ -206,7 +206,7 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     lake.write_bytes("landing/labels-later/labels.csv",
                      ("filename,label\n" + "".join(f"{n},{c}\n" for n, c in truth.items())).encode())
     lake.write_bytes("landing/labels-later/_READY", b"")
-    report = ingest_batch(lake, settings, "labels-later", END + timedelta(hours=1))
+    report = ingest_batch(settings, lake, "labels-later", logical_date=END + timedelta(hours=1))
     assert report.duplicates == 3
     [row] = realized_accuracy(settings, lake)
     assert row == {"model_version": "3", "labeled_predictions": 3, "realized_accuracy": 2 / 3}

@@ -1,11 +1,7 @@
 """The served model: ONNX export and int8 quantization of the trained model, the checksum,
 and scoring in a process where torch cannot be imported."""
 
-import subprocess
-import sys
-import textwrap
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +14,7 @@ from mlcore.serving import ArtifactTampered, ServedModel, sha256_hex
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
 from mlcore.train import build_training_data, train
+from tests.torch_free import run_without_torch
 from tests.unit.test_model import model_with_batchnorm_statistics
 
 
@@ -72,13 +69,8 @@ def test_quantization_is_deterministic(trained):
     assert sha256_hex(again) == package.int8_sha256
 
 
-SCORE_WITHOUT_TORCH = textwrap.dedent("""
+SCORE_WITHOUT_TORCH = """
     import sys
-    class NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this process")
-    sys.meta_path.insert(0, NoTorch())
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
     from mlcore.registry import PinnedModel
@@ -94,10 +86,7 @@ SCORE_WITHOUT_TORCH = textwrap.dedent("""
     part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
                        dag_run_id="no-torch", model=ServedModel(graph, sha))
     print(part.rows, read_parquet(lake, part.key, ["predicted_class"]).num_rows)
-    assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
-    sys.stdout.flush()
-    import os; os._exit(0)  # skip interpreter teardown: ONNX Runtime's thread pool may abort there
-""")
+"""
 
 
 def test_a_shard_is_scored_in_a_process_that_cannot_import_torch(trained, tmp_path):
@@ -108,10 +97,9 @@ def test_a_shard_is_scored_in_a_process_that_cannot_import_torch(trained, tmp_pa
     images = trained[1].holdout_images[:50]
     rows = [CuratedRow(f"id-{i:03d}", img.tobytes(), f"landing/b/{i}.png", None)
             for i, img in enumerate(images)]
-    write_shards(LocalLake(tmp_path), rows, "b", datetime(2026, 11, 22, 4, tzinfo=UTC), 1000)
-    proc = subprocess.run([sys.executable, "-c", SCORE_WITHOUT_TORCH, str(tmp_path),
-                           str(tmp_path / "model.onnx"), package.int8_sha256],
-                          capture_output=True, text=True, timeout=120, cwd=Path.cwd())
+    write_shards(LocalLake(tmp_path), rows, "b", ingested_at=datetime(2026, 11, 22, 4, tzinfo=UTC), shard_rows=1000)
+    proc = run_without_torch(SCORE_WITHOUT_TORCH, tmp_path, tmp_path / "model.onnx",
+                             package.int8_sha256, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["50", "50"]
 

@@ -1,6 +1,7 @@
 import pytest
 
 from mlcore.storage import TMP_DIR, LocalLake, UnsafeKey, check_key
+from tests.lake_contract import assert_landing_is_never_overwritten_or_deleted
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "a\\b", "a//b", "", "a/\x00"])
@@ -55,13 +56,7 @@ def test_write_if_absent_refuses_second_writer(tmp_path):
 
 
 def test_landing_objects_are_never_overwritten_or_deleted(tmp_path):
-    lake = LocalLake(tmp_path)
-    lake.write_bytes("landing/b1/x.png", b"upload")
-    with pytest.raises(PermissionError):
-        lake.write_bytes("landing/b1/x.png", b"changed")
-    with pytest.raises(PermissionError):
-        lake.delete("landing/b1/x.png")
-    assert lake.read_bytes("landing/b1/x.png") == b"upload"
+    assert_landing_is_never_overwritten_or_deleted(LocalLake(tmp_path))
 
 
 def test_listing_skips_a_file_renamed_while_it_lists(tmp_path, monkeypatch):

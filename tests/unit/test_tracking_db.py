@@ -10,10 +10,10 @@ from tests.concurrency import run_together
 
 
 def _open_registry(home) -> None:
-    from mlcore.registry import client
+    from mlcore.registry import configure_mlflow
 
     settings = Settings(home=home)
-    client(settings, LocalLake(home / "lake")).search_registered_models()
+    configure_mlflow(settings, LocalLake(home / "lake")).search_registered_models()
 
 
 def test_two_first_users_of_a_fresh_tracking_db_both_get_a_working_registry(tmp_path):

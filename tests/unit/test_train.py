@@ -12,7 +12,7 @@ def test_holdout_images_arriving_through_landing_are_never_trained_on(lake, sett
     train_x, train_y = load_fashion_mnist(settings.fmnist_dir, "train")
     rows = [CuratedRow("from-holdout", test_x[7].tobytes(), "landing/b/h.png", int(test_y[7])),
             CuratedRow("new", train_x[-1].tobytes(), "landing/b/n.png", int(train_y[-1]))]
-    write_shards(lake, rows, "b", datetime(2026, 11, 22, tzinfo=UTC), settings.shard_rows)
+    write_shards(lake, rows, "b", ingested_at=datetime(2026, 11, 22, tzinfo=UTC), shard_rows=settings.shard_rows)
     data = build_training_data(settings, lake)
     assert data.lineage["curated_dropped_holdout"] == 1
     assert data.lineage["curated_labeled_images"] == 1
@@ -24,19 +24,19 @@ def test_holdout_images_arriving_through_landing_are_never_trained_on(lake, sett
 
 
 def test_labels_a_later_batch_supplies_train_but_holdout_images_stay_out(lake, settings):
-    from mlcore.data import LABELS_PREFIX, commit_shards, stage_shards
+    from mlcore.data import commit_shards, stage_shards
+    from mlcore.layout import CURATED_LABELS
 
     settings = settings.model_copy(update={"train_subset": 500})
     test_x, test_y = load_fashion_mnist(settings.fmnist_dir, "test")
     train_x, train_y = load_fashion_mnist(settings.fmnist_dir, "train")
     at = datetime(2026, 11, 22, tzinfo=UTC)
     write_shards(lake, [CuratedRow("h", test_x[7].tobytes(), "landing/b/h.png", None),
-                        CuratedRow("n", train_x[-1].tobytes(), "landing/b/n.png", None)],
-                 "b", at, settings.shard_rows)
+                        CuratedRow("n", train_x[-1].tobytes(), "landing/b/n.png", None)], "b", ingested_at=at, shard_rows=settings.shard_rows)
     later = [CuratedRow("h", test_x[7].tobytes(), "landing/c/h.png", int(test_y[7])),
              CuratedRow("n", train_x[-1].tobytes(), "landing/c/n.png", int(train_y[-1]))]
-    keys = stage_shards(lake, later, "c", at, settings.shard_rows, prefix=LABELS_PREFIX)
-    commit_shards(lake, keys, "c", at, prefix=LABELS_PREFIX)
+    keys = stage_shards(lake, later, "c", ingested_at=at, shard_rows=settings.shard_rows, prefix=CURATED_LABELS)
+    commit_shards(lake, keys, "c", ingested_at=at, prefix=CURATED_LABELS)
     data = build_training_data(settings, lake)
     assert data.lineage["curated_labeled_images"] == 1  # "n", now labeled
     assert data.lineage["curated_dropped_holdout"] == 1  # "h" is a holdout image
