@@ -130,7 +130,7 @@ def commit_key(ingested_at: datetime, batch_id: str, prefix: str = CURATED_PREFI
 
 def stage_shards(
     lake: Lake, rows: list[CuratedRow], batch_id: str, ingested_at: datetime, shard_rows: int,
-    prefix: str = CURATED_PREFIX,
+    prefix: str = CURATED_PREFIX, *, task: TaskSpec | None = None,
 ) -> list[str]:
     """Write the parts (each atomically) but commit nothing: no reader lists them yet."""
     import pyarrow as pa
@@ -150,7 +150,7 @@ def stage_shards(
                 "label": [r.label for r in chunk],
                 "ingested_at": [ingested_at] * len(chunk),
             },
-            schema=curated_schema(),
+            schema=curated_schema(task),
         )
         key = shard_key(ingested_at, batch_id, index, prefix)
         lake.write_bytes(key, parquet_bytes(table))

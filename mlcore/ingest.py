@@ -31,7 +31,7 @@ from mlcore.data import (
 from mlcore.images import FileProfile, profile_image
 from mlcore.labels import LABELS_FILE, LabelsUnreadable, Rejection, parse_labels
 from mlcore.storage import UnsafeKey, check_key
-from mlcore.task import default_task
+from mlcore.task import TaskSpec, task_of
 from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def _unsafe_sha(info: ObjectInfo) -> str:
     return hashlib.sha256(f"unsafe\0{info.key}\0{info.version}".encode()).hexdigest()
 
 
-def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
+def _profile(lake: Lake, info: ObjectInfo, settings: Settings, task: TaskSpec) -> FileProfile:
     """Size (from the listing) before bytes: a too-large file is hashed as a stream, never
     held; an unsafe entry (symlink, special file, bad key) is never read at all."""
     if info.unsafe:
@@ -214,7 +214,8 @@ def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
         return FileProfile(info.key, _stream_sha256(lake, info.key), info.size, reason="too_large",
                            detail=f"{info.size} bytes > limit {settings.max_file_bytes}")
     data = lake.read_bytes(info.key)
-    return profile_image(info.key, data, settings.max_image_pixels, settings.max_file_bytes)
+    return profile_image(info.key, data, settings.max_image_pixels, settings.max_file_bytes,
+                         task=task)
 
 
 def content_hash(items: dict[str, str]) -> str:
@@ -270,7 +271,7 @@ def _recorded_files(lake: Lake, batch_id: str) -> dict[tuple, str]:
                                               strict=True)}
 
 
-def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str]
+def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str], classes: tuple[str, ...]
                  ) -> tuple[dict[str, int], list[Rejection], str | None]:
     """(labels, row issues, why the file is unreadable or None)."""
     if info is None:
@@ -280,7 +281,7 @@ def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str]
     if info.size > MAX_LABELS_BYTES:
         return {}, [], f"{info.size} bytes > {MAX_LABELS_BYTES}"
     try:
-        labels, issues = parse_labels(lake.read_bytes(info.key), names)
+        labels, issues = parse_labels(lake.read_bytes(info.key), names, classes=classes)
     except LabelsUnreadable as exc:
         return {}, [], str(exc)
     return labels, issues, None
@@ -314,6 +315,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     from mlcore.claims import open_claims
     from mlcore.data_profile import base_profile
 
+    task = task_of(settings)
     claims = claims or open_claims(settings)
     reference_mean = (reference or base_profile()).intensity_mean
     prefix = f"{LANDING}/{batch_id}/"
@@ -338,8 +340,8 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     label_info = next((i for i in files if i.key == prefix + LABELS_FILE), None)
     images = [i for i in files if i.key != prefix + LABELS_FILE]
     names = {i.key[len(prefix):] for i in images}
-    labels, label_issues, unreadable = _read_labels(lake, label_info, names)
-    profiles = [_profile(lake, info, settings) for info in images]
+    labels, label_issues, unreadable = _read_labels(lake, label_info, names, task.classes)
+    profiles = [_profile(lake, info, settings, task) for info in images]
     shas = {p.key: p.sha256 for p in profiles}
     if label_info is not None:
         shas[label_info.key] = (_stream_sha256(lake, label_info.key) if not label_info.unsafe
@@ -372,7 +374,7 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     frame["label"] = pd.array([label_of(p) for p in unique], dtype="Int64")
     rows = run_suite(lake, settings.gx_suites_dir, "file_profiles", frame, batch_id, logical_date,
                      {"max_file_bytes": settings.max_file_bytes,
-                      "class_indexes": list(range(default_task().num_classes))})
+                      "class_indexes": list(range(task.num_classes))})
     report.docs_keys.append(rows.docs_key)
     by_key = {p.key: p for p in unique}
     rejected = {
@@ -429,9 +431,10 @@ def ingest_batch(lake: Lake, settings: Settings, batch_id: str, logical_date: da
     report.relabeled = len(relabels)
     # Stage everything, then commit: parts -> commit records -> ledger entry (last).
     _withdraw_other_attempts(lake, batch_id, keep=logical_date)
-    report.shards = stage_shards(lake, curated, batch_id, logical_date, settings.shard_rows)
+    report.shards = stage_shards(lake, curated, batch_id, logical_date, settings.shard_rows,
+                                 task=task)
     report.label_shards = stage_shards(lake, relabels, batch_id, logical_date,
-                                       settings.shard_rows, prefix=LABELS_PREFIX)
+                                       settings.shard_rows, prefix=LABELS_PREFIX, task=task)
     _record_feedback(lake, batch_id, logical_date, relabels)
     _quarantine(lake, report)
     _record_files(lake, batch_id, files, shas)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -187,9 +187,47 @@ class Settings(BaseSettings):
         "successful run of a DAG with a deadline (it looks the alert up by an id it never stored).",
     )
 
+    # The task these settings were scoped to by for_task ("" for the deployment's own).
+    _scope: str = PrivateAttr("")
+
     @property
     def resolved_lake_uri(self) -> str:
         return self.lake_uri or str((self.home / "lake").resolve())
+
+    @property
+    def task_scope(self) -> str:
+        """``""`` for the deployment's default task; a scoped task's name otherwise: what its
+        DAG ids, Asset names, lake prefix (``tasks/<name>/``) and image-id claims carry."""
+        return self._scope
+
+    def for_task(self, name: str) -> Settings:
+        """These settings for the deployed task ``name`` (``docs/tasks.md``).
+
+        The default task (``task``) gets these settings unchanged, so an existing lake and
+        registry keep working. Any other task gets its own lake root ``<root>/tasks/<name>``
+        (a folder or ``s3://bucket/prefix`` alike), model and experiment ``<name>-classifier``
+        and Data Docs under ``<data_docs_url>/t/<name>``; everything else is shared.
+        """
+        from mlcore.task import UnknownTask, deployed_tasks
+
+        root = self._root or self
+        names = [spec.name for spec in deployed_tasks(root)]
+        if name not in names:
+            raise UnknownTask(f"unknown task {name!r}: this deployment serves {names} "
+                              f"(specs in {root.tasks_dir})")
+        if name == names[0]:
+            return root
+        scoped = root.model_copy(update={
+            "task": name,
+            "lake_uri": f"{root.resolved_lake_uri.rstrip('/')}/tasks/{name}",
+            "model_name": f"{name}-classifier",
+            "mlflow_experiment": f"{name}-classifier",
+            "data_docs_url": f"{root.data_docs_url.rstrip('/')}/t/{name}",
+        })
+        scoped._scope, scoped._root = name, root
+        return scoped
+
+    _root: Settings | None = PrivateAttr(None)
 
     @property
     def resolved_claims_db_url(self) -> str:
