@@ -57,7 +57,7 @@ def batch_score(spec: TaskDag):
                 from mlcore.runtime import runtime
 
                 audit.record_manual_trigger(runtime(spec.task).lake, dag_run,
-                                            f"batch_score/{window.day}", params)
+                                            target=f"batch_score/{window.day}", params=params)
             return window.to_xcom()
 
         @task

@@ -289,7 +289,7 @@ def count_labeled(lake: Lake) -> int:
     return n
 
 
-def labeled_curated(lake: Lake, shards: list[str] | None = None
+def labeled_curated(lake: Lake, shards: list[str] | None = None, *, task: TaskSpec | None = None
                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Curated images that carry a label (from ``shards``, default all committed image and
     label shards), with the shard keys used. A label a later batch supplied (a label shard)
@@ -308,10 +308,10 @@ def labeled_curated(lake: Lake, shards: list[str] | None = None
         if mask.any():
             import pyarrow as pa
 
-            images.append(shard_pixels(table.filter(pa.array(mask))))
+            images.append(shard_pixels(table.filter(pa.array(mask)), task))
             labels.append(np.array([lab for lab in final if lab is not None], dtype=np.uint8))
             used.add(key)
             used.update(overrides[i][1] for i in ids if i in overrides)
     if not images:
-        return np.zeros((0, *_spec(None).shape), np.uint8), np.zeros((0,), np.uint8), []
+        return np.zeros((0, *_spec(task).shape), np.uint8), np.zeros((0,), np.uint8), []
     return np.concatenate(images), np.concatenate(labels), sorted(used)

@@ -52,7 +52,7 @@ def schedule_for(day: date) -> dict[str, str]:
     }
 
 
-def run_pipeline(settings: Settings, day: date, console: Console, per_batch: int = 24) -> dict:
+def run_pipeline(settings: Settings, day: date, console: Console, *, per_batch: int = 24) -> dict:
     """Seed, then ingest -> retrain -> score through ``airflow dags test``; return the summary."""
     lake = open_lake(settings)
     batches = seed_landing(lake, settings, per_batch=per_batch)

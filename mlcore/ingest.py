@@ -620,6 +620,6 @@ def reprocess(lake: Lake, batch_id: str, actor: str, at: datetime, reason: str) 
     lake.delete(key)
     for seen in lake.list(f"{SEEN_PREFIX}/{safe_name(batch_id)}"):
         lake.delete(seen)
-    audit.record(lake, actor, at, "quarantine_reprocess", f"batch/{batch_id}", reason,
-                 previous_status=previous.status, quarantined=previous.quarantined)
+    audit.record(lake, "quarantine_reprocess", f"batch/{batch_id}", actor=actor, at=at,
+                 reason=reason, previous_status=previous.status, quarantined=previous.quarantined)
     return archive

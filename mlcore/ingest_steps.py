@@ -63,7 +63,8 @@ def find_ready_batches(rt: Runtime, dag_run, params: dict) -> list[str]:
     wanted = (params or {}).get("batch_id")
     if not wanted:
         return ready
-    audit.record_manual_trigger(rt.lake, dag_run, f"ingest_landing/{wanted}", params)
+    audit.record_manual_trigger(rt.lake, dag_run, target=f"ingest_landing/{wanted}",
+                               params=params)
     return [b for b in ready if b == wanted]
 
 

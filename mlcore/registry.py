@@ -131,7 +131,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
 
     from mlcore.calibration import reliability_figure
     from mlcore.model import sha256_hex, weights_bytes
-    from mlcore.task import default_task
+    from mlcore.task import task_of
     from mlcore.train import confusion_figure, curves_figure
 
     mlc = client(settings, lake)
@@ -146,7 +146,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
         "architecture": "FashionCNN", "served_as": "onnx int8 (QDQ, per-channel, static)",
     }
     lineage = result.lineage
-    task = default_task()
+    task = task_of(settings)
     example = np.zeros((2, *task.shape), dtype=np.uint8)
     signature = infer_signature(example, np.full((2, task.num_classes), 0.1, np.float32))
     requirements = [f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}",
@@ -162,7 +162,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult,
         mlflow.log_metrics(result.validation)
         mlflow.log_metric("train_seconds", result.seconds)
         mlflow.log_metric("curated_labeled_images", lineage.get("curated_labeled_images", 0))
-        mlflow.log_figure(confusion_figure(package.int8.confusion), "plots/confusion_matrix.png")
+        mlflow.log_figure(confusion_figure(package.int8.confusion, task.classes), "plots/confusion_matrix.png")
         mlflow.log_figure(curves_figure(result.history), "plots/training_curves.png")
         mlflow.log_figure(reliability_figure(package.reliability_before, package.reliability_after),
                           "plots/reliability.png")

@@ -23,11 +23,13 @@ class Settings(BaseSettings):
     # --- what is classified (docs/tasks.md) -----------------------------------------------
     task: str = Field(
         "fashion-mnist",
-        description="The task spec: a file name in `<repo>/tasks` (without `.toml`) or a path "
-        "to a spec file; it sets the classes, image shape, data sources and model size.",
+        description="The default task: a file name in `<repo>/tasks` (without `.toml`) or a "
+        "path to a spec file. It keeps the plain DAG ids, lake root and model name; every other "
+        "spec in `tasks_dir` is deployed too, under its own names (`docs/tasks.md`).",
     )
     tasks_dir: Path = Field(
-        REPO_ROOT / "tasks", description="Committed task specs (TOML, one per task)."
+        REPO_ROOT / "tasks", description="Committed task specs (TOML, one per task): every "
+        "spec here is a deployed task with its own three DAGs."
     )
 
     # --- where things live -------------------------------------------------------------
@@ -37,7 +39,8 @@ class Settings(BaseSettings):
     lake_uri: str = Field(
         "",
         description="Lake root: a folder path, `file:///abs/path` or `s3://bucket/prefix`. "
-        "Empty means `<home>/lake`.",
+        "Empty means `<home>/lake`. The default task's keys are at the root, task `t`'s under "
+        "`tasks/t/`.",
     )
     s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO, moto); empty for AWS.")
     s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key (secret).")
@@ -83,8 +86,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(
         "", description="MLflow tracking URI. Empty means SQLite at `<home>/mlflow.db`."
     )
-    mlflow_experiment: str = Field("fashion-classifier", description="MLflow experiment name.")
-    model_name: str = Field("fashion-classifier", description="Registered model name.")
+    mlflow_experiment: str = Field("fashion-classifier", description="MLflow experiment name "
+                                   "of the default task (another task `t`: `t-classifier`).")
+    model_name: str = Field("fashion-classifier", description="Registered model name of the "
+                            "default task (another task `t`: `t-classifier`).")
 
     # --- ingestion -----------------------------------------------------------------------
     max_file_bytes: int = Field(5_000_000, description="Largest accepted upload, bytes.")

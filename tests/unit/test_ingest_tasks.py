@@ -104,3 +104,24 @@ def test_existing_default_task_claims_keep_working(tmp_path, two_tasks_dir):
     engine.dispose()
     assert Claims(url).claim("new-batch", ["img1", "img2"]) == {"img1": "old-batch"}
     assert Claims(url, scope="tiny-rgb").claim("new-batch", ["img1"]) == {}
+
+
+def test_the_cli_follows_task_with_the_default_task_by_default(tmp_path, two_tasks_dir,
+                                                                monkeypatch, capsys):
+    from mlcore.cli import main
+
+    monkeypatch.setenv("MLCORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLCORE_TASKS_DIR", str(two_tasks_dir))
+    src = tmp_path / "src"
+    src.mkdir()
+    for s in range(3):
+        (src / f"{s}.png").write_bytes(_rgb_png(s))
+    assert main(["batch", "upload", str(src), "--batch-id", "b1", "--task", "tiny-rgb"]) == 0
+    assert (tmp_path / "home/lake/tasks/tiny-rgb/landing/b1/_READY").exists()
+    assert not (tmp_path / "home/lake/landing/b1").exists()
+    capsys.readouterr()
+    assert main(["batch", "status", "b1", "--task", "tiny-rgb", "--json"]) == 0
+    assert '"ready"' in capsys.readouterr().out
+    assert main(["batch", "status", "b1"]) == 1  # not in the default task's landing
+    assert main(["batch", "status", "b1", "--task", "nope"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
