@@ -205,6 +205,11 @@ class Settings(BaseSettings):
         DAG ids, Asset names, lake prefix (``tasks/<name>/``) and image-id claims carry."""
         return self._scope
 
+    @property
+    def deployment(self) -> Settings:
+        """The deployment's own settings (its default task's), whichever task these are for."""
+        return self._root or self
+
     def for_task(self, name: str) -> Settings:
         """These settings for the deployed task ``name`` (``docs/tasks.md``).
 
@@ -215,7 +220,7 @@ class Settings(BaseSettings):
         """
         from mlcore.task import UnknownTask, deployed_tasks
 
-        root = self._root or self
+        root = self.deployment
         names = [spec.name for spec in deployed_tasks(root)]
         if name not in names:
             raise UnknownTask(f"unknown task {name!r}: this deployment serves {names} "

@@ -159,7 +159,12 @@ def test_another_task_gets_its_own_prefix_model_and_experiment(two_tasks_dir, tm
     assert rgb.resolved_claims_db_url == settings.resolved_claims_db_url
     assert rgb.resolved_tracking_uri == settings.resolved_tracking_uri
     assert rgb.for_task("tiny-rgb").resolved_lake_uri == rgb.resolved_lake_uri
-    assert rgb.for_task("fashion-mnist") is settings
+    assert rgb.for_task("fashion-mnist") is settings and rgb.deployment is settings
+    from mlcore.airflow_local import airflow_env  # Airflow serves the deployment, every task
+
+    env = airflow_env(rgb)
+    assert not any("tiny-rgb" in env.get(k, "") for k in (
+        "MLCORE_TASK", "MLCORE_LAKE_URI", "MLCORE_MODEL_NAME", "MLCORE_DATA_DOCS_URL"))
 
 
 def test_an_unknown_task_is_refused_with_the_served_names(two_tasks_dir):
