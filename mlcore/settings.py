@@ -2,7 +2,8 @@
 
 Nothing is read at import time: call :func:`get_settings` (cached) inside a task or
 command, or build ``Settings(...)`` with overrides in tests. ``docs/configuration.md``
-lists every field; a test keeps the two in step.
+lists every field; a test keeps the two in step. :meth:`Settings.for_task` gives the
+settings of one deployed task (its own lake prefix, model and experiment).
 """
 
 from __future__ import annotations
@@ -192,8 +193,10 @@ class Settings(BaseSettings):
         "successful run of a DAG with a deadline (it looks the alert up by an id it never stored).",
     )
 
-    # The task these settings were scoped to by for_task ("" for the deployment's own).
+    # Set by for_task only: the task these settings are scoped to ("" for the default task)
+    # and the deployment's settings they were derived from.
     _scope: str = PrivateAttr("")
+    _root: Settings | None = PrivateAttr(None)
 
     @property
     def resolved_lake_uri(self) -> str:
@@ -236,8 +239,6 @@ class Settings(BaseSettings):
         })
         scoped._scope, scoped._root = name, root
         return scoped
-
-    _root: Settings | None = PrivateAttr(None)
 
     @property
     def resolved_claims_db_url(self) -> str:

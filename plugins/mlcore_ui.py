@@ -3,7 +3,7 @@
 Data Docs are read through the lake (local folder or S3) at request time, so the links in a
 failed task's log (``/data-docs/validations/...``) work wherever the lake lives, without
 hosting a public bucket. Each deployed task has its own Data Docs: the default task's at
-``/data-docs/...``, task ``t``'s (in ``tasks/t/`` of the lake) at ``/data-docs/t/t/...``;
+``/data-docs/...``, task ``t``'s (in ``tasks/t/`` of the lake) at ``/data-docs/t/<t>/...``;
 a name no spec of the deployment carries is a 404. A global operator extra link, "Data Docs", turns the URL a task
 pushed to XCom (key ``data_docs_url``, pushed by ``ingest`` before it fails a batch) into a
 button on that task instance's page.
