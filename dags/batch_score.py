@@ -24,16 +24,16 @@ from mlcore.assets import task_assets
 from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE, TaskDag, nightly_deadline, task_dags
 
 
-def batch_score(spec: TaskDag):
+def batch_score(task_dag: TaskDag):
     @dag(
-        dag_id=spec.dag_id,
+        dag_id=task_dag.dag_id,
         schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         deadline=nightly_deadline(runs_at="03:00"),
-        tags=["mlcore", "scoring", *spec.tags],
+        tags=["mlcore", "scoring", *task_dag.tags],
         doc_md=__doc__,
         params={
             "date": Param("", type="string", title="Partition date",
@@ -56,7 +56,7 @@ def batch_score(spec: TaskDag):
                 from mlcore import audit
                 from mlcore.runtime import runtime
 
-                audit.record_manual_trigger(runtime(spec.task).lake, dag_run,
+                audit.record_manual_trigger(runtime(task_dag.task).lake, dag_run,
                                             target=f"batch_score/{window.day}", params=params)
             return window.to_xcom()
 
@@ -68,8 +68,8 @@ def batch_score(spec: TaskDag):
             from mlcore.registry import pin_champion as pin
             from mlcore.runtime import runtime
 
-            settings = runtime(spec.task).settings
-            return asdict(pin(settings, runtime(spec.task).lake))
+            settings = runtime(task_dag.task).settings
+            return asdict(pin(settings, runtime(task_dag.task).lake))
 
         @task
         def list_input_shards(window: dict) -> list[str]:
@@ -78,7 +78,7 @@ def batch_score(spec: TaskDag):
             from mlcore.score import ScoringWindow, shards_in_interval
 
             w = ScoringWindow.from_xcom(window)
-            return shards_in_interval(runtime(spec.task).lake, w.start, w.end)
+            return shards_in_interval(runtime(task_dag.task).lake, w.start, w.end)
 
         @task
         def score_shard(shard: str, pinned: dict, window: dict, run_id=None) -> dict | None:
@@ -90,19 +90,19 @@ def batch_score(spec: TaskDag):
             from mlcore.score import ScoringWindow
             from mlcore.score import score_shard as score
 
-            settings = runtime(spec.task).settings
-            part = score(runtime(spec.task).lake, settings, PinnedModel(**pinned), shard,
+            settings = runtime(task_dag.task).settings
+            part = score(runtime(task_dag.task).lake, settings, PinnedModel(**pinned), shard,
                          ScoringWindow.from_xcom(window), dag_run_id=run_id)
             return asdict(part) if part else None
 
-        @task(outlets=[task_assets(spec.scope).predictions], trigger_rule="none_failed")
+        @task(outlets=[task_assets(task_dag.scope).predictions], trigger_rule="none_failed")
         def commit(pinned: dict, parts: list, shards: list[str], window: dict, run_id=None) -> dict:
             """Check the predictions with GX, then replace the partition in one Delta commit."""
             from mlcore.registry import PinnedModel
             from mlcore.runtime import runtime
             from mlcore.score import PartFile, ScoringWindow, commit_partition, count_inputs
 
-            settings, lake = runtime(spec.task).settings, runtime(spec.task).lake
+            settings, lake = runtime(task_dag.task).settings, runtime(task_dag.task).lake
             w = ScoringWindow.from_xcom(window)
             return commit_partition(
                 lake, settings, PinnedModel(**pinned), w, [PartFile(**p) for p in parts or [] if p],
@@ -118,9 +118,9 @@ def batch_score(spec: TaskDag):
             from mlcore.runtime import runtime
             from mlcore.score import ScoringWindow
 
-            settings = runtime(spec.task).settings
+            settings = runtime(task_dag.task).settings
             w = ScoringWindow.from_xcom(window)
-            report = monitor_partition(settings, runtime(spec.task).lake, PinnedModel(**pinned),
+            report = monitor_partition(settings, runtime(task_dag.task).lake, PinnedModel(**pinned),
                                        w.day, shards, w.start, w.end)
             return {**report.metrics(), "breached": report.breached}
 
@@ -133,7 +133,7 @@ def batch_score(spec: TaskDag):
             from mlcore.score import ScoringWindow
             from mlcore.score import shadow_score as shadow
 
-            settings, lake = runtime(spec.task).settings, runtime(spec.task).lake
+            settings, lake = runtime(task_dag.task).settings, runtime(task_dag.task).lake
             challenger = pin_challenger(settings, lake)
             if challenger is None:
                 return {"challenger": None}
@@ -146,8 +146,8 @@ def batch_score(spec: TaskDag):
             from mlcore.monitor import realized_accuracy
             from mlcore.runtime import runtime
 
-            settings = runtime(spec.task).settings
-            return realized_accuracy(settings, runtime(spec.task).lake)
+            settings = runtime(task_dag.task).settings
+            return realized_accuracy(settings, runtime(task_dag.task).lake)
 
         @task(trigger_rule="all_done")
         def vacuum() -> dict:
@@ -157,7 +157,7 @@ def batch_score(spec: TaskDag):
             from mlcore.predictions import vacuum as vacuum_table
             from mlcore.runtime import runtime
 
-            settings, lake = runtime(spec.task).settings, runtime(spec.task).lake
+            settings, lake = runtime(task_dag.task).settings, runtime(task_dag.task).lake
             hours = settings.predictions_retention_hours
             return {t: len(vacuum_table(lake, table=t, retention_hours=hours)) for t in (TABLE, SHADOW)}
 
@@ -175,5 +175,5 @@ def batch_score(spec: TaskDag):
     return batch_score()
 
 
-for _spec in task_dags(Path(__file__).stem):
-    batch_score(_spec)
+for _task_dag in task_dags(Path(__file__).stem):
+    batch_score(_task_dag)

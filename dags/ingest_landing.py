@@ -25,17 +25,17 @@ from mlcore.assets import task_assets
 from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE, TaskDag, task_dags
 
 
-def ingest_landing(spec: TaskDag):
-    assets = task_assets(spec.scope)
+def ingest_landing(task_dag: TaskDag):
+    assets = task_assets(task_dag.scope)
 
     @dag(
-        dag_id=spec.dag_id,
+        dag_id=task_dag.dag_id,
         schedule="*/10 * * * *",
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        tags=["mlcore", "ingestion", *spec.tags],
+        tags=["mlcore", "ingestion", *task_dag.tags],
         doc_md=__doc__,
         params={
             "batch_id": Param(
@@ -53,7 +53,7 @@ def ingest_landing(spec: TaskDag):
             from mlcore.ingest_steps import find_ready_batches
             from mlcore.runtime import runtime
 
-            return find_ready_batches(runtime(spec.task), dag_run, params)
+            return find_ready_batches(runtime(task_dag.task), dag_run, params)
 
         @task(map_index_template="{{ batch_id }}")
         def ingest(batch_id: str, ti=None, logical_date=None):
@@ -68,7 +68,7 @@ def ingest_landing(spec: TaskDag):
 
             get_current_context()["batch_id"] = batch_id  # names the mapped task in the UI
             try:
-                return ingest_ready_batch(runtime(spec.task), batch_id, logical_date=logical_date,
+                return ingest_ready_batch(runtime(task_dag.task), batch_id, logical_date=logical_date,
                                           last_try=ti.try_number > ti.max_tries)
             except ValidationFailed as exc:
                 # The plugin's "Data Docs" button on this task reads this key.
@@ -104,5 +104,5 @@ def ingest_landing(spec: TaskDag):
     return ingest_landing()
 
 
-for _spec in task_dags(Path(__file__).stem):
-    ingest_landing(_spec)
+for _task_dag in task_dags(Path(__file__).stem):
+    ingest_landing(_task_dag)

@@ -23,18 +23,18 @@ from mlcore.assets import task_assets
 from mlcore.dag_defaults import DEFAULT_ARGS, START_DATE, TaskDag, task_dags
 
 
-def retrain_model(spec: TaskDag):
+def retrain_model(task_dag: TaskDag):
     @dag(
-        dag_id=spec.dag_id,
+        dag_id=task_dag.dag_id,
         schedule=AssetOrTimeSchedule(
             timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
-            assets=[task_assets(spec.scope).labeled_images],
+            assets=[task_assets(task_dag.scope).labeled_images],
         ),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        tags=["mlcore", "training", *spec.tags],
+        tags=["mlcore", "training", *task_dag.tags],
         doc_md=__doc__,
     )
     def retrain_model():
@@ -45,7 +45,7 @@ def retrain_model(spec: TaskDag):
             from mlcore.retrain_steps import enough_new_labels
             from mlcore.runtime import runtime
 
-            return enough_new_labels(runtime(spec.task), run_type=dag_run.run_type)
+            return enough_new_labels(runtime(task_dag.task), run_type=dag_run.run_type)
 
         @task
         def train_and_register(run_id=None):
@@ -54,7 +54,7 @@ def retrain_model(spec: TaskDag):
             from mlcore.retrain_steps import train_and_register
             from mlcore.runtime import runtime
 
-            return train_and_register(runtime(spec.task), dag_run_id=run_id)
+            return train_and_register(runtime(task_dag.task), dag_run_id=run_id)
 
         @task
         def promote_if_better(candidate, logical_date=None):
@@ -62,8 +62,8 @@ def retrain_model(spec: TaskDag):
             from mlcore.retrain_steps import promote_if_better
             from mlcore.runtime import runtime
 
-            return promote_if_better(runtime(spec.task), candidate,
-                                     actor=f"airflow:{spec.dag_id}", at=logical_date)
+            return promote_if_better(runtime(task_dag.task), candidate,
+                                     actor=f"airflow:{task_dag.dag_id}", at=logical_date)
 
         trained = train_and_register()
         enough_new_labels() >> trained
@@ -72,5 +72,5 @@ def retrain_model(spec: TaskDag):
     return retrain_model()
 
 
-for _spec in task_dags(Path(__file__).stem):
-    retrain_model(_spec)
+for _task_dag in task_dags(Path(__file__).stem):
+    retrain_model(_task_dag)
