@@ -38,6 +38,7 @@ def airflow_env(settings: Settings, extra: dict[str, str] | None = None, *,
     """
     from mlcore.storage import lake_client_env
 
+    settings = settings.deployment  # Airflow serves every task; a task's scope is not its env
     home = Path(settings.home).resolve()
     airflow_home = home / "airflow"
     venv_bin = str(Path(sys.executable).parent)

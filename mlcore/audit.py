@@ -37,7 +37,7 @@ class AuditEntry:
         return audit_key(self.at, self.action, digest.hexdigest())
 
 
-def record(lake: Lake, actor: str, at: datetime, *, action: str, target: str, reason: str,
+def record(lake: Lake, action: str, target: str, *, actor: str, at: datetime, reason: str,
            **details) -> AuditEntry:
     """Append one entry (idempotent for the same actor, time, action and target)."""
     if action not in ACTIONS:
@@ -47,7 +47,20 @@ def record(lake: Lake, actor: str, at: datetime, *, action: str, target: str, re
     return entry
 
 
-def entries(lake: Lake, *, action: str | None = None, since: datetime | None = None,
+def record_manual_trigger(lake: Lake, dag_run, *, target: str, params: dict
+                          ) -> AuditEntry | None:
+    """Audit a manual DAG run that changes what it does through ``params``: who triggered
+    it, when (``run_after``, the trigger time, not the logical date), which run. Any other
+    run records nothing. ``dag_run`` is Airflow's run object, read only by attribute."""
+    if dag_run.run_type != "manual":
+        return None
+    user = getattr(dag_run, "triggering_user_name", None) or "unknown"
+    return record(lake, "manual_trigger", target, actor=user, at=dag_run.run_after,
+                  reason="manual trigger with params", params=dict(params),
+                  run_id=dag_run.run_id)
+
+
+def entries(lake: Lake, action: str | None = None, *, since: datetime | None = None,
             until: datetime | None = None) -> list[AuditEntry]:
     """Entries in time order, filtered by action and ``[since, until)``."""
     out = []

@@ -5,6 +5,10 @@ table keyed by ``image_id`` (``INSERT ... ON CONFLICT DO NOTHING``) and owns exa
 rows that then carry its batch id. A retry of the same batch finds its own rows and owns
 them again (idempotent). Cost is O(batch), independent of how much is curated already.
 SQLite (embedded default, one machine) and PostgreSQL (production) run the same code.
+
+Claims are scoped per task: the same image uploaded to two tasks is no duplicate. The
+default task keeps the table ``image_claims`` (existing claims stay valid, no migration);
+task ``t`` has its own table ``image_claims__t``.
 """
 
 from __future__ import annotations
@@ -33,27 +37,44 @@ def _engine(url: str, pid: int) -> sa.Engine:
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    try:
-        _table().metadata.create_all(engine)
-    except sa.exc.DBAPIError:  # another process created it between check and create
-        _table().metadata.create_all(engine)
     return engine
 
 
-@lru_cache(maxsize=1)
-def _table() -> sa.Table:
+@lru_cache(maxsize=64)
+def _table(scope: str) -> sa.Table:
     import sqlalchemy as sa
 
     meta = sa.MetaData()
-    return sa.Table(
-        "image_claims", meta,
+    if not scope:  # the default task: today's table and index names
+        return sa.Table(
+            "image_claims", meta,
+            sa.Column("image_id", sa.String(64), primary_key=True),
+            sa.Column("batch_id", sa.String(128), nullable=False, index=True),
+        )
+    name = f"image_claims__{scope}"
+    table = sa.Table(
+        name, meta,
         sa.Column("image_id", sa.String(64), primary_key=True),
-        sa.Column("batch_id", sa.String(128), nullable=False, index=True),
+        sa.Column("batch_id", sa.String(128), nullable=False),
     )
+    sa.Index(f"ix_{name}_batch", table.c.batch_id)  # <= 63 chars: PostgreSQL's limit
+    return table
 
 
-def _insert(engine: sa.Engine):
-    table = _table()
+@lru_cache(maxsize=64)
+def _created(url: str, pid: int, scope: str) -> sa.Table:
+    """The scope's table, created once per URL and process if absent."""
+    import sqlalchemy as sa
+
+    table, engine = _table(scope), _engine(url, pid)
+    try:
+        table.metadata.create_all(engine)
+    except sa.exc.DBAPIError:  # another process created it between check and create
+        table.metadata.create_all(engine)
+    return table
+
+
+def _insert(engine: sa.Engine, table: sa.Table):
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
@@ -67,10 +88,12 @@ def _chunks(ids: list[str]) -> Iterable[list[str]]:
 
 
 class Claims:
-    """The claims table behind one SQLAlchemy URL."""
+    """The claims table of one task (``scope``, ``""``: the default task) behind one
+    SQLAlchemy URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, scope: str = "") -> None:
         self.engine = _engine(url, os.getpid())
+        self.table = _created(url, os.getpid(), scope)
 
     def claim(self, batch_id: str, image_ids: Iterable[str]) -> dict[str, str]:
         """Claim ``image_ids`` for ``batch_id``; returns the ids owned by *other* batches,
@@ -78,7 +101,7 @@ class Claims:
         import sqlalchemy as sa
 
         ids = sorted(set(image_ids))
-        table, insert, taken = _table(), _insert(self.engine), {}
+        table, insert, taken = self.table, _insert(self.engine, self.table), {}
         with self.engine.begin() as conn:  # one transaction: all claims, or none
             for chunk in _chunks(ids):
                 conn.execute(insert, [{"image_id": i, "batch_id": batch_id} for i in chunk])
@@ -92,7 +115,7 @@ class Claims:
         """Drop ``batch_id``'s claims (all, or only ``image_ids``); returns how many."""
         import sqlalchemy as sa
 
-        table, n = _table(), 0
+        table, n = self.table, 0
         with self.engine.begin() as conn:
             if image_ids is None:
                 return conn.execute(sa.delete(table).where(table.c.batch_id == batch_id)).rowcount
@@ -104,13 +127,14 @@ class Claims:
     def owned_by(self, batch_id: str) -> set[str]:
         import sqlalchemy as sa
 
-        table = _table()
+        table = self.table
         with self.engine.connect() as conn:
             return set(conn.scalars(sa.select(table.c.image_id).where(table.c.batch_id == batch_id)))
 
 
 def open_claims(settings) -> Claims:
-    """The claims table the settings name (SQLite in ``<home>`` by default)."""
+    """The claims table of the settings' task, in the database they name (SQLite in
+    ``<home>`` by default, shared by every task)."""
     if not settings.claims_db_url.get_secret_value():
         settings.home.mkdir(parents=True, exist_ok=True)
-    return Claims(settings.resolved_claims_db_url)
+    return Claims(settings.resolved_claims_db_url, scope=settings.task_scope)

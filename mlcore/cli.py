@@ -49,7 +49,7 @@ def cmd_batch_seed(args: argparse.Namespace) -> int:
     from mlcore.seed import seed_landing
     from mlcore.storage import open_lake
 
-    settings = Settings()
+    settings = _task_settings(args)
     batches = seed_landing(settings, open_lake(settings), per_batch=args.per_batch)
     for b in batches:
         print(f"{b.batch_id}\t{b.files} files\t{'labeled' if b.labeled else 'unlabeled'}")
@@ -64,7 +64,7 @@ def cmd_batch_upload(args: argparse.Namespace) -> int:
     from mlcore.upload import batch_files, upload_batch
 
     files = batch_files(Path(args.dir), Path(args.labels) if args.labels else None)
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     total = sum(p.stat().st_size for p in files.values())
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
@@ -93,16 +93,27 @@ def cmd_batch_upload(args: argparse.Namespace) -> int:
 def cmd_batch_status(args: argparse.Namespace) -> int:
     from mlcore.upload import batch_status, render_status
 
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     status = batch_status(settings, lake, args.batch_id)
     print(status.to_json() if args.json else render_status(status))
     return 1 if status.state == "not_found" else 0
 
 
-def _lake_settings():
-    from mlcore.storage import open_lake
+def _task_settings(args: argparse.Namespace) -> Settings:
+    """The settings of the task ``--task`` names (default: the deployment's default task)."""
+    from mlcore.task import UnknownTask
 
     settings = Settings()
+    try:
+        return settings.for_task(args.task) if getattr(args, "task", None) else settings
+    except UnknownTask as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _lake_settings(args: argparse.Namespace):
+    from mlcore.storage import open_lake
+
+    settings = _task_settings(args)
     return settings, open_lake(settings)
 
 
@@ -120,7 +131,7 @@ def _now() -> datetime:
 def cmd_model_list(args: argparse.Namespace) -> int:
     from mlcore.registry import list_versions
 
-    rows = list_versions(*_lake_settings())
+    rows = list_versions(*_lake_settings(args))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -137,7 +148,7 @@ def cmd_model_promote(args: argparse.Namespace) -> int:
     if args.force and not args.reason:
         fail("a forced promotion skips the gate, so it needs --reason 'why' "
              "(recorded in the audit trail)")
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     with _known_version(settings, args.version):
         decision = promote(settings, lake, args.version, actor=args.actor, at=_now(),
                            force=args.force, reason=args.reason or "")
@@ -150,7 +161,7 @@ def cmd_model_promote(args: argparse.Namespace) -> int:
 def cmd_model_show(args: argparse.Namespace) -> int:
     from mlcore.model_card import read_card
 
-    print(read_card(*_lake_settings(), args.version), end="")
+    print(read_card(*_lake_settings(args), args.version), end="")
     return 0
 
 
@@ -171,7 +182,7 @@ def _known_version(settings: Settings, version: str):
 def cmd_model_rollback(args: argparse.Namespace) -> int:
     from mlcore.promotion import rollback
 
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     version = rollback(settings, lake, actor=args.actor, at=_now(), reason=args.reason)
     print(f"champion rolled back to version {version}")
     return 0
@@ -180,7 +191,7 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
 def cmd_quarantine_reprocess(args: argparse.Namespace) -> int:
     from mlcore.ingest import reprocess
 
-    _, lake = _lake_settings()
+    _, lake = _lake_settings(args)
     archive = reprocess(lake, args.batch_id, actor=args.actor, at=_now(), reason=args.reason)
     print(f"batch {args.batch_id} released for re-ingestion (previous ledger: {archive}).")
     print(f"Run: airflow dags trigger ingest_landing --conf '{{\"batch_id\": \"{args.batch_id}\"}}'")
@@ -191,7 +202,7 @@ def cmd_ingest_repair(args: argparse.Namespace) -> int:
     from mlcore.claims import open_claims
     from mlcore.repair import repair_curated
 
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     done = repair_curated(lake, open_claims(settings))
     return _print_result(args, done, f"{done['batches']} ingested batches: {done['claimed']} "
                          f"image ids claimed, {done['duplicates_removed']} duplicates removed "
@@ -201,7 +212,7 @@ def cmd_ingest_repair(args: argparse.Namespace) -> int:
 def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
     from mlcore.history_index import rebuild
 
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     done = rebuild(settings, lake)
     return _print_result(args, done, f"label index: {done['labeled_images']} labeled images; "
                          f"realized accuracy: {len(done['realized'])} model versions; batches "
@@ -211,7 +222,7 @@ def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from mlcore.trace import BrokenLink, render, resolve, trace
 
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     try:
         chain = trace(settings, lake, resolve(lake, _trace_ref(args.ref, args.row), args.row))
     except BrokenLink as exc:
@@ -267,7 +278,7 @@ def _trace_ref(ref: str, row: int | None) -> str:
 def cmd_model_reproduce(args: argparse.Namespace) -> int:
     from mlcore.reproduce import reproduce
 
-    settings, lake = _lake_settings()
+    settings, lake = _lake_settings(args)
     with _known_version(settings, args.version):
         report = reproduce(settings, lake, args.version)
     if args.json:
@@ -289,8 +300,8 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     if args.since and args.until and args.since >= args.until:
         fail(f"--since ({args.since.isoformat()}) must be before --until "
              f"({args.until.isoformat()})")
-    _, lake = _lake_settings()
-    found = entries(lake, action=args.action, since=args.since, until=args.until)
+    _, lake = _lake_settings(args)
+    found = entries(lake, args.action, since=args.since, until=args.until)
     if args.json:
         print(json.dumps([asdict(e) for e in found], indent=2))
     for e in [] if args.json else found:
@@ -312,7 +323,7 @@ def cmd_predictions_read(args: argparse.Namespace) -> int:
     from mlcore.predictions import read_partition
     from mlcore.storage import open_lake
 
-    table = read_partition(open_lake(Settings()), date.fromisoformat(args.date),
+    table = read_partition(open_lake(_task_settings(args)), date.fromisoformat(args.date),
                            as_of=_as_of(args.as_of))
     frame = table.drop_columns(["probabilities"]).to_pandas()
     if args.json:
@@ -327,7 +338,7 @@ def cmd_predictions_history(args: argparse.Namespace) -> int:
     from mlcore.predictions import history
     from mlcore.storage import open_lake
 
-    commits = history(open_lake(Settings()))[: args.limit]
+    commits = history(open_lake(_task_settings(args)))[: args.limit]
     if args.json:
         print(json.dumps(commits, indent=2, default=str))
         return 0
@@ -344,7 +355,7 @@ def cmd_predictions_vacuum(args: argparse.Namespace) -> int:
     from mlcore.predictions import PREDICTIONS, SHADOW, vacuum
     from mlcore.storage import open_lake
 
-    settings = Settings()
+    settings = _task_settings(args)
     hours = (settings.predictions_retention_hours if args.retention_hours is None
              else args.retention_hours)
     lake = open_lake(settings)
@@ -357,7 +368,7 @@ def cmd_predictions_migrate(args: argparse.Namespace) -> int:
     from mlcore.predictions import PREDICTIONS, SHADOW, migrate_manifests
     from mlcore.storage import open_lake
 
-    lake = open_lake(Settings())
+    lake = open_lake(_task_settings(args))
     for table in (PREDICTIONS, SHADOW):
         for c in migrate_manifests(lake, table=table):
             print(f"{c.partition}: {c.rows} rows committed as version {c.version}")
@@ -500,7 +511,24 @@ def build_parser() -> argparse.ArgumentParser:
     vac.set_defaults(func=cmd_predictions_vacuum)
     mig = preds.add_parser("migrate", help="convert manifest partitions (before Delta) once")
     mig.set_defaults(func=cmd_predictions_migrate)
+    _add_task_option(parser, skip={"demo", "airflow-env"})
     return parser
+
+
+def _add_task_option(parser: argparse.ArgumentParser, skip: set[str]) -> None:
+    """``--task NAME`` on every command that works on one task's lake, models or data."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, sub in action.choices.items():
+            if name in skip:
+                continue
+            if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                _add_task_option(sub, skip=set())
+            else:
+                sub.add_argument("--task", default=None, metavar="NAME",
+                                 help="the deployed task (a spec in MLCORE_TASKS_DIR); "
+                                      "default: MLCORE_TASK")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ Connection exists).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,32 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(minutes=30),
     "on_failure_callback": on_task_failure,
 }
+
+
+@dataclass(frozen=True)
+class TaskDag:
+    """One DAG a DAG file defines: for which task, under which id, with which Assets."""
+
+    task: str  # the task spec's name: what the task bodies pass to ``runtime()``
+    dag_id: str
+    scope: str  # "" for the default task (``Settings.task_scope``)
+
+    @property
+    def tags(self) -> list[str]:
+        return [f"task:{self.task}"]
+
+
+def task_dags(stem: str) -> list[TaskDag]:
+    """The DAGs of DAG file ``stem``, one per deployed task (``docs/tasks.md``): the default
+    task's DAG id is ``stem``, task ``t``'s is ``<stem>__t``. Reads only the small TOML specs
+    of ``MLCORE_TASKS_DIR`` (the dynamic-DAG pattern), once per parsing process."""
+    from mlcore.settings import get_settings
+    from mlcore.task import deployed_tasks
+
+    specs = deployed_tasks(get_settings())
+    return [TaskDag(task=spec.name, dag_id=stem if i == 0 else f"{stem}__{spec.name}",
+                    scope="" if i == 0 else spec.name)
+            for i, spec in enumerate(specs)]
 
 
 def deadline_interval(runs_at: str, deadline: str) -> timedelta:

@@ -125,7 +125,7 @@ class CuratedRow:
 
 def stage_shards(
     lake: Lake, rows: list[CuratedRow], batch_id: str, *, ingested_at: datetime, shard_rows: int,
-    prefix: str = CURATED_IMAGES,
+    prefix: str = CURATED_IMAGES, task: TaskSpec | None = None,
 ) -> list[str]:
     """Write the parts (each atomically) but commit nothing: no reader lists them yet."""
     import pyarrow as pa
@@ -145,7 +145,7 @@ def stage_shards(
                 "label": [r.label for r in chunk],
                 "ingested_at": [ingested_at] * len(chunk),
             },
-            schema=curated_schema(),
+            schema=curated_schema(task),
         )
         key = shard_key(ingested_at, batch_id, index, prefix=prefix)
         lake.write_bytes(key, parquet_bytes(table))
@@ -283,7 +283,7 @@ def count_labeled(lake: Lake) -> int:
     return n
 
 
-def labeled_curated(lake: Lake, shards: list[str] | None = None
+def labeled_curated(lake: Lake, shards: list[str] | None = None, *, task: TaskSpec | None = None
                     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Curated images that carry a label (from ``shards``, default all committed image and
     label shards), with the shard keys used. A label a later batch supplied (a label shard)
@@ -302,10 +302,10 @@ def labeled_curated(lake: Lake, shards: list[str] | None = None
         if mask.any():
             import pyarrow as pa
 
-            images.append(shard_pixels(table.filter(pa.array(mask))))
+            images.append(shard_pixels(table.filter(pa.array(mask)), task))
             labels.append(np.array([lab for lab in final if lab is not None], dtype=np.uint8))
             used.add(key)
             used.update(overrides[i][1] for i in ids if i in overrides)
     if not images:
-        return np.zeros((0, *_spec(None).shape), np.uint8), np.zeros((0,), np.uint8), []
+        return np.zeros((0, *_spec(task).shape), np.uint8), np.zeros((0,), np.uint8), []
     return np.concatenate(images), np.concatenate(labels), sorted(used)

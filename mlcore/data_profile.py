@@ -54,10 +54,13 @@ class DataProfile:
 
 
 def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[str, float], *,
-                   source: str = "") -> DataProfile:
+                   source: str = "", num_classes: int | None = None) -> DataProfile:
     """The profile of ``(N, H, W)`` grayscale or ``(N, H, W, 3)`` RGB uint8 images and their
-    labels (class counts over the deployment's task's classes)."""
-    from mlcore.task import default_task
+    labels (class counts over ``num_classes``; default: the deployment's default task's)."""
+    if num_classes is None:
+        from mlcore.task import default_task
+
+        num_classes = default_task().num_classes
 
     flat = images.reshape(len(images), -1).astype(np.float64)
     means, stds = flat.mean(axis=1), flat.std(axis=1)
@@ -71,7 +74,7 @@ def profile_images(images: np.ndarray, labels: np.ndarray, normalization: dict[s
         images=int(len(images)),
         image={"height": int(images.shape[1]), "width": int(images.shape[2]), "mode": "L" if images.ndim == 3 else "RGB"},
         class_counts=np.bincount(labels.astype(np.int64),
-                                 minlength=default_task().num_classes).tolist(),
+                                 minlength=num_classes).tolist(),
         intensity_mean=float(means.mean()) if len(means) else 0.0,
         intensity_mean_quantiles=quantiles(means),
         intensity_std_quantiles=quantiles(stds),

@@ -37,11 +37,14 @@ def _lake_for(lake_uri: str) -> Lake:
     if lake_uri in _LAKES:
         return _LAKES[lake_uri]
     from mlcore.settings import get_settings  # a config built in another process
+    from mlcore.task import deployed_tasks
 
-    lake = open_lake(get_settings())
-    if lake.uri != lake_uri:
-        raise LookupError(f"no lake {lake_uri!r} is open in this process")
-    return lake
+    settings = get_settings()
+    for spec in deployed_tasks(settings):  # the deployment's lake, or one task's under it
+        lake = open_lake(settings.for_task(spec.name))
+        if lake.uri == lake_uri:
+            return lake
+    raise LookupError(f"no lake {lake_uri!r} is open in this process")
 
 
 class LakeStoreBackend(TupleStoreBackend):

@@ -51,7 +51,7 @@ from mlcore.layout import (
     seen_key,
 )
 from mlcore.storage import UnsafeKey, check_key
-from mlcore.task import default_task
+from mlcore.task import TaskSpec, task_of
 from mlcore.validation import ValidationFailed, run_suite
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def _unsafe_sha(info: ObjectInfo) -> str:
     return hashlib.sha256(f"unsafe\0{info.key}\0{info.version}".encode()).hexdigest()
 
 
-def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
+def _profile(lake: Lake, info: ObjectInfo, settings: Settings, task: TaskSpec) -> FileProfile:
     """Size (from the listing) before bytes: a too-large file is hashed as a stream, never
     held; an unsafe entry (symlink, special file, bad key) is never read at all."""
     if info.unsafe:
@@ -223,7 +223,7 @@ def _profile(lake: Lake, info: ObjectInfo, settings: Settings) -> FileProfile:
                            detail=f"{info.size} bytes > limit {settings.max_file_bytes}")
     data = lake.read_bytes(info.key)
     return profile_image(info.key, data, max_pixels=settings.max_image_pixels,
-                         max_bytes=settings.max_file_bytes)
+                         max_bytes=settings.max_file_bytes, task=task)
 
 
 def content_hash(items: dict[str, str]) -> str:
@@ -279,7 +279,7 @@ def _recorded_files(lake: Lake, batch_id: str) -> dict[tuple, str]:
                                               strict=True)}
 
 
-def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str]
+def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str], classes: tuple[str, ...]
                  ) -> tuple[dict[str, int], list[Rejection], str | None]:
     """(labels, row issues, why the file is unreadable or None)."""
     if info is None:
@@ -289,7 +289,7 @@ def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str]
     if info.size > MAX_LABELS_BYTES:
         return {}, [], f"{info.size} bytes > {MAX_LABELS_BYTES}"
     try:
-        labels, issues = parse_labels(lake.read_bytes(info.key), names)
+        labels, issues = parse_labels(lake.read_bytes(info.key), names, classes=classes)
     except LabelsUnreadable as exc:
         return {}, [], str(exc)
     return labels, issues, None
@@ -323,6 +323,7 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     from mlcore.claims import open_claims
     from mlcore.data_profile import base_profile
 
+    task = task_of(settings)
     claims = claims or open_claims(settings)
     reference_mean = (reference or base_profile()).intensity_mean
     prefix = landing_batch(batch_id) + "/"
@@ -347,8 +348,8 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     label_info = next((i for i in files if i.key == prefix + LABELS_FILE), None)
     images = [i for i in files if i.key != prefix + LABELS_FILE]
     names = {i.key[len(prefix):] for i in images}
-    labels, label_issues, unreadable = _read_labels(lake, label_info, names)
-    profiles = [_profile(lake, info, settings) for info in images]
+    labels, label_issues, unreadable = _read_labels(lake, label_info, names, task.classes)
+    profiles = [_profile(lake, info, settings, task) for info in images]
     shas = {p.key: p.sha256 for p in profiles}
     if label_info is not None:
         shas[label_info.key] = (_stream_sha256(lake, label_info.key) if not label_info.unsafe
@@ -383,7 +384,7 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
                      run_time=logical_date, parameters={
                          "max_file_bytes": settings.max_file_bytes, "max_side": MAX_SIDE,
                          "image_formats": list(FORMATS),
-                         "class_indexes": list(range(default_task().num_classes))})
+                         "class_indexes": list(range(task.num_classes))})
     report.docs_keys.append(rows.docs_key)
     by_key = {p.key: p for p in unique}
     rejected = {
@@ -443,9 +444,10 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     # Stage everything, then commit: parts -> commit records -> ledger entry (last).
     _withdraw_other_attempts(lake, batch_id, keep=logical_date)
     report.shards = stage_shards(lake, curated, batch_id, ingested_at=logical_date,
-                                 shard_rows=settings.shard_rows)
+                                 shard_rows=settings.shard_rows, task=task)
     report.label_shards = stage_shards(lake, relabels, batch_id, ingested_at=logical_date,
-                                       shard_rows=settings.shard_rows, prefix=CURATED_LABELS)
+                                       shard_rows=settings.shard_rows, prefix=CURATED_LABELS,
+                                       task=task)
     _record_feedback(lake, batch_id, logical_date, relabels)
     _quarantine(lake, report)
     _record_files(lake, batch_id, files, shas)
@@ -625,6 +627,6 @@ def reprocess(lake: Lake, batch_id: str, *, actor: str, at: datetime, reason: st
     lake.delete(key)
     for seen in lake.list(seen_folder(batch_id)):
         lake.delete(seen)
-    audit.record(lake, actor, at, action="quarantine_reprocess", target=f"batch/{batch_id}",
+    audit.record(lake, "quarantine_reprocess", f"batch/{batch_id}", actor=actor, at=at,
                  reason=reason, previous_status=previous.status, quarantined=previous.quarantined)
     return archive

@@ -7,7 +7,8 @@ image ids (own labels, and labels for images curated earlier) go into a table ke
 into a table of folded entries. A count then costs one listing of the ledger's names plus
 the shards of the batches ingested since the last count. The tables live next to the
 image-id claims (same database); they are built on first use, so a lake written before
-the index gets it automatically, or at once with ``mlcore ingest rebuild-index``.
+the index gets it automatically, or at once with ``mlcore ingest rebuild-index``. Like the
+claims, they are per task: the default task's keep today's names, task ``t``'s end in ``__t``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ if TYPE_CHECKING:
     from mlcore.storage import Lake, ObjectInfo
 
 
-@lru_cache(maxsize=1)
-def _tables() -> tuple[sa.Table, sa.Table]:
+@lru_cache(maxsize=64)
+def _tables(scope: str) -> tuple[sa.Table, sa.Table]:
     import sqlalchemy as sa
 
+    suffix = f"__{scope}" if scope else ""
     meta = sa.MetaData()
-    labeled = sa.Table("label_index", meta, sa.Column("image_id", sa.String(64), primary_key=True))
-    folded = sa.Table("label_index_folded", meta,
+    labeled = sa.Table(f"label_index{suffix}", meta,
+                       sa.Column("image_id", sa.String(64), primary_key=True))
+    folded = sa.Table(f"label_index_folded{suffix}", meta,
                       sa.Column("entry", sa.String(512), primary_key=True))
     return labeled, folded
 
@@ -38,7 +41,7 @@ def _engine(settings: Settings) -> sa.Engine:
     from mlcore.claims import open_claims
 
     engine = open_claims(settings).engine
-    _tables()[0].metadata.create_all(engine)
+    _tables(settings.task_scope)[0].metadata.create_all(engine)
     return engine
 
 
@@ -78,7 +81,7 @@ def labeled_count(settings: Settings, lake: Lake) -> int:
     from mlcore.layout import LEDGER
 
     engine = _engine(settings)
-    labeled, folded = _tables()
+    labeled, folded = _tables(settings.task_scope)
     with engine.connect() as conn:
         done = set(conn.scalars(sa.select(folded.c.entry)))
     for info in lake.list_info(LEDGER):
@@ -100,7 +103,7 @@ def drop(settings: Settings) -> None:
 
     engine = _engine(settings)
     with engine.begin() as conn:
-        for table in _tables():
+        for table in _tables(settings.task_scope):
             conn.execute(sa.delete(table))
 
 

@@ -30,21 +30,24 @@ class LabelsUnreadable(ValueError):
     """``labels.csv`` is not a readable labels file; the message says why."""
 
 
-@lru_cache(maxsize=1)
-def _by_name() -> dict[str, int]:
-    from mlcore.task import default_task
+@lru_cache(maxsize=16)
+def _by_name(classes: tuple[str, ...] | None) -> dict[str, int]:
+    if classes is None:  # no task given (tests, one-task tools): the deployment's default
+        from mlcore.task import default_task
 
-    return {name.lower(): i for i, name in enumerate(default_task().classes)}
+        classes = default_task().classes
+    return {name.lower(): i for i, name in enumerate(classes)}
 
 
-def parse_label(value: str) -> int:
-    """A class name (case-insensitive) or an ASCII class index -> class index; -1 if neither
-    (an index past the task's last class included)."""
+def parse_label(value: str, classes: tuple[str, ...] | None = None) -> int:
+    """A class name of ``classes`` (case-insensitive) or an ASCII class index -> class index;
+    -1 if neither (an index past the task's last class included)."""
     value = value.strip()
+    by_name = _by_name(classes)
     if _INDEX.fullmatch(value):
         index = int(value)
-        return index if index < len(_by_name()) else -1
-    return _by_name().get(value.lower(), -1)
+        return index if index < len(by_name) else -1
+    return by_name.get(value.lower(), -1)
 
 
 def _rows(raw: bytes):
@@ -58,8 +61,9 @@ def _rows(raw: bytes):
             yield line_no, None, exc
 
 
-def parse_labels(raw: bytes, filenames: set[str]) -> tuple[dict[str, int], list[Rejection]]:
-    """``filename,label`` rows -> {filename: class}, plus one issue per bad row.
+def parse_labels(raw: bytes, filenames: set[str], *, classes: tuple[str, ...] | None = None
+                 ) -> tuple[dict[str, int], list[Rejection]]:
+    """``filename,label`` rows -> {filename: class of ``classes``}, plus one issue per bad row.
 
     Unknown labels map to -1 so the row-level suite quarantines that file (``unknown_label``);
     a row naming no file in the batch, a malformed row or a bad byte only costs that row.
@@ -91,7 +95,7 @@ def parse_labels(raw: bytes, filenames: set[str]) -> tuple[dict[str, int], list[
             issues.append(Rejection(key, "labels_malformed", f"{len(row)} fields"))
             continue
         parsed += 1
-        name, label = row[0].strip(), parse_label(row[1])
+        name, label = row[0].strip(), parse_label(row[1], classes)
         if name not in filenames:
             issues.append(Rejection(key, "label_for_missing_file", name))
             continue

@@ -146,7 +146,7 @@ def weights_bytes(model: nn.Module) -> bytes:
     return save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
 
 
-def load_weights(data: bytes, expected_sha256: str) -> FashionCNN:
+def load_weights(data: bytes, expected_sha256: str, task: TaskSpec | None = None) -> FashionCNN:
     """Rebuild the model from safetensors bytes, refusing anything whose checksum differs."""
     from safetensors.torch import load
 
@@ -156,7 +156,7 @@ def load_weights(data: bytes, expected_sha256: str) -> FashionCNN:
             f"weights checksum {actual[:12]}... does not match the registered "
             f"{expected_sha256[:12]}...; refusing to load"
         )
-    model = FashionCNN()
+    model = FashionCNN(task)  # the weights' task (default: the deployment's default task)
     model.load_state_dict(load(data))
     model.eval()
     return model

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mlcore.registry import configure_mlflow, evaluation_record
+from mlcore.task import task_of
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -36,11 +37,11 @@ LIMITATIONS = [
 
 
 def render(name: str, version: str, run, *, lineage: dict, record: dict | None,
-           decision: GateDecision, profile: dict | None = None) -> str:
-    """The card as Markdown, from the run's params, metrics, tags and artifacts."""
-    from mlcore.task import default_task
-
-    CLASSES = default_task().classes  # noqa: N806 (the task's class list, in label order)
+           decision: GateDecision, profile: dict | None = None,
+           classes: tuple[str, ...]) -> str:
+    """The card as Markdown, from the run's params, metrics, tags and artifacts; ``classes``
+    are the task's, in label order."""
+    CLASSES = classes  # noqa: N806
     m, p, t = run.data.metrics, run.data.params, run.data.tags
     lines = [f"# Model card: {name} version {version}", "",
              f"**Gate decision: {'promoted' if decision.promote else 'rejected'}**", ""]
@@ -124,7 +125,8 @@ def write_card(settings: Settings, mlc: MlflowClient, version: str, *,
     except (MlflowException, OSError):
         profile = None  # a version registered before data profiles
     text = render(settings.model_name, str(version), run, lineage=lineage,
-                  record=evaluation_record(mlc, mv.run_id), decision=decision, profile=profile)
+                  record=evaluation_record(mlc, mv.run_id), decision=decision, profile=profile,
+                  classes=task_of(settings).classes)
     mlc.log_text(mv.run_id, text, CARD)
     return text
 

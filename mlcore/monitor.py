@@ -155,17 +155,18 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
     from mlcore.score import rows_to_score
 
     baseline = drift_baseline(settings, lake, pinned, model)
-    # One file at a time, so memory stays bounded however many images the night holds.
-    from mlcore.task import default_task
+    from mlcore.task import task_of
 
-    k = default_task().num_classes
+    task = task_of(settings)
+    # One file at a time, so memory stays bounded however many images the night holds.
+    k = task.num_classes
     no_probabilities = np.zeros((0, k), np.float32)
     scored = Profile.of(no_probabilities, np.zeros(0))
     for part in iter_partition(lake, day, columns=["probabilities"]):
         probs = part.column("probabilities").combine_chunks().flatten()
         scored += Profile.of(np.asarray(probs).reshape(-1, k), np.zeros(0))
     for shard in shards:
-        pixels = shard_pixels(rows_to_score(lake, shard, start, end, ["pixels"]))
+        pixels = shard_pixels(rows_to_score(lake, shard, start, end, ["pixels"]), task)
         scored += Profile.of(no_probabilities, image_means(pixels))
     report = compare(baseline, scored, settings.drift_threshold)
 
@@ -179,7 +180,7 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
         mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
         mlflow.log_metrics(report.metrics())
         mlflow.log_dict(report.as_dict(), "drift.json")
-        mlflow.log_figure(drift_figure(report), "plots/drift.png")
+        mlflow.log_figure(drift_figure(report, task.classes), "plots/drift.png")
     if report.breached:
         message = (f"drift on {day}: {', '.join(report.breached)} above {report.threshold} "
                    f"({report.metrics()})")
@@ -309,19 +310,17 @@ def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     return rows
 
 
-def drift_figure(report: DriftReport):
+def drift_figure(report: DriftReport, classes: tuple[str, ...]):
     """Scored vs holdout distributions, side by side, for people to look at."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from mlcore.task import default_task
-
     fig = Figure(figsize=(13, 3.8))
     axes = fig.subplots(1, 3)
     panels = [
-        ("predicted class", "class_counts", list(default_task().classes), f"PSI {report.class_psi:.3f}"),
+        ("predicted class", "class_counts", list(classes), f"PSI {report.class_psi:.3f}"),
         ("confidence", "confidence_counts", [f"{b:.1f}" for b in CONFIDENCE_BINS[:-1]],
          f"JS {report.confidence_js:.3f}"),
         ("mean intensity", "intensity_counts", [f"{int(b)}" for b in INTENSITY_BINS[:-1]],

@@ -16,6 +16,7 @@ from mlcore.calibration import Reliability, reliability
 from mlcore.data import array_hash
 from mlcore.data_profile import DataProfile, profile_images
 from mlcore.serving import ServedModel, sha256_hex
+from mlcore.task import task_of
 from mlcore.train import Evaluation
 
 if TYPE_CHECKING:
@@ -103,12 +104,14 @@ def build_package(settings: Settings, result: TrainResult, data: TrainingData) -
     fp32_pred, int8_pred = fp32_probs.argmax(axis=1), int8_probs.argmax(axis=1)
     profile = profile_images(data.images, data.labels,
                              {"pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD},
-                             source="training data of this version")
+                             source="training data of this version",
+                             num_classes=task_of(settings).num_classes)
     # What the monitor compares a night with: this served model on the holdout.
     profile.drift_baseline = asdict(Profile.of(int8_probs, image_means(data.holdout_images)))
     return ModelPackage(
         fp32_onnx=fp32, int8_onnx=int8, temperature=result.temperature,
-        int8=Evaluation.of(int8_pred, labels), fp32=Evaluation.of(fp32_pred, labels),
+        int8=Evaluation.of(int8_pred, labels, num_classes=int8_probs.shape[1]),
+        fp32=Evaluation.of(fp32_pred, labels, num_classes=fp32_probs.shape[1]),
         agreement=float((fp32_pred == int8_pred).mean()) if len(labels) else 1.0,
         holdout_labels=labels, int8_predicted=int8_pred, fp32_predicted=fp32_pred,
         holdout_hash=array_hash(data.holdout_images, data.holdout_labels),

@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlcore.task import default_task
-
 if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
@@ -62,9 +60,15 @@ class TableMissing(PartitionIncomplete):
     """No table exists at this location (nothing was ever committed)."""
 
 
-def prediction_schema() -> pa.Schema:
-    """The documented columns of every prediction row (``dt`` is the table's partition column)."""
+def prediction_schema(num_classes: int | None = None) -> pa.Schema:
+    """The documented columns of every prediction row (``dt`` is the table's partition column);
+    ``probabilities`` has ``num_classes`` entries (default: the deployment's default task's)."""
     import pyarrow as pa
+
+    if num_classes is None:
+        from mlcore.task import default_task
+
+        num_classes = default_task().num_classes
 
     return pa.schema([
         pa.field("image_id", pa.string(), nullable=False),
@@ -73,7 +77,7 @@ def prediction_schema() -> pa.Schema:
         pa.field("predicted_class", pa.int32(), nullable=False),
         pa.field("predicted_label", pa.string(), nullable=False),
         pa.field("confidence", pa.float32(), nullable=False),
-        pa.field("probabilities", pa.list_(pa.float32(), default_task().num_classes),
+        pa.field("probabilities", pa.list_(pa.float32(), num_classes),
                  nullable=False),
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
@@ -332,9 +336,13 @@ def read_partition(lake: Lake, day: date, *, table: str = PREDICTIONS,
                    as_of: int | datetime | None = None) -> pa.Table:
     """Partition ``day`` as committed now (or at ``as_of``): the documented columns, or ``columns``."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     tables = list(iter_partition(lake, day, table=table, columns=columns, as_of=as_of))
-    schema = prediction_schema()
+    probs = [t.column("probabilities") for t in tables
+             if "probabilities" in t.column_names and t.num_rows]
+    # The table's own class count (each task's table holds its task's), else the default's.
+    schema = prediction_schema(pc.list_value_length(probs[0]).to_pylist()[0] if probs else None)
     if columns:
         schema = pa.schema([schema.field(c) for c in columns])
     if not tables:

@@ -129,9 +129,9 @@ def gate(candidate: Evidence, champion: Evidence | None, settings: Settings, *,
                    f"{champ_acc:.4f} + margin {settings.promote_margin:.4f}")
     ok &= _paired_test(candidate, champion, settings, reasons)
     if num_classes is None:
-        from mlcore.task import default_task
+        from mlcore.task import task_of
 
-        num_classes = default_task().num_classes
+        num_classes = task_of(settings).num_classes
     for i in range(num_classes):
         drop = champion.metrics[f"class_{i}_accuracy"] - candidate.metrics[f"class_{i}_accuracy"]
         if drop > settings.max_class_drop:
@@ -177,7 +177,7 @@ def decide_and_alias(settings: Settings, lake: Lake, version: str, *, actor: str
     if decision.promote:
         _move_champion(settings, lake, mlc, version, actor, at, "promote", "; ".join(decision.reasons))
     else:
-        audit.record(lake, actor, at, action="gate_reject", target=f"{name}/{version}",
+        audit.record(lake, "gate_reject", f"{name}/{version}", actor=actor, at=at,
                      reason="; ".join(decision.reasons))
     log.info("version %s %s: %s", version, "promoted" if decision.promote else "not promoted",
              "; ".join(decision.reasons))
@@ -226,7 +226,7 @@ def rollback(settings: Settings, lake: Lake, *, actor: str, at: datetime, reason
         raise PromotionRefused("no previous champion recorded: nothing to roll back to")
     mlc.set_registered_model_alias(name, CHAMPION, previous)
     mlc.set_model_version_tag(name, champ.version, "rolled_back_by", actor)
-    audit.record(lake, actor, at, action="rollback", target=f"{name}/{previous}", reason=reason,
+    audit.record(lake, "rollback", f"{name}/{previous}", actor=actor, at=at, reason=reason,
                  from_version=str(champ.version))
     log.info("champion rolled back from %s to %s by %s", champ.version, previous, actor)
     return previous
@@ -259,5 +259,5 @@ def _move_champion(settings: Settings, lake: Lake, mlc: MlflowClient, version: s
     if previous is not None and str(previous.version) != str(version):
         mlc.set_model_version_tag(name, version, "previous_champion", str(previous.version))
     mlc.set_registered_model_alias(name, CHAMPION, version)
-    audit.record(lake, actor, at, action=action, target=f"{name}/{version}", reason=reason,
+    audit.record(lake, action, f"{name}/{version}", actor=actor, at=at, reason=reason,
                  previous_champion=str(previous.version) if previous else None, **details)

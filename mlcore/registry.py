@@ -269,4 +269,6 @@ def load_pinned(settings: Settings, lake: Lake, pinned: PinnedModel) -> FashionC
     mlc = configure_mlflow(settings, lake)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(mlc.download_artifacts(pinned.run_id, WEIGHTS, tmp)).read_bytes()
-    return load_weights(data, pinned.weights_sha256)
+    from mlcore.task import task_of
+
+    return load_weights(data, pinned.weights_sha256, task_of(settings))

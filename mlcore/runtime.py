@@ -58,12 +58,18 @@ def runtime_for(settings: Settings) -> Runtime:
     return Runtime(settings=settings, task=task_of(settings))
 
 
-@lru_cache(maxsize=16)
 def runtime(task_name: str | None = None) -> Runtime:
-    """This process's runtime for ``task_name`` (default: the deployment's task), built once."""
+    """This process's runtime for the deployed task ``task_name`` (default: the deployment's
+    default task), built once; its settings are scoped to the task (``Settings.for_task``).
+    An unknown name raises :class:`mlcore.task.UnknownTask`."""
+    from mlcore.settings import get_settings
+    from mlcore.task import task_of
+
+    return _runtime(task_name or task_of(get_settings()).name)
+
+
+@lru_cache(maxsize=16)
+def _runtime(task_name: str) -> Runtime:
     from mlcore.settings import get_settings
 
-    settings = get_settings()
-    if task_name not in (None, settings.task):
-        raise ValueError(f"unknown task {task_name!r}: this deployment serves {settings.task!r}")
-    return runtime_for(settings)
+    return runtime_for(get_settings().for_task(task_name))

@@ -32,7 +32,7 @@ from mlcore.predictions import (
     replace_partition,
     write_part,
 )
-from mlcore.task import default_task
+from mlcore.task import task_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -135,9 +135,11 @@ def score_shard(lake: Lake, settings: Settings, pinned: PinnedModel, shard: str,
         return None
     rows = rows.sort_by("image_id")
     model = model or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked, no torch
-    probs = model.predict_proba(shard_pixels(rows), settings.score_batch_size).astype(np.float32)
+    task = task_of(settings)
+    probs = model.predict_proba(shard_pixels(rows, task), settings.score_batch_size
+                                ).astype(np.float32)
     classes = probs.argmax(axis=1).astype(np.int32)
-    names = default_task().classes
+    names = task.classes
     n = rows.num_rows
     out = pa.Table.from_arrays(
         [
@@ -152,7 +154,7 @@ def score_shard(lake: Lake, settings: Settings, pinned: PinnedModel, shard: str,
             pa.array([window.end] * n, pa.timestamp("us", tz="UTC")),
             pa.array([dag_run_id] * n),
         ],
-        schema=prediction_schema(),
+        schema=prediction_schema(task.num_classes),
     )
     part = write_part(lake, out, day=window.day, dag_run_id=dag_run_id, shard=shard, table=table)
     lineage.report(lake, inputs=[shard], outputs=[part.key])
@@ -172,10 +174,11 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
     day = window.day
     parts = sorted(parts, key=lambda p: p.key)
     check = run_suite(lake, settings.gx_suites_dir, "predictions",
-                      frame=_validation_frame(lake, parts), run_name=f"{table}-{day:%Y-%m-%d}",
+                      frame=_validation_frame(lake, parts, task_of(settings).num_classes),
+                      run_name=f"{table}-{day:%Y-%m-%d}",
                       run_time=window.end,
                       parameters={"expected_rows": expected_rows,
-                                  "class_names": list(default_task().classes)},
+                                  "class_names": list(task_of(settings).classes)},
                       key_column="image_id")
     if not check.success:
         refused = ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
@@ -195,7 +198,7 @@ def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window
     return commit
 
 
-def _validation_frame(lake: Lake, parts: list[PartFile]) -> pd.DataFrame:
+def _validation_frame(lake: Lake, parts: list[PartFile], num_classes: int) -> pd.DataFrame:
     """What the ``predictions`` suite checks, one row per prediction, kept compact (about 80
     bytes a row: Arrow-backed ids, categorical labels, one float per probability vector) so a
     night of millions of images validates in a few hundred MB."""
@@ -214,7 +217,7 @@ def _validation_frame(lake: Lake, parts: list[PartFile]) -> pd.DataFrame:
             "image_id": table.column("image_id"),
             "predicted_label": pc.dictionary_encode(table.column("predicted_label")),
             "confidence": table.column("confidence"),
-            "prob_sum": np.asarray(probs.flatten()).reshape(-1, default_task().num_classes)
+            "prob_sum": np.asarray(probs.flatten()).reshape(-1, num_classes)
             .sum(axis=1, dtype=np.float64),
         }))
     if not chunks:

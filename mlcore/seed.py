@@ -64,9 +64,9 @@ def bad_files(good: np.ndarray) -> dict[str, tuple[bytes, str]]:
 def seed_landing(settings: Settings, lake: Lake, *, per_batch: int = 24, offset: int = 0
                  ) -> list[SeededBatch]:
     """Write the demo batches (idempotent: an existing ``_READY`` batch is left alone)."""
-    from mlcore.task import default_task
+    from mlcore.task import task_of
 
-    classes = default_task().classes
+    classes = task_of(settings).classes
     images, labels = load_fashion_mnist(settings.fmnist_dir, "train")
     rng = np.random.default_rng(settings.seed + offset)
     pick = rng.permutation(len(images))

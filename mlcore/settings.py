@@ -2,7 +2,8 @@
 
 Nothing is read at import time: call :func:`get_settings` (cached) inside a task or
 command, or build ``Settings(...)`` with overrides in tests. ``docs/configuration.md``
-lists every field; a test keeps the two in step.
+lists every field; a test keeps the two in step. :meth:`Settings.for_task` gives the
+settings of one deployed task (its own lake prefix, model and experiment).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +24,13 @@ class Settings(BaseSettings):
     # --- what is classified (docs/tasks.md) -----------------------------------------------
     task: str = Field(
         "fashion-mnist",
-        description="The task spec: a file name in `<repo>/tasks` (without `.toml`) or a path "
-        "to a spec file; it sets the classes, image shape, data sources and model size.",
+        description="The default task: a file name in `<repo>/tasks` (without `.toml`) or a "
+        "path to a spec file. It keeps the plain DAG ids, lake root and model name; every other "
+        "spec in `tasks_dir` is deployed too, under its own names (`docs/tasks.md`).",
     )
     tasks_dir: Path = Field(
-        REPO_ROOT / "tasks", description="Committed task specs (TOML, one per task)."
+        REPO_ROOT / "tasks", description="Committed task specs (TOML, one per task): every "
+        "spec here is a deployed task with its own three DAGs."
     )
 
     # --- where things live -------------------------------------------------------------
@@ -37,7 +40,8 @@ class Settings(BaseSettings):
     lake_uri: str = Field(
         "",
         description="Lake root: a folder path, `file:///abs/path` or `s3://bucket/prefix`. "
-        "Empty means `<home>/lake`.",
+        "Empty means `<home>/lake`. The default task's keys are at the root, task `t`'s under "
+        "`tasks/t/`.",
     )
     s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO, moto); empty for AWS.")
     s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key (secret).")
@@ -83,8 +87,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(
         "", description="MLflow tracking URI. Empty means SQLite at `<home>/mlflow.db`."
     )
-    mlflow_experiment: str = Field("fashion-classifier", description="MLflow experiment name.")
-    model_name: str = Field("fashion-classifier", description="Registered model name.")
+    mlflow_experiment: str = Field("fashion-classifier", description="MLflow experiment name "
+                                   "of the default task (another task `t`: `t-classifier`).")
+    model_name: str = Field("fashion-classifier", description="Registered model name of the "
+                            "default task (another task `t`: `t-classifier`).")
 
     # --- ingestion -----------------------------------------------------------------------
     max_file_bytes: int = Field(5_000_000, description="Largest accepted upload, bytes.")
@@ -187,9 +193,52 @@ class Settings(BaseSettings):
         "successful run of a DAG with a deadline (it looks the alert up by an id it never stored).",
     )
 
+    # Set by for_task only: the task these settings are scoped to ("" for the default task)
+    # and the deployment's settings they were derived from.
+    _scope: str = PrivateAttr("")
+    _root: Settings | None = PrivateAttr(None)
+
     @property
     def resolved_lake_uri(self) -> str:
         return self.lake_uri or str((self.home / "lake").resolve())
+
+    @property
+    def task_scope(self) -> str:
+        """``""`` for the deployment's default task; a scoped task's name otherwise: what its
+        DAG ids, Asset names, lake prefix (``tasks/<name>/``) and image-id claims carry."""
+        return self._scope
+
+    @property
+    def deployment(self) -> Settings:
+        """The deployment's own settings (its default task's), whichever task these are for."""
+        return self._root or self
+
+    def for_task(self, name: str) -> Settings:
+        """These settings for the deployed task ``name`` (``docs/tasks.md``).
+
+        The default task (``task``) gets these settings unchanged, so an existing lake and
+        registry keep working. Any other task gets its own lake root ``<root>/tasks/<name>``
+        (a folder or ``s3://bucket/prefix`` alike), model and experiment ``<name>-classifier``
+        and Data Docs under ``<data_docs_url>/t/<name>``; everything else is shared.
+        """
+        from mlcore.task import UnknownTask, deployed_tasks
+
+        root = self.deployment
+        names = [spec.name for spec in deployed_tasks(root)]
+        if name not in names:
+            raise UnknownTask(f"unknown task {name!r}: this deployment serves {names} "
+                              f"(specs in {root.tasks_dir})")
+        if name == names[0]:
+            return root
+        scoped = root.model_copy(update={
+            "task": name,
+            "lake_uri": f"{root.resolved_lake_uri.rstrip('/')}/tasks/{name}",
+            "model_name": f"{name}-classifier",
+            "mlflow_experiment": f"{name}-classifier",
+            "data_docs_url": f"{root.data_docs_url.rstrip('/')}/t/{name}",
+        })
+        scoped._scope, scoped._root = name, root
+        return scoped
 
     @property
     def resolved_claims_db_url(self) -> str:

@@ -30,6 +30,10 @@ class TaskSpecError(ValueError):
     """A task spec file that is missing, not TOML, or does not validate."""
 
 
+class UnknownTask(LookupError):
+    """A task name that no spec of this deployment carries."""
+
+
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,7 +111,7 @@ def task_path(name_or_path: str, tasks_dir: Path = TASKS_DIR) -> Path:
     return tasks_dir / f"{name_or_path}.toml"
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=64)
 def _cached(path: str) -> TaskSpec:
     return load_task_spec(path)
 
@@ -115,6 +119,29 @@ def _cached(path: str) -> TaskSpec:
 def task_of(settings) -> TaskSpec:
     """The spec ``settings.task`` names (loaded once per file)."""
     return _cached(str(task_path(settings.task, settings.tasks_dir)))
+
+
+def deployed_tasks(settings) -> list[TaskSpec]:
+    """Every task this deployment serves: the default task (``settings.task``) first, then
+    each other ``*.toml`` in ``settings.tasks_dir`` by name. Adding a task is adding a file.
+
+    A spec named differently from its file, or two specs of one name, is a
+    :class:`TaskSpecError` naming the files: DAG ids, prefixes and models follow the name.
+    """
+    default_path = task_path(settings.task, settings.tasks_dir)
+    paths = [default_path] + sorted(p for p in Path(settings.tasks_dir).glob("*.toml")
+                                    if p.resolve() != default_path.resolve())
+    specs: dict[str, tuple[Path, TaskSpec]] = {}
+    for path in paths:
+        spec = _cached(str(path))
+        if path.stem != spec.name and path.parent.resolve() == Path(settings.tasks_dir).resolve():
+            raise TaskSpecError(f"task spec {path}: name {spec.name!r} differs from the file "
+                                f"name; call the file {spec.name}.toml")
+        if spec.name in specs:
+            raise TaskSpecError(f"task spec {path}: name {spec.name!r} is also the name of "
+                                f"{specs[spec.name][0]}")
+        specs[spec.name] = (path, spec)
+    return [spec for _, spec in specs.values()]
 
 
 def default_task() -> TaskSpec:

@@ -14,7 +14,7 @@ from torch import nn
 from mlcore.calibration import expected_calibration_error, fit_temperature, softmax
 from mlcore.data import array_hash, labeled_curated, load_fashion_mnist, pixel_sha256
 from mlcore.model import FashionCNN, logits, predict_proba, to_input
-from mlcore.task import default_task
+from mlcore.task import task_of
 
 if TYPE_CHECKING:
     from mlcore.settings import Settings
@@ -31,8 +31,12 @@ class TrainingData:
     holdout_labels: np.ndarray
     lineage: dict = field(default_factory=dict)
     # Carved from the training data (never the holdout): fits the temperature.
-    validation_images: np.ndarray = field(default_factory=lambda: np.zeros((0, *default_task().shape), np.uint8))
+    validation_images: np.ndarray | None = None  # None: no validation split
     validation_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+
+    def __post_init__(self) -> None:
+        if self.validation_images is None:  # empty, in the training images' shape
+            self.validation_images = np.zeros((0, *self.images.shape[1:]), np.uint8)
 
 
 @dataclass
@@ -48,9 +52,9 @@ class Evaluation:
         return {f"{prefix}{k}": v for k, v in out.items()}
 
     @classmethod
-    def of(cls, predicted: np.ndarray, labels: np.ndarray) -> Evaluation:
+    def of(cls, predicted: np.ndarray, labels: np.ndarray, num_classes: int) -> Evaluation:
         """Accuracy, macro F1, per-class accuracy (recall) and confusion of predicted classes."""
-        k = default_task().num_classes
+        k = num_classes
         confusion = np.bincount(labels.astype(np.int64) * k + predicted.astype(np.int64),
                                 minlength=k * k).reshape(k, k)
         support = confusion.sum(axis=1)
@@ -87,7 +91,7 @@ def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None
     """Base train split + curated labeled images (from ``shards``, default all), minus
     anything that is in the holdout; ``validation_fraction`` of it (seeded) is set aside to
     fit the temperature."""
-    task = default_task()
+    task = task_of(settings)
     if (task.base_data, task.holdout) != ("fashion-mnist", "fashion-mnist-test"):
         # Batch-only base data and batch holdouts come with the multi-task work (issue 18).
         raise NotImplementedError(f"task {task.name}: base_data={task.base_data!r}, "
@@ -97,7 +101,7 @@ def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None
     hold_x, hold_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "test"),
                              settings.holdout_subset, settings.seed)
     full_hold_x, full_hold_y = load_fashion_mnist(settings.fmnist_dir, "test")
-    cur_x, cur_y, shards = labeled_curated(lake, shards)
+    cur_x, cur_y, shards = labeled_curated(lake, shards, task=task)
     holdout_ids = set(pixel_sha256(full_hold_x))
     keep = np.array([h not in holdout_ids for h in pixel_sha256(cur_x)], dtype=bool)
     if (~keep).any():
@@ -121,7 +125,8 @@ def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> Evaluation:
-    return Evaluation.of(predict_proba(model, images).argmax(axis=1), labels)
+    probs = predict_proba(model, images)
+    return Evaluation.of(probs.argmax(axis=1), labels, num_classes=probs.shape[1])
 
 
 def calibrate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
@@ -141,7 +146,7 @@ def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     torch.use_deterministic_algorithms(True)
-    model = FashionCNN()
+    model = FashionCNN(task_of(settings))
     x_all, y_all = to_input(data.images), torch.from_numpy(data.labels.astype(np.int64))
     steps_per_epoch = -(-len(x_all) // settings.train_batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=5e-4)

@@ -2,7 +2,9 @@
 
 Data Docs are read through the lake (local folder or S3) at request time, so the links in a
 failed task's log (``/data-docs/validations/...``) work wherever the lake lives, without
-hosting a public bucket. A global operator extra link, "Data Docs", turns the URL a task
+hosting a public bucket. Each deployed task has its own Data Docs: the default task's at
+``/data-docs/...``, task ``t``'s (in ``tasks/t/`` of the lake) at ``/data-docs/t/<t>/...``;
+a name no spec of the deployment carries is a 404. A global operator extra link, "Data Docs", turns the URL a task
 pushed to XCom (key ``data_docs_url``, pushed by ``ingest`` before it fails a batch) into a
 button on that task instance's page.
 
@@ -45,6 +47,8 @@ MAX_PATH_BYTES = 1024  # S3's key limit; longer requests cannot name a page
 MAX_SEGMENT_BYTES = 255  # a file name's limit on every local file system we run on
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?|\[[0-9A-Fa-f:.]+\](:[0-9]+)?")
 _ROOT = re.compile(r"(/[A-Za-z0-9._~\-]+)*")
+TASK_SEGMENT = "t"  # /data-docs/t/<task>/...: a task's Data Docs (mlcore.settings.for_task)
+_TASK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")  # mlcore.task.TaskSpec.name
 
 # Anyone Airflow lets read its plugins may read Data Docs; anonymous requests get 401.
 data_docs_access = requires_access_view(AccessView.PLUGINS)
@@ -119,18 +123,45 @@ def mlflow_link() -> RedirectResponse:
     return RedirectResponse(get_settings().mlflow_ui_url, status_code=307)
 
 
+@data_docs_app.get(f"/{TASK_SEGMENT}/{{task}}/{{path:path}}")
+def task_data_docs_file(task: str, path: str) -> Response:
+    """A page of task ``task``'s Data Docs; its assets are two folders further up."""
+    if not path:
+        return RedirectResponse("index.html")
+    return _serve(_task_settings(task), path, depth=page_depth(path) + 2)
+
+
 @data_docs_app.get("/{path:path}")
 def data_docs_file(path: str) -> Response:
+    """A page of the default task's Data Docs."""
     from mlcore.settings import get_settings
+
+    return _serve(get_settings(), path, depth=page_depth(path))
+
+
+def _task_settings(task: str):
+    """The settings of the deployed task ``task``, read per request; 404 for any other name."""
+    from mlcore.settings import get_settings
+    from mlcore.task import TaskSpecError, UnknownTask
+
+    if not _TASK_NAME.fullmatch(task):
+        raise _not_found()
+    try:
+        return get_settings().for_task(task)
+    except (UnknownTask, TaskSpecError) as exc:
+        raise _not_found() from exc
+
+
+def _serve(settings, path: str, *, depth: int) -> Response:
     from mlcore.storage import UnsafeKey, open_lake
 
     try:
-        data = open_lake(get_settings()).read_bytes(page_key(_check_path(path)))
+        data = open_lake(settings).read_bytes(page_key(_check_path(path)))
     except (UnsafeKey, OSError) as exc:  # missing, a folder, a name the OS refuses
         raise _not_found() from exc
     media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
     if media_type == "text/html":
-        data = localise(seal(data.decode("utf-8", "replace")), page_depth(path)).encode()
+        data = localise(seal(data.decode("utf-8", "replace")), depth).encode()
     return Response(content=data, media_type=media_type,
                     headers={"Cache-Control": "private, no-cache"})
 

@@ -20,3 +20,30 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 def lake(settings) -> LocalLake:
     return LocalLake(settings.home / "lake")
+
+
+# A second task for multi-task tests (the committed second reference task is tasks/shapes.toml).
+TINY_RGB = """
+name = "tiny-rgb"
+classes = ["red", "green", "blue"]
+height = 16
+width = 16
+channels = 3
+base_data = "none"
+holdout = "batches"
+model_width = 4
+"""
+
+
+@pytest.fixture
+def two_tasks_dir(tmp_path):
+    """A tasks folder with the committed Fashion-MNIST spec and ``tiny-rgb`` (16x16 RGB)."""
+    import shutil
+
+    from mlcore.task import TASKS_DIR
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    shutil.copy(TASKS_DIR / "fashion-mnist.toml", folder)
+    (folder / "tiny-rgb.toml").write_text(TINY_RGB)
+    return folder

@@ -15,6 +15,17 @@ try:
 except ImportError:  # older layout
     from airflow.models.dagbag import DagBag
 
+
+
+def asset_names(condition) -> list[str]:
+    """The Assets a schedule's condition waits on (an ``AssetAll``/``AssetAny`` tree)."""
+    if condition is None:
+        return []
+    if hasattr(condition, "objects"):
+        return [name for obj in condition.objects for name in asset_names(obj)]
+    return [condition.name]
+
+
 report = {}
 DagBag(dag_folder="/nonexistent")  # warm Airflow's own imports
 for path in sorted(Path(sys.argv[1]).glob("*.py")):
@@ -27,7 +38,11 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
         "dags": {
             dag_id: {"tags": sorted(dag.tags), "retries": [t.retries for t in dag.tasks],
                      "timeouts": [str(t.execution_timeout) for t in dag.tasks],
-                     "queues": {t.task_id: t.queue for t in dag.tasks}}
+                     "queues": {t.task_id: t.queue for t in dag.tasks},
+                     "outlets": {t.task_id: sorted(a.name for a in t.outlets) for t in dag.tasks
+                                 if t.outlets},
+                     "schedule_assets": sorted(asset_names(
+                         getattr(dag.timetable, "asset_condition", None)))}
             for dag_id, dag in bag.dags.items()
         },
     }

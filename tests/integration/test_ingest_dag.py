@@ -2,6 +2,7 @@
 with a ledger entry, the other batch's images are still announced, and the next run does
 not take the poison batch up again."""
 
+import json
 import re
 
 import numpy as np
@@ -13,6 +14,7 @@ from mlcore.images import encode_png
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
+from tests.integration.pipeline_checks import metadata_rows
 
 POISON = "x" * 200  # longer than the batch-id rule allows
 
@@ -49,3 +51,36 @@ def test_a_poison_batch_fails_once_and_does_not_silence_the_others(tmp_path):
     assert "starting task_id=ingest " not in second
     [entry] = audit.entries(lake, action="manual_trigger")
     assert not entry.at.startswith("2026-11-22T12:10") and entry.details["params"]["batch_id"] == POISON
+
+
+def test_another_tasks_dag_ingests_its_own_landing_only(tmp_path, two_tasks_dir):
+    """``ingest_landing__tiny-rgb`` reads ``tasks/tiny-rgb/landing/``; its outcomes cross
+    XCom as dataclasses (``publish`` sums them) and the default task's data stays empty."""
+    from mlcore.assets import task_assets
+    from mlcore.data import known_image_ids
+
+    settings = Settings(home=tmp_path / "home", tasks_dir=two_tasks_dir)
+    rgb = settings.for_task("tiny-rgb")
+    lake, lake_rgb = open_lake(settings), open_lake(rgb)
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        png = encode_png(rng.integers(0, 150, (20, 20, 3), dtype=np.uint8))
+        lake_rgb.write_bytes(f"landing/b1/{i}.png", png)
+    lake_rgb.write_bytes("landing/b1/labels.csv", b"0.png,red\n1.png,blue\n")
+    lake_rgb.write_bytes("landing/b1/_READY", b"")
+    env = airflow_env(settings)
+    ensure_db(env)
+    output = dags_test(env, "ingest_landing__tiny-rgb", "2026-11-22T12:00:00+00:00")
+    assert _task_state(output, "publish") == "success"
+    events = {r["name"]: json.loads(r["extra"]) for r in metadata_rows(
+        settings.home, "SELECT a.name, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id")}
+    assets = task_assets("tiny-rgb")  # the task's own Assets, with the summed outcomes
+    assert events == {assets.curated_images.name: {"accepted": 3},
+                      assets.labeled_images.name: {"labeled": 2}}
+    report = BatchReport.from_json(lake_rgb.read_bytes(ledger_key("b1")))
+    assert (report.accepted, report.labeled) == (3, 2)
+    assert len(known_image_ids(lake_rgb)) == 3 and known_image_ids(lake) == set()
+    assert not lake.exists(ledger_key("b1"))
+    # The default task's DAG finds nothing: B's batch is not in its landing.
+    assert "starting task_id=ingest " not in dags_test(env, "ingest_landing",
+                                                        "2026-11-22T12:10:00+00:00")

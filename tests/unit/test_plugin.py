@@ -143,3 +143,35 @@ def test_pinned_assets_and_our_script_are_served(client):
 ])
 def test_assets_outside_the_pinned_packages_are_404(client, path):
     assert client.get(path).status_code == 404
+
+
+@pytest.fixture
+def task_docs(lake_home, two_tasks_dir, monkeypatch):
+    """``tiny-rgb``'s Data Docs in its own lake prefix, beside the default task's."""
+    monkeypatch.setenv("MLCORE_TASKS_DIR", str(two_tasks_dir))
+    get_settings.cache_clear()
+    lake = LocalLake(lake_home / "lake")
+    lake.write_bytes("tasks/tiny-rgb/validation/data_docs/index.html", b"<h1>rgb docs</h1>")
+    lake.write_bytes("tasks/tiny-rgb/validation/data_docs/validations/s/b1/p.html", PAGE.encode())
+    return lake
+
+
+def test_each_task_has_its_own_data_docs_under_a_task_segment(client, task_docs):
+    assert client.get("/t/tiny-rgb/index.html").text == "<h1>rgb docs</h1>"
+    assert client.get("/index.html").text == "<h1>docs</h1>"  # the default task's, as before
+    assert client.get("/t/fashion-mnist/index.html").text == "<h1>docs</h1>"
+    page = client.get("/t/tiny-rgb/validations/s/b1/p.html")
+    # Assets resolve from the task's pages too: /data-docs/t/tiny-rgb/validations/s/b1/ -> /data-docs/
+    assert 'src="../../../../../_assets/jquery/dist/jquery.min.js"' in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert client.get("/t/tiny-rgb/", follow_redirects=False).headers["location"] == "index.html"
+
+
+@pytest.mark.parametrize("task", ["unknown", "Tiny-RGB", "...", "tiny-rgb%2F..", "a" * 41])
+def test_a_task_the_deployment_does_not_serve_is_404(client, task_docs, task):
+    resp = client.get(f"/t/{task}/index.html")
+    assert resp.status_code == 404 and "rgb docs" not in resp.text
+
+
+def test_task_data_docs_refuse_anonymous_requests(anonymous, task_docs):
+    assert anonymous.get("/t/tiny-rgb/index.html").status_code in (401, 403)

@@ -24,3 +24,27 @@ def test_mlflow_is_configured_once_and_keeps_artifacts_in_the_lake(settings):
     with mlflow.start_run() as run:
         pass
     assert first.get_run(run.info.run_id).info.experiment_id == experiment.experiment_id
+
+
+def test_runtime_of_a_task_carries_its_scoped_settings(two_tasks_dir, tmp_path, monkeypatch):
+    import pytest
+
+    from mlcore import runtime as runtime_module
+    from mlcore.settings import get_settings
+    from mlcore.task import UnknownTask
+
+    monkeypatch.setenv("MLCORE_HOME", str(tmp_path))
+    monkeypatch.setenv("MLCORE_TASKS_DIR", str(two_tasks_dir))
+    get_settings.cache_clear()
+    runtime_module._runtime.cache_clear()
+    try:
+        rgb = runtime("tiny-rgb")
+        assert rgb is runtime("tiny-rgb") and rgb.task.name == rgb.settings.task == "tiny-rgb"
+        assert rgb.settings.model_name == "tiny-rgb-classifier"
+        assert rgb.lake.root == (tmp_path / "lake" / "tasks" / "tiny-rgb").resolve()
+        assert runtime() is runtime("fashion-mnist") and runtime().settings.task_scope == ""
+        with pytest.raises(UnknownTask):
+            runtime("nope")
+    finally:
+        get_settings.cache_clear()
+        runtime_module._runtime.cache_clear()

@@ -3,7 +3,16 @@
 import pytest
 
 from mlcore.settings import Settings
-from mlcore.task import TASKS_DIR, TaskSpecError, default_task, load_task_spec, task_path
+from mlcore.task import (
+    TASKS_DIR,
+    TaskSpecError,
+    UnknownTask,
+    default_task,
+    deployed_tasks,
+    load_task_spec,
+    task_of,
+    task_path,
+)
 
 GOOD = """
 name = "products"
@@ -100,3 +109,64 @@ def test_data_shape_follows_the_spec(tmp_path):
 def test_tasks_dir_setting_moves_where_names_are_looked_up(tmp_path):
     (tmp_path / "products.toml").write_text(GOOD)
     assert load_task_spec(task_path("products", tmp_path)).shape == (64, 48, 3)
+
+
+# --- several tasks in one deployment ------------------------------------------------------
+
+
+def test_deployed_tasks_are_every_spec_with_the_default_first(two_tasks_dir):
+    (two_tasks_dir / "aaa.toml").write_text(GOOD.replace('"products"', '"aaa"'))
+    names = [t.name for t in deployed_tasks(Settings(tasks_dir=two_tasks_dir))]
+    assert names == ["fashion-mnist", "aaa", "tiny-rgb"]
+    names = [t.name for t in deployed_tasks(Settings(tasks_dir=two_tasks_dir, task="tiny-rgb"))]
+    assert names == ["tiny-rgb", "aaa", "fashion-mnist"]
+
+
+def test_a_spec_named_unlike_its_file_or_twice_is_an_error_naming_the_file(two_tasks_dir):
+    (two_tasks_dir / "rgb.toml").write_text(GOOD.replace('"products"', '"tiny-rgb"'))
+    with pytest.raises(TaskSpecError, match=r"rgb\.toml.*differs from the file name"):
+        deployed_tasks(Settings(tasks_dir=two_tasks_dir))
+    (two_tasks_dir / "rgb.toml").unlink()
+    outside = two_tasks_dir.parent / "elsewhere.toml"
+    outside.write_text(GOOD.replace('"products"', '"tiny-rgb"'))
+    with pytest.raises(TaskSpecError, match=r"tiny-rgb\.toml"):  # the default given as a path
+        deployed_tasks(Settings(tasks_dir=two_tasks_dir, task=str(outside)))
+
+
+def test_the_default_tasks_settings_are_unchanged(two_tasks_dir, tmp_path):
+    settings = Settings(home=tmp_path, tasks_dir=two_tasks_dir, model_name="my-model")
+    assert settings.for_task("fashion-mnist") is settings and settings.task_scope == ""
+    assert settings.resolved_lake_uri == str((tmp_path / "lake").resolve())
+
+
+@pytest.mark.parametrize(("lake_uri", "scoped"), [
+    ("", None),  # <home>/lake
+    ("s3://bucket", "s3://bucket/tasks/tiny-rgb"),
+    ("s3://bucket/prod/", "s3://bucket/prod/tasks/tiny-rgb"),
+    ("file:///srv/lake", "file:///srv/lake/tasks/tiny-rgb"),
+])
+def test_another_task_gets_its_own_prefix_model_and_experiment(two_tasks_dir, tmp_path,
+                                                               lake_uri, scoped):
+    settings = Settings(home=tmp_path, tasks_dir=two_tasks_dir, lake_uri=lake_uri,
+                        data_docs_url="https://af.example/data-docs/")
+    rgb = settings.for_task("tiny-rgb")
+    assert rgb.resolved_lake_uri == (scoped or f"{(tmp_path / 'lake').resolve()}/tasks/tiny-rgb")
+    assert (rgb.task, rgb.task_scope) == ("tiny-rgb", "tiny-rgb")
+    assert rgb.model_name == rgb.mlflow_experiment == "tiny-rgb-classifier"
+    assert rgb.data_docs_url == "https://af.example/data-docs/t/tiny-rgb"
+    assert task_of(rgb).shape == (16, 16, 3)
+    # Shared: the databases, the limits; scoping a scoped object starts from the deployment.
+    assert rgb.resolved_claims_db_url == settings.resolved_claims_db_url
+    assert rgb.resolved_tracking_uri == settings.resolved_tracking_uri
+    assert rgb.for_task("tiny-rgb").resolved_lake_uri == rgb.resolved_lake_uri
+    assert rgb.for_task("fashion-mnist") is settings and rgb.deployment is settings
+    from mlcore.airflow_local import airflow_env  # Airflow serves the deployment, every task
+
+    env = airflow_env(rgb)
+    assert not any("tiny-rgb" in env.get(k, "") for k in (
+        "MLCORE_TASK", "MLCORE_LAKE_URI", "MLCORE_MODEL_NAME", "MLCORE_DATA_DOCS_URL"))
+
+
+def test_an_unknown_task_is_refused_with_the_served_names(two_tasks_dir):
+    with pytest.raises(UnknownTask, match=r"'nope'.*\['fashion-mnist', 'tiny-rgb'\]"):
+        Settings(tasks_dir=two_tasks_dir).for_task("nope")
