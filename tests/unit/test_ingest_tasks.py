@@ -56,9 +56,9 @@ def test_a_batch_for_one_task_never_reaches_the_other_tasks_tables(deployment, t
     assert sorted(ready_batches(lake_b)) == ["only-b", "shared"]
     assert ready_batches(lake_a) == ["shared"]  # B's landing is not A's
 
-    b_shared = ingest_batch(lake_b, rgb, "shared", DAY)
-    b_only = ingest_batch(lake_b, rgb, "only-b", DAY)
-    a_shared = ingest_batch(lake_a, fmnist, "shared", DAY)
+    b_shared = ingest_batch(rgb, lake_b, "shared", logical_date=DAY)
+    b_only = ingest_batch(rgb, lake_b, "only-b", logical_date=DAY)
+    a_shared = ingest_batch(fmnist, lake_a, "shared", logical_date=DAY)
     assert (b_shared.accepted, b_only.accepted, a_shared.accepted) == (4, 3, 4)
     assert a_shared.duplicates == 0  # B's claims are not A's
     assert b_shared.labeled == 2 and a_shared.labeled == 0
