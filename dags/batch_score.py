@@ -50,7 +50,8 @@ def batch_score():
         from mlcore.score import ScoringWindow
 
         window = ScoringWindow.resolve(data_interval_start, data_interval_end,
-                                       params.get("date", ""), params.get("rescore_all", False))
+                                       on_date=params.get("date", ""),
+                                       rescore_all=params.get("rescore_all", False))
         if dag_run.run_type == "manual" and (params.get("date") or params.get("rescore_all")):
             from mlcore import audit
             from mlcore.settings import get_settings

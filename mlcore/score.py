@@ -23,6 +23,7 @@ Delta commit. Readers see only committed snapshots.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -54,6 +55,8 @@ __all__ = ["RunResult", "ScoredShard", "ScoringRun", "ScoringWindow", "commit",
            "commit_metadata", "count_inputs", "input_shards", "pin_run", "score_run",
            "score_shard", "score_shards"]
 
+log = logging.getLogger(__name__)
+
 # What scoring reads of a shard, once: the ids it publishes, the pixels, the selection keys.
 SCORED_COLUMNS = ["image_id", "pixels", "source_key", "batch_id", "label", "ingested_at"]
 SELECTION_COLUMNS = ["label", "ingested_at"]  # all count_inputs reads: no pixels
@@ -68,7 +71,7 @@ class ScoringWindow:
     day: date
 
     @classmethod
-    def resolve(cls, start: datetime, end: datetime, on_date: str = "",
+    def resolve(cls, start: datetime, end: datetime, *, on_date: str = "",
                 rescore_all: bool = False) -> ScoringWindow:
         """The run's data interval, or the same-shaped interval of ``on_date`` (YYYY-MM-DD);
         ``rescore_all`` widens it back to the beginning (everything ingested before ``end``)."""
@@ -134,8 +137,13 @@ def pin_run(rt: Runtime, *, window: ScoringWindow, run_id: str) -> ScoringRun:
     shard of the run (:class:`mlcore.registry.NoChampion` if there is no champion)."""
     from mlcore.registry import pin_challenger, pin_champion
 
-    return ScoringRun.of(window, pin_champion(rt.settings, rt.lake), run_id=run_id,
-                         challenger=pin_challenger(rt.settings, rt.lake))
+    champion = pin_champion(rt.settings, rt.lake)
+    challenger = pin_challenger(rt.settings, rt.lake)
+    if challenger is not None and not challenger.onnx_sha256:
+        log.warning("challenger v%s predates the ONNX package: not scored in shadow",
+                    challenger.version)
+        challenger = None
+    return ScoringRun.of(window, champion, run_id=run_id, challenger=challenger)
 
 
 def input_shards(rt: Runtime, run: ScoringRun) -> list[str]:
@@ -176,7 +184,7 @@ def score_shard(rt: Runtime, run: ScoringRun, *, shard: str, model: ServedModel 
     (:func:`mlcore.serving.load_served`; callers scoring many shards load them once); by
     default they are loaded here.
     """
-    from mlcore.serving import load_served
+    from mlcore.serving import ArtifactTampered, load_served
 
     lake, settings = rt.lake, rt.settings
     table = read_shard(lake, shard, SCORED_COLUMNS)  # the run's one read of this shard
@@ -197,9 +205,16 @@ def score_shard(rt: Runtime, run: ScoringRun, *, shard: str, model: ServedModel 
     probs, part = publish(run.model, model, PREDICTIONS)
     scored = ScoredShard(shard, part, Profile.of(probs, image_means(pixels)))
     if run.challenger is not None:
-        shadow_probs, shadow = publish(run.challenger, challenger_model, SHADOW)
-        agreed = int(np.sum(shadow_probs.argmax(axis=1) == probs.argmax(axis=1)))
-        scored = ScoredShard(shard, part, scored.profile, shadow, agreed)
+        try:
+            shadow_probs, shadow = publish(run.challenger, challenger_model, SHADOW)
+        except ArtifactTampered:
+            # Never at the champion's expense: its part stands, and the shadow commit, one
+            # part short, is refused (and fails its task) with the reason.
+            log.exception("challenger v%s refused to load: shard %s not scored in shadow",
+                          run.challenger.version, shard)
+        else:
+            agreed = int(np.sum(shadow_probs.argmax(axis=1) == probs.argmax(axis=1)))
+            scored = ScoredShard(shard, part, scored.profile, shadow, agreed)
     lineage.report(lake, inputs=[shard],
                    outputs=[p.key for p in (scored.part, scored.shadow) if p is not None])
     return scored

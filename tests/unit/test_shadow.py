@@ -55,3 +55,23 @@ def test_without_a_challenger_nothing_is_shadowed(lake, settings, model):
     assert all(s.shadow is None for s in result.scored)
     assert commit_shadow(rt, _run(), scored=result.scored, shards=result.shards) is None
     assert not lake.exists(f"{SHADOW}/_delta_log/00000000000000000000.json")
+
+
+def test_a_challenger_that_refuses_to_load_never_costs_the_champions_partition(lake, settings,
+                                                                                model):
+    from mlcore.serving import ArtifactTampered
+    from mlcore.validation import ValidationFailed
+
+    class Tampered:
+        """What loading a challenger whose graph no longer matches its checksum gives."""
+
+        def predict_proba(self, images, batch_size=256):
+            raise ArtifactTampered("model checksum does not match the registered one")
+
+    _curate(lake, settings)
+    rt = runtime_for(settings)
+    run = _run(challenger=CHALLENGER)
+    result = score_run(rt, run, model=model, challenger_model=Tampered())
+    assert read_partition(lake, START.date()).num_rows == result.commit.rows == 5
+    with pytest.raises(ValidationFailed, match="row_count"):
+        commit_shadow(rt, run, scored=result.scored, shards=result.shards)
