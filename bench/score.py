@@ -10,11 +10,10 @@ as registration does (``mlcore.export``: ONNX, static int8 QDQ per-channel, cali
 1,024 train images).
 
 Timed, images/s:
-  (a) end to end, as ``batch_score`` does it: shards_in_interval -> score_shard for every
-      shard -> count_inputs -> commit_partition (Great Expectations + one Delta commit that
-      replaces the partition), with the
-      served int8 graph in ONNX Runtime, in a child process that never imports torch
-      (its peak RSS is the scoring task's);
+  (a) end to end, as ``batch_score`` does it: ``mlcore.score.score_run`` (input_shards ->
+      score_shard for every shard -> commit: count_inputs, Great Expectations and one Delta
+      commit that replaces the partition), with the served int8 graph in ONNX Runtime, in a
+      child process that never imports torch (its peak RSS is the scoring task's);
   (c) the served graph's bare forward pass on preloaded uint8 images (same child), in
       batches of ``settings.score_batch_size``;
   (a32), (c32) the same with the fp32 torch model rewritten by
@@ -105,25 +104,18 @@ def run_served(lake_root: str, graph_path: str, sha256: str, n: int, rounds: int
 
     import mlcore.validation  # noqa: F401
     from mlcore.registry import PinnedModel
-    from mlcore.score import (
-        ScoringWindow,
-        commit_partition,
-        count_inputs,
-        score_shard,
-        shards_in_interval,
-    )
+    from mlcore.runtime import runtime_for
+    from mlcore.score import ScoringRun, ScoringWindow, score_run
     from mlcore.serving import ServedModel
     from mlcore.settings import Settings
-    from mlcore.storage import LocalLake
 
     overrides = {"score_batch_size": batch_size} if batch_size else {}
-    settings = Settings(home=Path(lake_root).parent, lake_uri=lake_root, **overrides)
-    bs = settings.score_batch_size
-    lake = LocalLake(Path(lake_root))
+    rt = runtime_for(Settings(home=Path(lake_root).parent, lake_uri=lake_root, **overrides))
+    bs = rt.settings.score_batch_size
     model = ServedModel(Path(graph_path).read_bytes(), sha256)
     pinned = PinnedModel("fashion-classifier", "0", "bench-run", "0" * 64, sha256)
-    start, end = LOGICAL_DATE, LOGICAL_DATE + timedelta(days=1)
-    window = ScoringWindow(start, end, start.date())
+    window = ScoringWindow(LOGICAL_DATE, LOGICAL_DATE + timedelta(days=1), LOGICAL_DATE.date())
+    run = ScoringRun.of(window, pinned, run_id="bench-int8")
     model.predict_proba(tiled_images(bs), bs)  # warm-up
 
     def run_a() -> dict[str, float]:
@@ -131,16 +123,10 @@ def run_served(lake_root: str, graph_path: str, sha256: str, n: int, rounds: int
         sw.patch(ServedModel, "predict_proba", "forward")
         try:
             with _report.timer() as total:
-                shards = shards_in_interval(lake, start, end)
-                parts = [part for shard in shards
-                         if (part := score_shard(lake, settings, pinned, shard, window,
-                                                 dag_run_id="bench-int8", model=model)) is not None]
-                expected = count_inputs(lake, shards, start, end)
-                commit = commit_partition(lake, settings, pinned, window, parts, shards=shards,
-                                          expected_rows=expected, dag_run_id="bench-int8")
+                commit = score_run(rt, run, model=model).commit
         finally:
             sw.restore()
-        assert commit.rows == n == expected, (commit.rows, n, expected)
+        assert commit.rows == n, (commit.rows, n)
         return {"seconds": total.seconds, "forward": sw.seconds["forward"]}
 
     a_runs = [run_a()]
@@ -185,20 +171,15 @@ def main() -> None:
             from PIL import Image
 
             import mlcore.model
+            import mlcore.score
             import mlcore.validation
             from mlcore.data import CLASSES
             from mlcore.images import encode_png
             from mlcore.model import FashionCNN, for_inference, to_input
             from mlcore.registry import PinnedModel
-            from mlcore.score import (
-                ScoringWindow,
-                commit_partition,
-                count_inputs,
-                score_shard,
-                shards_in_interval,
-            )
+            from mlcore.runtime import runtime_for
+            from mlcore.score import ScoringRun, ScoringWindow, score_run
             from mlcore.settings import Settings
-            from mlcore.storage import LocalLake
 
         overrides = {"score_batch_size": args.batch_size} if args.batch_size else {}
         settings = Settings(home=Path(tmp), lake_uri=str(lake_root), **overrides)
@@ -227,13 +208,13 @@ def main() -> None:
             def predict_proba(self, images, batch_size=256):
                 return mlcore.model.predict_proba(self.module, images, batch_size)
 
-        lake = LocalLake(lake_root)
+        rt = runtime_for(settings)
         torch.manual_seed(settings.seed)
         model = FashionCNN().eval()  # (b): as trained
         scoring_model = for_inference(model)  # (a32) and (c32): the pre-ONNX scoring path
         pinned = PinnedModel("fashion-classifier", "0", "bench-run", "0" * 64)
-        start, end = LOGICAL_DATE, LOGICAL_DATE + timedelta(days=1)
-        window = ScoringWindow(start, end, start.date())
+        window = ScoringWindow(LOGICAL_DATE, LOGICAL_DATE + timedelta(days=1), LOGICAL_DATE.date())
+        run = ScoringRun.of(window, pinned, run_id="bench")
         with torch.inference_mode():  # one warm-up pass: oneDNN primitives are built lazily
             scoring_model(torch.zeros(bs, 1, 28, 28))
             model(torch.zeros(1, 1, 28, 28))
@@ -243,29 +224,19 @@ def main() -> None:
             sw = _report.Stopwatch()
             sw.patch(mlcore.model, "predict_proba", "forward")
             sw.patch(mlcore.validation, "run_suite", "gx")
+            # The steps of score_run, timed where it calls them.
+            for step in ("input_shards", "score_shard", "count_inputs", "commit_partition"):
+                sw.patch(mlcore.score, step, step)
             try:
                 with _report.timer() as total:
-                    with _report.timer() as t_list:
-                        shards = shards_in_interval(lake, start, end)
-                    with _report.timer() as t_score:
-                        parts = [
-                            part for shard in shards
-                            if (part := score_shard(lake, settings, pinned, shard, window,
-                                                    dag_run_id="bench",
-                                                    model=TorchScorer(scoring_model))) is not None
-                        ]
-                    with _report.timer() as t_count:
-                        expected = count_inputs(lake, shards, start, end)
-                    with _report.timer() as t_commit:
-                        commit = commit_partition(lake, settings, pinned, window, parts,
-                                                  shards=shards, expected_rows=expected,
-                                                  dag_run_id="bench")
+                    result = score_run(rt, run, model=TorchScorer(scoring_model))
             finally:
                 sw.restore()
-            assert commit.rows == n == expected, (commit.rows, n, expected)
-            return {"seconds": total.seconds, "list": t_list.seconds, "score": t_score.seconds,
-                    "forward": sw.seconds["forward"], "count": t_count.seconds,
-                    "commit": t_commit.seconds, "gx": sw.seconds["gx"], "shards": len(shards)}
+            assert result.commit.rows == n, (result.commit.rows, n)
+            return {"seconds": total.seconds, "list": sw.seconds["input_shards"],
+                    "score": sw.seconds["score_shard"], "forward": sw.seconds["forward"],
+                    "count": sw.seconds["count_inputs"], "commit": sw.seconds["commit_partition"],
+                    "gx": sw.seconds["gx"], "shards": len(result.shards)}
 
         def run_b(pngs: list[bytes]) -> float:
             """A Flask /predict handler per image: decode PNG, tensor, forward(1), JSON."""
@@ -342,6 +313,7 @@ def main() -> None:
         report.add("a32_score_s", f"(a32) score_shard x{a_runs[0]['shards']}", part["score"], "s")
         report.add("a32_forward_s", "(a32)   of which predict_proba (forward+softmax)",
                    part["forward"], "s")
+        report.add("a32_count_s", "(a32) count_inputs", part["count"], "s")
         report.add("a32_commit_s", "(a32) commit_partition", part["commit"], "s")
         report.add("a32_gx_s", "(a32)   of which Great Expectations", part["gx"], "s")
         report.add("imports_s", "one-off imports (untimed)", imports.seconds, "s")

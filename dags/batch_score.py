@@ -3,9 +3,12 @@
 
 Scores the unlabeled images ingested during the run's data interval with the `champion`
 model, pinned once per run, into the `predictions` Delta table. Mapped tasks score shards in
-parallel, each into a new data file of partition `dt=<interval start>`; `commit` validates
-them with Great Expectations and replaces that partition in one atomic Delta commit (a rerun
-supersedes it; readers see one snapshot or the next, never a mix). The `predictions` Asset is
+parallel, each into a new data file of partition `dt=<interval start>` (and, when a
+`challenger` is pinned, into the shadow table from the same read), and return the drift
+profile of what they scored, which monitoring folds: each shard is read once per run.
+`commit` validates the files with Great Expectations and replaces that partition in one
+atomic Delta commit (a rerun supersedes it; readers see one snapshot or the next, never a
+mix). The `predictions` Asset is
 updated only when a partition is committed. `vacuum` deletes files that no snapshot inside
 the retention (`MLCORE_PREDICTIONS_RETENTION_HOURS`) needs.
 
@@ -46,108 +49,82 @@ def batch_score(task_dag: TaskDag):
     def batch_score():
         @task
         def resolve_window(params=None, dag_run=None, data_interval_start=None,
-                           data_interval_end=None, logical_date=None) -> dict:
+                           data_interval_end=None, logical_date=None):
             """The images this run scores and the partition it writes (params may change both)."""
             from mlcore.score import ScoringWindow
 
             window = ScoringWindow.resolve(data_interval_start, data_interval_end,
-                                           params.get("date", ""), params.get("rescore_all", False))
+                                           on_date=params.get("date", ""),
+                                           rescore_all=params.get("rescore_all", False))
             if dag_run.run_type == "manual" and (params.get("date") or params.get("rescore_all")):
                 from mlcore import audit
-                from mlcore.runtime import runtime
+                from mlcore.settings import get_settings
+                from mlcore.storage import open_lake
 
-                audit.record_manual_trigger(runtime(task_dag.task).lake, dag_run,
-                                            target=f"batch_score/{window.day}", params=params)
-            return window.to_xcom()
+                user = getattr(dag_run, "triggering_user_name", None) or "unknown"
+                audit.record(open_lake(get_settings()), user, logical_date, "manual_trigger",
+                             f"batch_score/{window.day}", "manual trigger with params",
+                             params=dict(params), run_id=dag_run.run_id)
+            return window
 
         @task
-        def pin_champion() -> dict:
-            """Resolve `champion` to one version, used by every shard of this run."""
-            from dataclasses import asdict
-
-            from mlcore.registry import pin_champion as pin
+        def pin_champion(window, run_id=None):
+            """Resolve `champion` (and `challenger`, if any) to one version each: the run every
+            shard of it scores."""
             from mlcore.runtime import runtime
+            from mlcore.score import pin_run
 
-            settings = runtime(task_dag.task).settings
-            return asdict(pin(settings, runtime(task_dag.task).lake))
+            return pin_run(runtime(task_dag.task), window=window, run_id=run_id)
 
         @task
-        def list_input_shards(window: dict) -> list[str]:
+        def list_input_shards(run) -> list[str]:
             """Curated shards that may hold images ingested in the window."""
             from mlcore.runtime import runtime
-            from mlcore.score import ScoringWindow, shards_in_interval
+            from mlcore.score import input_shards
 
-            w = ScoringWindow.from_xcom(window)
-            return shards_in_interval(runtime(task_dag.task).lake, w.start, w.end)
+            return input_shards(runtime(task_dag.task), run)
 
         @task
-        def score_shard(shard: str, pinned: dict, window: dict, run_id=None) -> dict | None:
-            """Score one shard into one new data file of the run's partition (not yet visible)."""
-            from dataclasses import asdict
-
-            from mlcore.registry import PinnedModel
+        def score_shard(shard: str, run):
+            """Score one shard (with the challenger too, if pinned) into new data files of the
+            run's partition (not yet visible), profiling it for drift from the same read."""
             from mlcore.runtime import runtime
-            from mlcore.score import ScoringWindow
             from mlcore.score import score_shard as score
 
-            settings = runtime(task_dag.task).settings
-            part = score(runtime(task_dag.task).lake, settings, PinnedModel(**pinned), shard,
-                         ScoringWindow.from_xcom(window), dag_run_id=run_id)
-            return asdict(part) if part else None
+            return score(runtime(task_dag.task), run, shard=shard)
 
         @task(outlets=[task_assets(task_dag.scope).predictions], trigger_rule="none_failed")
-        def commit(pinned: dict, parts: list, shards: list[str], window: dict, run_id=None) -> dict:
+        def commit(run, scored: list, shards: list[str]):
             """Check the predictions with GX, then replace the partition in one Delta commit."""
-            from mlcore.registry import PinnedModel
             from mlcore.runtime import runtime
-            from mlcore.score import PartFile, ScoringWindow, commit_partition, count_inputs
+            from mlcore.score import commit as commit_run
 
-            settings, lake = runtime(task_dag.task).settings, runtime(task_dag.task).lake
-            w = ScoringWindow.from_xcom(window)
-            return commit_partition(
-                lake, settings, PinnedModel(**pinned), w, [PartFile(**p) for p in parts or [] if p],
-                shards=shards, expected_rows=count_inputs(lake, shards, w.start, w.end),
-                dag_run_id=run_id,
-            ).summary()
+            return commit_run(runtime(task_dag.task), run, scored=list(scored or []), shards=shards)
 
         @task
-        def monitor_drift(pinned: dict, shards: list[str], window: dict, committed: dict) -> dict:
-            """Prediction and input drift of the committed partition vs the holdout."""
+        def monitor_drift(run, scored: list, committed):
+            """Prediction and input drift of the committed partition vs the holdout, folded from
+            the profiles the scoring tasks returned."""
             from mlcore.monitor import monitor_partition
-            from mlcore.registry import PinnedModel
             from mlcore.runtime import runtime
-            from mlcore.score import ScoringWindow
 
-            settings = runtime(task_dag.task).settings
-            w = ScoringWindow.from_xcom(window)
-            report = monitor_partition(settings, runtime(task_dag.task).lake, PinnedModel(**pinned),
-                                       w.day, shards, w.start, w.end)
-            return {**report.metrics(), "breached": report.breached}
+            return monitor_partition(runtime(task_dag.task), run, scored=list(scored or []))
 
         @task
-        def shadow_score(pinned: dict, shards: list[str], window: dict, committed: dict,
-                         run_id=None) -> dict:
-            """Score the same shards with the `challenger` (if any) in shadow; record agreement."""
-            from mlcore.registry import PinnedModel, pin_challenger
+        def shadow_score(run, scored: list, shards: list[str], committed):
+            """Commit the `challenger`'s shadow predictions (if one is pinned); record agreement."""
             from mlcore.runtime import runtime
-            from mlcore.score import ScoringWindow
-            from mlcore.score import shadow_score as shadow
+            from mlcore.shadow import commit_shadow
 
-            settings, lake = runtime(task_dag.task).settings, runtime(task_dag.task).lake
-            challenger = pin_challenger(settings, lake)
-            if challenger is None:
-                return {"challenger": None}
-            return shadow(lake, settings, PinnedModel(**pinned), challenger,
-                          ScoringWindow.from_xcom(window), shards, dag_run_id=run_id)
+            return commit_shadow(runtime(task_dag.task), run, scored=list(scored or []), shards=shards)
 
         @task
-        def measure_realized_accuracy(committed: dict) -> list[dict]:
+        def measure_realized_accuracy(committed) -> list[dict]:
             """Accuracy of past predictions whose labels arrived later (feedback/labels/)."""
             from mlcore.monitor import realized_accuracy
             from mlcore.runtime import runtime
 
-            settings = runtime(task_dag.task).settings
-            return realized_accuracy(settings, runtime(task_dag.task).lake)
+            return realized_accuracy(runtime(task_dag.task))
 
         @task(trigger_rule="all_done")
         def vacuum() -> dict:
@@ -162,15 +139,14 @@ def batch_score(task_dag: TaskDag):
             return {t: len(vacuum_table(lake, table=t, retention_hours=hours)) for t in (TABLE, SHADOW)}
 
         window = resolve_window()
-        pinned = pin_champion()
-        shards = list_input_shards(window)
-        parts = score_shard.partial(pinned=pinned, window=window).expand(shard=shards)
-        committed = commit(pinned, parts, shards, window)
-        monitor_drift(pinned, shards, window, committed)
-        shadow_score(pinned, shards, window, committed)
+        run = pin_champion(window)
+        shards = list_input_shards(run)
+        scored = score_shard.partial(run=run).expand(shard=shards)
+        committed = commit(run, scored, shards)
+        monitor_drift(run, scored, committed)
+        shadow_score(run, scored, shards, committed)
         measure_realized_accuracy(committed)
         committed >> vacuum()  # a sibling, not the last task: a failed monitor still fails the run
-
 
     return batch_score()
 

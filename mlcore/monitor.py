@@ -1,7 +1,10 @@
-"""Monitoring figures per scoring run: prediction drift and input drift against the holdout.
+"""Monitoring figures per scoring run: prediction drift and input drift against the holdout,
+and realized accuracy once late labels arrive (shadow agreement: :mod:`mlcore.shadow`).
 
 Three comparisons, each a distribution of the scored rows against the same distribution
-computed with the same model on the frozen holdout:
+computed with the same model on the frozen holdout (the night's side is folded from the
+profiles the scoring tasks computed as they scored, :class:`mlcore.score.ScoredShard`: no
+shard or partition is read again):
 
 - ``class_psi``: Population Stability Index of the predicted-class distribution;
 - ``confidence_js``: Jensen-Shannon divergence (base 2, in [0, 1]) of the confidence histogram;
@@ -15,26 +18,32 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mlcore.drift_profile import CONFIDENCE_BINS, INTENSITY_BINS, Profile, image_means
+from mlcore.records import Record
+
 if TYPE_CHECKING:
     from mlcore.registry import PinnedModel
-    from mlcore.settings import Settings
+    from mlcore.runtime import Runtime
+    from mlcore.score import ScoredShard, ScoringRun
+    from mlcore.serving import ServedModel
     from mlcore.storage import Lake, ObjectInfo
+
+__all__ = ["DRIFT_TABLE", "REALIZED_ACCURACY_TABLE", "DriftDetected", "DriftReport", "Profile",
+           "compare", "drift_baseline", "drift_figure", "fold_realized", "image_means",
+           "js_divergence", "monitor_partition", "psi", "realized_accuracy",
+           "realized_accuracy_full"]
 
 log = logging.getLogger(__name__)
 
-CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
-INTENSITY_BINS = np.linspace(0.0, 256.0, 17)
 EPS = 1e-4
 MIN_ROWS_FOR_ALARM = 100
 
 # Monitoring outputs are Delta tables too, so every figure keeps its history (time travel).
 DRIFT_TABLE = "monitoring/drift"  # one row per partition, partitioned by dt
-SHADOW_TABLE = "monitoring/shadow_agreement"  # one row per partition, partitioned by dt
 REALIZED_ACCURACY_TABLE = "monitoring/realized_accuracy"  # one row per model version
 
 
@@ -59,38 +68,7 @@ def js_divergence(p_counts: np.ndarray, q_counts: np.ndarray) -> float:
 
 
 @dataclass
-class Profile:
-    """Histograms that summarize a set of scored images."""
-
-    rows: int
-    class_counts: list[int]
-    confidence_counts: list[int]
-    intensity_counts: list[int]
-
-    @classmethod
-    def of(cls, probabilities: np.ndarray, image_means: np.ndarray) -> Profile:
-        """From (N, classes) probabilities and the N images' mean intensities."""
-        classes = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
-        conf = probabilities.max(axis=1) if len(probabilities) else np.zeros(0)
-        means = np.asarray(image_means, dtype=np.float64)
-        return cls(
-            rows=len(probabilities),
-            class_counts=np.bincount(classes, minlength=probabilities.shape[1]).tolist(),
-            confidence_counts=np.histogram(conf, CONFIDENCE_BINS)[0].tolist(),
-            intensity_counts=np.histogram(means, INTENSITY_BINS)[0].tolist(),
-        )
-
-    def __add__(self, other: Profile) -> Profile:
-        """Profiles of disjoint pieces add up: a night is profiled one file at a time."""
-        def total(field: str) -> list[int]:
-            return (np.array(getattr(self, field)) + np.array(getattr(other, field))).tolist()
-
-        return Profile(self.rows + other.rows, total("class_counts"),
-                       total("confidence_counts"), total("intensity_counts"))
-
-
-@dataclass
-class DriftReport:
+class DriftReport(Record):
     class_psi: float
     confidence_js: float
     intensity_psi: float
@@ -122,16 +100,13 @@ def compare(baseline: Profile, scored: Profile, threshold: float) -> DriftReport
                        baseline=baseline)
 
 
-def image_means(images: np.ndarray) -> np.ndarray:
-    """Mean intensity of each image (over all its pixels and channels)."""
-    return images.reshape(len(images), int(np.prod(images.shape[1:]))).mean(axis=1)
-
-
-def drift_baseline(settings: Settings, lake: Lake, pinned: PinnedModel, model=None) -> Profile:
+def drift_baseline(rt: Runtime, pinned: PinnedModel, *, model: ServedModel | None = None
+                   ) -> Profile:
     """The version's own drift baseline from its data profile (written at training); for a
     version that predates profiles, the served model scores the holdout here."""
     from mlcore.data_profile import version_profile
 
+    settings, lake = rt.settings, rt.lake
     profile = version_profile(settings, lake, pinned.run_id)
     if profile is not None and profile.drift_baseline:
         return Profile(**profile.drift_baseline)
@@ -143,44 +118,33 @@ def drift_baseline(settings: Settings, lake: Lake, pinned: PinnedModel, model=No
     return Profile.of(model.predict_proba(holdout, settings.score_batch_size), image_means(holdout))
 
 
-def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: date,
-                      shards: list[str], start: datetime, end: datetime, model=None) -> DriftReport:
-    """Drift of a committed partition vs the holdout; stored in the lake and in MLflow."""
+def monitor_partition(rt: Runtime, run: ScoringRun, *, scored: list[ScoredShard | None],
+                      model: ServedModel | None = None) -> DriftReport:
+    """Drift of the run's committed partition vs the holdout, from the profiles its scoring
+    tasks returned (``scored``: the committed parts'); stored in the lake and in MLflow.
+    ``model``: the served champion, for a baseline that must be computed (see
+    :func:`drift_baseline`)."""
     import mlflow
     import pyarrow as pa
 
-    from mlcore.data import shard_pixels
-    from mlcore.predictions import iter_partition, overwrite_rows
-    from mlcore.registry import configure_mlflow
-    from mlcore.score import rows_to_score
+    from mlcore.predictions import overwrite_rows
 
-    baseline = drift_baseline(settings, lake, pinned, model)
-    from mlcore.task import task_of
-
-    task = task_of(settings)
-    # One file at a time, so memory stays bounded however many images the night holds.
-    k = task.num_classes
-    no_probabilities = np.zeros((0, k), np.float32)
-    scored = Profile.of(no_probabilities, np.zeros(0))
-    for part in iter_partition(lake, day, columns=["probabilities"]):
-        probs = part.column("probabilities").combine_chunks().flatten()
-        scored += Profile.of(np.asarray(probs).reshape(-1, k), np.zeros(0))
-    for shard in shards:
-        pixels = shard_pixels(rows_to_score(lake, shard, start, end, ["pixels"]), task)
-        scored += Profile.of(no_probabilities, image_means(pixels))
-    report = compare(baseline, scored, settings.drift_threshold)
+    settings, lake, day, pinned = rt.settings, rt.lake, run.day, run.model
+    baseline = drift_baseline(rt, pinned, model=model)
+    night = sum((s.profile for s in scored if s is not None), Profile.empty(rt.task.num_classes))
+    report = compare(baseline, night, settings.drift_threshold)
 
     row = {"dt": str(day), "model_version": pinned.version, **report.metrics(),
            "breached": ",".join(report.breached),
-           **{f"scored_{k}": v for k, v in asdict(scored).items() if k != "rows"},
+           **{f"scored_{k}": v for k, v in asdict(night).items() if k != "rows"},
            **{f"holdout_{k}": v for k, v in asdict(baseline).items() if k != "rows"}}
     overwrite_rows(lake, DRIFT_TABLE, pa.Table.from_pylist([row]), day=day)
-    configure_mlflow(settings, lake, f"{settings.mlflow_experiment}-monitoring")
-    with mlflow.start_run(run_name=f"drift {day} v{pinned.version}") as run:
+    rt.mlflow(f"{settings.mlflow_experiment}-monitoring")
+    with mlflow.start_run(run_name=f"drift {day} v{pinned.version}") as mlflow_run:
         mlflow.set_tags({"partition": str(day), "model_version": pinned.version})
         mlflow.log_metrics(report.metrics())
         mlflow.log_dict(report.as_dict(), "drift.json")
-        mlflow.log_figure(drift_figure(report, task.classes), "plots/drift.png")
+        mlflow.log_figure(drift_figure(report, classes=rt.task.classes), "plots/drift.png")
     if report.breached:
         message = (f"drift on {day}: {', '.join(report.breached)} above {report.threshold} "
                    f"({report.metrics()})")
@@ -191,22 +155,10 @@ def monitor_partition(settings: Settings, lake: Lake, pinned: PinnedModel, day: 
         alerts.send(alerts.drift_breach(
             settings, day, model_version=pinned.version, metrics=report.metrics(),
             breached=report.breached, threshold=report.threshold,
-            experiment_id=run.info.experiment_id, run_id=run.info.run_id), settings)
+            experiment_id=mlflow_run.info.experiment_id, run_id=mlflow_run.info.run_id), settings)
         if settings.drift_action == "fail":
             raise DriftDetected(message)
     return report
-
-
-def record_shadow_agreement(lake: Lake, day: date, result: dict) -> None:
-    """Store how often the challenger agreed with the champion on partition ``day``."""
-    import pyarrow as pa
-
-    from mlcore.predictions import overwrite_rows
-
-    schema = pa.schema([("champion_version", pa.string()), ("challenger_version", pa.string()),
-                        ("rows", pa.int64()), ("agreement", pa.float64())])  # agreement may be None
-    row = {name: result[name] for name in schema.names}
-    overwrite_rows(lake, SHADOW_TABLE, pa.Table.from_pylist([row], schema), day=day)
 
 
 REALIZED_STATE = "_state/realized_accuracy.json"  # what realized_accuracy folded so far
@@ -282,7 +234,7 @@ def fold_realized(lake: Lake, rebuild: bool = False) -> dict[str, list[int]]:
     return state["counts"]
 
 
-def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
+def realized_accuracy(rt: Runtime) -> list[dict]:
     """Accuracy of each model version on images whose labels arrived after they were scored.
 
     Incremental (``fold_realized``): only the late labels in ``feedback/labels/`` that
@@ -294,14 +246,14 @@ def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     import pyarrow as pa
 
     from mlcore.predictions import overwrite_rows
-    from mlcore.registry import configure_mlflow
 
+    settings, lake = rt.settings, rt.lake
     counts = fold_realized(lake)
     rows = [{"model_version": v, "labeled_predictions": n, "realized_accuracy": right / n}
             for v, (n, right) in sorted(counts.items()) if n]
     if rows:
         overwrite_rows(lake, REALIZED_ACCURACY_TABLE, pa.Table.from_pylist(rows))
-        configure_mlflow(settings, lake, f"{settings.mlflow_experiment}-monitoring")
+        rt.mlflow(f"{settings.mlflow_experiment}-monitoring")
         with mlflow.start_run(run_name="realized accuracy"):
             for r in rows:
                 mlflow.log_metric(f"realized_accuracy_v{r['model_version']}", r["realized_accuracy"])
@@ -310,7 +262,7 @@ def realized_accuracy(settings: Settings, lake: Lake) -> list[dict]:
     return rows
 
 
-def drift_figure(report: DriftReport, classes: tuple[str, ...]):
+def drift_figure(report: DriftReport, *, classes: tuple[str, ...]):
     """Scored vs holdout distributions, side by side, for people to look at."""
     import matplotlib
 

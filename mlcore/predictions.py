@@ -10,7 +10,8 @@ Protocol, in three steps that each leave the table readable whenever a process d
    every try (``dt=<day>/part-<run>-<shard>-<uuid>.parquet``), inside its partition's folder.
    No snapshot references it yet, so no reader sees it; an object a snapshot references is
    never written again.
-2. ``replace_partition``: one Delta commit removes the partition's files and adds the run's.
+2. ``commit_partition``: the files are validated with the GX ``predictions`` suite, then
+   ``replace_partition``: one Delta commit removes the partition's files and adds the run's.
    The commit is a create-if-absent of ``_delta_log/<version>.json`` (``If-None-Match: *`` on
    S3): it lands whole or not at all, and of two writers one wins the version. Each commit
    also carries a Delta app transaction for its partition, so two runs for one date always
@@ -33,9 +34,13 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     import pyarrow as pa
     from deltalake import DeltaTable
 
+    from mlcore.registry import PinnedModel
+    from mlcore.runtime import Runtime
     from mlcore.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -133,10 +138,6 @@ class Commit:
     files: list[str]
     metadata: dict = field(default_factory=dict)
 
-    def summary(self) -> dict:
-        return {"table": self.table, "partition": self.partition, "version": self.version,
-                "rows": self.rows, "files": len(self.files)}
-
 
 def _safe(text: str, keep: int = 48) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:keep] or "x"
@@ -156,6 +157,96 @@ def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard:
     body = parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
     lake.write_bytes(key, body)
     return PartFile(key, data.num_rows, len(body))
+
+
+def prediction_rows(rows: pa.Table, probabilities: np.ndarray, *, classes: tuple[str, ...],
+                    model: PinnedModel, scored_at: datetime, run_id: str) -> pa.Table:
+    """The table's rows for scored images (``rows``: their ``image_id``, ``source_key``,
+    ``batch_id``) and the (N, classes) probabilities ``model`` gave them."""
+    import numpy as np
+    import pyarrow as pa
+
+    probs = probabilities.astype(np.float32)
+    predicted = probs.argmax(axis=1).astype(np.int32)
+    n = rows.num_rows
+    return pa.Table.from_arrays(
+        [
+            rows.column("image_id"), rows.column("source_key"), rows.column("batch_id"),
+            pa.array(predicted),
+            pa.array(np.asarray(classes, dtype=object)[predicted], pa.string()),
+            pa.array(probs.max(axis=1)),
+            pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), len(classes)),
+            pa.array([model.name] * n), pa.array([model.version] * n),
+            pa.array([model.run_id] * n),
+            pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
+            pa.array([run_id] * n),
+        ],
+        schema=prediction_schema(),
+    )
+
+
+def commit_partition(rt: Runtime, *, day: date, parts: list[PartFile], expected_rows: int,
+                     validated_at: datetime, run_id: str, metadata: dict,
+                     table: str = PREDICTIONS) -> Commit:
+    """Validate the data files with the GX ``predictions`` suite, then make them partition
+    ``day`` in one commit (:func:`replace_partition`), recording ``metadata`` and the
+    validation. Nothing is published when validation fails: the reason is recorded for
+    readers and the files stay unreferenced until vacuum."""
+    from mlcore import lineage
+    from mlcore.validation import ValidationFailed, run_suite
+
+    lake, settings = rt.lake, rt.settings
+    parts = sorted(parts, key=lambda p: p.key)
+    check = run_suite(lake, settings.gx_suites_dir, "predictions",
+                      frame=_validation_frame(lake, parts, num_classes=rt.task.num_classes),
+                      run_name=f"{table}-{day:%Y-%m-%d}", run_time=validated_at,
+                      parameters={"expected_rows": expected_rows,
+                                  "class_names": list(rt.task.classes)},
+                      key_column="image_id")
+    if not check.success:
+        refused = ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
+                                            check.docs_key, lake=lake,
+                                            data_docs_url=settings.data_docs_url)
+        record_refusal(lake, day, table=table, failed_expectations=check.failed_expectations,
+                       docs_url=refused.docs_url, dag_run_id=run_id)
+        raise refused
+    commit = replace_partition(lake, day, parts, table=table, metadata={
+        **metadata,
+        "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
+        "dag_run_id": run_id,
+    })
+    lineage.report(lake, inputs=[p.key for p in parts], outputs=[commit.partition])
+    return commit
+
+
+def _validation_frame(lake: Lake, parts: list[PartFile], *, num_classes: int) -> pd.DataFrame:
+    """What the ``predictions`` suite checks, one row per prediction, kept compact (about 80
+    bytes a row: Arrow-backed ids, categorical labels, one float per probability vector) so a
+    night of millions of images validates in a few hundred MB."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlcore.storage import read_parquet
+
+    columns = ["image_id", "predicted_label", "confidence", "probabilities"]
+    chunks = []
+    for part in parts:
+        data = read_parquet(lake, part.key, columns)
+        probs = data.column("probabilities").combine_chunks()
+        chunks.append(pa.table({
+            "image_id": data.column("image_id"),
+            "predicted_label": pc.dictionary_encode(data.column("predicted_label")),
+            "confidence": data.column("confidence"),
+            "prob_sum": np.asarray(probs.flatten()).reshape(-1, num_classes)
+            .sum(axis=1, dtype=np.float64),
+        }))
+    if not chunks:
+        return pd.DataFrame({c: [] for c in ["image_id", "predicted_label", "confidence",
+                                             "prob_sum"]})
+    return pa.concat_tables(chunks).to_pandas(
+        types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get)
 
 
 def open_table(lake: Lake, table: str = PREDICTIONS,

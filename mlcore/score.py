@@ -1,19 +1,30 @@
 """Batch scoring: curated shards -> the ``predictions`` Delta table, one partition per run.
 
-Which images a run scores: those whose ``ingested_at`` lies in the run's data interval
-``[start, end)``. ``ingested_at`` is the logical date of the ingestion run that accepted
-them, so the rule never depends on the wall clock.
+A run is one :class:`ScoringRun`: the window it scores, the model versions pinned for it,
+its run id and the time its rows record. Which images a window holds: those whose
+``ingested_at`` lies in ``[start, end)``; ``ingested_at`` is the logical date of the
+ingestion run that accepted them, so the rule never depends on the wall clock.
 
-Publishing (see :mod:`mlcore.predictions`): each shard's predictions become one new data file
-in the partition's folder, and the commit validates them with GX, then replaces partition
-``dt=<day>`` in one atomic Delta commit. Readers see only committed snapshots.
+The steps, each a function taking the runtime and the run (the DAG maps :func:`score_shard`
+over the shards; :func:`score_run` does the whole sequence in one process)::
+
+    shards = input_shards(rt, run)
+    scored = [score_shard(rt, run, shard=s) for s in shards]
+    commit(rt, run, scored=scored, shards=shards)
+
+Each shard is read once per run: :func:`score_shard` scores its rows with the champion
+(and the challenger, when one is pinned) and profiles them for drift monitoring as it goes;
+:func:`count_inputs`, the commit's independent row count, reads two small columns.
+Publishing (:mod:`mlcore.predictions`): each shard's predictions become one new data file,
+and the commit validates them with GX, then replaces partition ``dt=<day>`` in one atomic
+Delta commit. Readers see only committed snapshots.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -21,32 +32,35 @@ import numpy as np
 
 from mlcore import lineage
 from mlcore.data import read_shard, shard_pixels, shards_for_dates
+from mlcore.drift_profile import Profile, image_means
 from mlcore.predictions import (
     PREDICTIONS,
     SHADOW,
     Commit,
     PartFile,
-    prediction_schema,
-    read_partition,
-    record_refusal,
-    replace_partition,
+    commit_partition,
+    prediction_rows,
     write_part,
 )
-from mlcore.task import task_of
+from mlcore.records import Record
 
 if TYPE_CHECKING:
-    import pandas as pd
     import pyarrow as pa
 
     from mlcore.registry import PinnedModel
-    from mlcore.settings import Settings
-    from mlcore.storage import Lake
+    from mlcore.runtime import Runtime
+    from mlcore.serving import ServedModel
 
-__all__ = ["PREDICTIONS", "SHADOW", "Commit", "PartFile", "ScoringWindow", "commit_partition",
-           "count_inputs", "prediction_schema", "rows_to_score", "score_shard", "shadow_score",
-           "shards_in_interval"]
+__all__ = ["RunResult", "ScoredShard", "ScoringRun", "ScoringWindow", "commit",
+           "commit_metadata", "count_inputs", "input_shards", "pin_run", "score_run",
+           "score_shard", "score_shards"]
 
 log = logging.getLogger(__name__)
+
+# What scoring reads of a shard, once: the ids it publishes, the pixels, the selection keys.
+SCORED_COLUMNS = ["image_id", "pixels", "source_key", "batch_id", "label", "ingested_at"]
+SELECTION_COLUMNS = ["label", "ingested_at"]  # all count_inputs reads: no pixels
+
 
 @dataclass(frozen=True)
 class ScoringWindow:
@@ -57,7 +71,7 @@ class ScoringWindow:
     day: date
 
     @classmethod
-    def resolve(cls, start: datetime, end: datetime, on_date: str = "",
+    def resolve(cls, start: datetime, end: datetime, *, on_date: str = "",
                 rescore_all: bool = False) -> ScoringWindow:
         """The run's data interval, or the same-shaped interval of ``on_date`` (YYYY-MM-DD);
         ``rescore_all`` widens it back to the beginning (everything ingested before ``end``)."""
@@ -72,188 +86,196 @@ class ScoringWindow:
             start = datetime(1970, 1, 1, tzinfo=start.tzinfo)
         return cls(start, end, day)
 
-    def to_xcom(self) -> dict:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(),
-                "day": self.day.isoformat()}
+
+@dataclass(frozen=True)
+class ScoringRun(Record):
+    """One scoring run: what it scores, with which versions, under which run id, and the
+    time its rows record as ``scored_at`` (the window's end, not the wall clock: a rerun
+    records the same time). ``challenger``: the version scored in shadow, if one is pinned."""
+
+    window: ScoringWindow
+    model: PinnedModel
+    run_id: str
+    scored_at: datetime
+    challenger: PinnedModel | None = None
 
     @classmethod
-    def from_xcom(cls, raw: dict) -> ScoringWindow:
-        return cls(datetime.fromisoformat(raw["start"]), datetime.fromisoformat(raw["end"]),
-                   date.fromisoformat(raw["day"]))
+    def of(cls, window: ScoringWindow, model: PinnedModel, *, run_id: str,
+           challenger: PinnedModel | None = None) -> ScoringRun:
+        return cls(window, model, run_id, window.end, challenger)
+
+    @property
+    def day(self) -> date:
+        return self.window.day
 
 
-def shards_in_interval(lake: Lake, start: datetime, end: datetime) -> list[str]:
-    """Curated shards that may hold images ingested in ``[start, end)``."""
+@dataclass(frozen=True)
+class ScoredShard(Record):
+    """What scoring one shard produced: the champion's data file, the drift profile of those
+    rows (small: a few dozen counts, fine for XCom) and, with a challenger pinned, its data
+    file and on how many rows it predicted the champion's class."""
+
+    shard: str
+    part: PartFile
+    profile: Profile
+    shadow: PartFile | None = None
+    agreed: int = 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run scored in one process: its shards, what each produced, and the commit (``None``
+    when only scored, as when the run dies before committing)."""
+
+    shards: list[str]
+    scored: list[ScoredShard]
+    commit: Commit | None = field(default=None)
+
+
+def pin_run(rt: Runtime, *, window: ScoringWindow, run_id: str) -> ScoringRun:
+    """Resolve ``champion`` (and ``challenger``, if set) to one version each, once, for every
+    shard of the run (:class:`mlcore.registry.NoChampion` if there is no champion)."""
+    from mlcore.registry import pin_challenger, pin_champion
+
+    champion = pin_champion(rt.settings, rt.lake)
+    challenger = pin_challenger(rt.settings, rt.lake)
+    if challenger is not None and not challenger.onnx_sha256:
+        log.warning("challenger v%s predates the ONNX package: not scored in shadow",
+                    challenger.version)
+        challenger = None
+    return ScoringRun.of(window, champion, run_id=run_id, challenger=challenger)
+
+
+def input_shards(rt: Runtime, run: ScoringRun) -> list[str]:
+    """Curated shards that may hold images ingested in the run's window."""
+    start, end = run.window.start, run.window.end
     days, day = [], start.date()
     while datetime.combine(day, datetime.min.time(), start.tzinfo) < end:
         days.append(f"{day:%Y-%m-%d}")
         day += timedelta(days=1)
-    return shards_for_dates(lake, days)
+    return shards_for_dates(rt.lake, days)
 
 
 def inputs_hash(shards: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(shards)).encode()).hexdigest()
 
 
-def rows_to_score(lake: Lake, shard: str, start: datetime, end: datetime,
-                  columns: list[str]) -> pa.Table:
-    """The shard's unlabeled rows ingested in ``[start, end)`` (labeled rows train, not score)."""
+def _selected(table: pa.Table, window: ScoringWindow) -> pa.Array:
+    """Which rows a run scores: unlabeled (labeled rows train, not score) and ingested in
+    the window."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = read_shard(lake, shard, [*columns, "label", "ingested_at"])
     ts = table.column("ingested_at")
-    keep = pc.and_(
-        pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)), pc.less(ts, pa.scalar(end, ts.type))),
+    return pc.and_(
+        pc.and_(pc.greater_equal(ts, pa.scalar(window.start, ts.type)),
+                pc.less(ts, pa.scalar(window.end, ts.type))),
         pc.is_null(table.column("label")),
     )
-    return table.filter(keep).select(columns)
 
 
-def count_inputs(lake: Lake, shards: list[str], start: datetime, end: datetime) -> int:
-    """How many rows the partition must hold: the validation's expected row count."""
-    return sum(rows_to_score(lake, s, start, end, ["image_id"]).num_rows for s in shards)
+def score_shard(rt: Runtime, run: ScoringRun, *, shard: str, model: ServedModel | None = None,
+                challenger_model: ServedModel | None = None) -> ScoredShard | None:
+    """Score one shard's rows in the window into one new data file of partition ``run.day``
+    (never elsewhere, ``rescore_all`` included), profile them for drift, and score them with
+    the challenger too when one is pinned; ``None`` if the shard has no rows to score.
 
-
-
-def score_shard(lake: Lake, settings: Settings, pinned: PinnedModel, shard: str,
-                window: ScoringWindow, *, dag_run_id: str, model=None,
-                table: str = PREDICTIONS) -> PartFile | None:
-    """Score one shard's rows in the window into one new data file of partition
-    ``window.day`` (never elsewhere, ``rescore_all`` included); ``None`` if it has none.
-
-    ``model``: the pinned version's served graph (:func:`mlcore.serving.load_served`;
-    callers scoring many shards load it once); by default it is loaded here.
+    ``model``/``challenger_model``: the pinned versions' served graphs
+    (:func:`mlcore.serving.load_served`; callers scoring many shards load them once); by
+    default they are loaded here.
     """
-    import pyarrow as pa
+    from mlcore.serving import ArtifactTampered, load_served
 
-    from mlcore.serving import load_served
-
-    rows = rows_to_score(lake, shard, window.start, window.end,
-                         ["image_id", "pixels", "source_key", "batch_id"])
+    lake, settings = rt.lake, rt.settings
+    table = read_shard(lake, shard, SCORED_COLUMNS)  # the run's one read of this shard
+    rows = table.filter(_selected(table, run.window)).sort_by("image_id")
     if rows.num_rows == 0:
         return None
-    rows = rows.sort_by("image_id")
-    model = model or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked, no torch
-    task = task_of(settings)
-    probs = model.predict_proba(shard_pixels(rows, task), settings.score_batch_size
-                                ).astype(np.float32)
-    classes = probs.argmax(axis=1).astype(np.int32)
-    names = task.classes
-    n = rows.num_rows
-    out = pa.Table.from_arrays(
-        [
-            rows.column("image_id"), rows.column("source_key"), rows.column("batch_id"),
-            pa.array(classes),
-            pa.array(np.asarray(names, dtype=object)[classes], pa.string()),
-            pa.array(probs.max(axis=1)),
-            pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), len(names)),
-            pa.array([pinned.name] * n), pa.array([pinned.version] * n),
-            pa.array([pinned.run_id] * n),
-            # The interval's end, not the wall clock: a rerun records the same time.
-            pa.array([window.end] * n, pa.timestamp("us", tz="UTC")),
-            pa.array([dag_run_id] * n),
-        ],
-        schema=prediction_schema(task.num_classes),
-    )
-    part = write_part(lake, out, day=window.day, dag_run_id=dag_run_id, shard=shard, table=table)
-    lineage.report(lake, inputs=[shard], outputs=[part.key])
-    return part
+    pixels = shard_pixels(rows, rt.task)
+    classes = rt.task.classes
+
+    def publish(pinned: PinnedModel, served: ServedModel | None, table_name: str):
+        served = served or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked
+        probs = served.predict_proba(pixels, settings.score_batch_size).astype(np.float32)
+        out = prediction_rows(rows, probs, classes=classes, model=pinned,
+                              scored_at=run.scored_at, run_id=run.run_id)
+        return probs, write_part(lake, out, day=run.day, dag_run_id=run.run_id, shard=shard,
+                                 table=table_name)
+
+    probs, part = publish(run.model, model, PREDICTIONS)
+    scored = ScoredShard(shard, part, Profile.of(probs, image_means(pixels)))
+    if run.challenger is not None:
+        try:
+            shadow_probs, shadow = publish(run.challenger, challenger_model, SHADOW)
+        except ArtifactTampered:
+            # Never at the champion's expense: its part stands, and the shadow commit, one
+            # part short, is refused (and fails its task) with the reason.
+            log.exception("challenger v%s refused to load: shard %s not scored in shadow",
+                          run.challenger.version, shard)
+        else:
+            agreed = int(np.sum(shadow_probs.argmax(axis=1) == probs.argmax(axis=1)))
+            scored = ScoredShard(shard, part, scored.profile, shadow, agreed)
+    lineage.report(lake, inputs=[shard],
+                   outputs=[p.key for p in (scored.part, scored.shadow) if p is not None])
+    return scored
 
 
-def commit_partition(lake: Lake, settings: Settings, pinned: PinnedModel, window: ScoringWindow,
-                     parts: list[PartFile], *, shards: list[str], expected_rows: int,
-                     dag_run_id: str, table: str = PREDICTIONS) -> Commit:
-    """Validate the data files with GX, then make them partition ``window.day`` in one commit.
+def count_inputs(rt: Runtime, run: ScoringRun, *, shards: list[str]) -> int:
+    """How many rows the partition must hold: the validation's expected row count, counted
+    independently of the scoring tasks from the selection columns only (ranged reads of two
+    small column chunks, never the pixels)."""
+    import pyarrow.parquet as pq
 
-    Nothing is published when validation fails: the files stay unreferenced until vacuum.
-    """
+    from mlcore.storage import check_key
+
+    fs, root = rt.lake.arrow_fs()
+    n = 0
+    for shard in shards:
+        with fs.open_input_file(f"{root}/{check_key(shard)}") as fh:
+            table = pq.ParquetFile(fh).read(columns=SELECTION_COLUMNS)
+        n += int(np.count_nonzero(_selected(table, run.window)))
+    return n
+
+
+def commit_metadata(run: ScoringRun, model: PinnedModel, shards: list[str]) -> dict:
+    """What a commit of the run records besides its validation: model, inputs, code."""
     from mlcore.provenance import code_version
-    from mlcore.validation import ValidationFailed, run_suite
 
-    day = window.day
-    parts = sorted(parts, key=lambda p: p.key)
-    check = run_suite(lake, settings.gx_suites_dir, "predictions",
-                      frame=_validation_frame(lake, parts, task_of(settings).num_classes),
-                      run_name=f"{table}-{day:%Y-%m-%d}",
-                      run_time=window.end,
-                      parameters={"expected_rows": expected_rows,
-                                  "class_names": list(task_of(settings).classes)},
-                      key_column="image_id")
-    if not check.success:
-        refused = ValidationFailed.for_page(f"{table} for {day}", check.failed_expectations,
-                                            check.docs_key, lake=lake,
-                                            data_docs_url=settings.data_docs_url)
-        record_refusal(lake, day, table=table, failed_expectations=check.failed_expectations,
-                       docs_url=refused.docs_url, dag_run_id=dag_run_id)
-        raise refused
-    commit = replace_partition(lake, day, parts, table=table, metadata={
-        "model": asdict(pinned),
-        "inputs": {"shards": len(shards), "hash": inputs_hash(shards)},
-        "code_version": code_version(),
-        "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
-        "dag_run_id": dag_run_id,
-    })
-    lineage.report(lake, inputs=[p.key for p in parts], outputs=[commit.partition])
-    return commit
+    return {"model": asdict(model),
+            "inputs": {"shards": len(shards), "hash": inputs_hash(shards)},
+            "code_version": code_version()}
 
 
-def _validation_frame(lake: Lake, parts: list[PartFile], num_classes: int) -> pd.DataFrame:
-    """What the ``predictions`` suite checks, one row per prediction, kept compact (about 80
-    bytes a row: Arrow-backed ids, categorical labels, one float per probability vector) so a
-    night of millions of images validates in a few hundred MB."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from mlcore.storage import read_parquet
-
-    columns = ["image_id", "predicted_label", "confidence", "probabilities"]
-    chunks = []
-    for part in parts:
-        table = read_parquet(lake, part.key, columns)
-        probs = table.column("probabilities").combine_chunks()
-        chunks.append(pa.table({
-            "image_id": table.column("image_id"),
-            "predicted_label": pc.dictionary_encode(table.column("predicted_label")),
-            "confidence": table.column("confidence"),
-            "prob_sum": np.asarray(probs.flatten()).reshape(-1, num_classes)
-            .sum(axis=1, dtype=np.float64),
-        }))
-    if not chunks:
-        return pd.DataFrame({c: [] for c in ["image_id", "predicted_label", "confidence",
-                                             "prob_sum"]})
-    return pa.concat_tables(chunks).to_pandas(
-        types_mapper={pa.string(): pd.ArrowDtype(pa.string())}.get)
+def commit(rt: Runtime, run: ScoringRun, *, scored: list[ScoredShard | None],
+           shards: list[str]) -> Commit:
+    """Validate the run's data files with GX (their row count against :func:`count_inputs`
+    over ``shards``), then make them partition ``run.day`` in one commit."""
+    return commit_partition(
+        rt, day=run.day, parts=[s.part for s in scored if s is not None],
+        expected_rows=count_inputs(rt, run, shards=shards), validated_at=run.window.end,
+        run_id=run.run_id, metadata=commit_metadata(run, run.model, shards))
 
 
-def shadow_score(lake: Lake, settings: Settings, champion: PinnedModel, challenger: PinnedModel,
-                 window: ScoringWindow, shards: list[str], *, dag_run_id: str) -> dict:
-    """Score the same shards with the challenger into the ``predictions_shadow`` table and
-    record how often it agrees with the champion's committed predictions."""
-    import pyarrow.compute as pc
-
-    from mlcore.monitor import record_shadow_agreement
+def score_shards(rt: Runtime, run: ScoringRun, *, model: ServedModel | None = None,
+                 challenger_model: ServedModel | None = None) -> RunResult:
+    """What the run's mapped ``score_shard`` tasks write, in one process (nothing committed):
+    the models are loaded once for every shard."""
     from mlcore.serving import load_served
 
-    model = load_served(settings, lake, challenger)
-    parts = [p for s in shards if (p := score_shard(lake, settings, challenger, s, window,
-                                                    dag_run_id=dag_run_id, model=model,
-                                                    table=SHADOW))]
-    commit_partition(lake, settings, challenger, window, parts, shards=shards,
-                     expected_rows=count_inputs(lake, shards, window.start, window.end),
-                     dag_run_id=dag_run_id, table=SHADOW)
-    columns = ["image_id", "predicted_class"]
-    day = window.day
-    joined = read_partition(lake, day, columns=columns).join(
-        read_partition(lake, day, table=SHADOW, columns=columns), "image_id",
-        right_suffix="_challenger")
-    agree = pc.sum(pc.equal(joined.column("predicted_class"),
-                            joined.column("predicted_class_challenger"))).as_py() or 0
-    result = {"dt": str(day), "champion_version": champion.version,
-              "challenger_version": challenger.version, "rows": joined.num_rows,
-              "agreement": agree / joined.num_rows if joined.num_rows else None}
-    record_shadow_agreement(lake, day, result)
-    log.info("shadow: challenger v%s agrees with champion v%s on %s of %d rows",
-             challenger.version, champion.version, result["agreement"], joined.num_rows)
-    return result
+    model = model or load_served(rt.settings, rt.lake, run.model)
+    if run.challenger is not None and challenger_model is None:
+        challenger_model = load_served(rt.settings, rt.lake, run.challenger)
+    shards = input_shards(rt, run)
+    scored = [s for shard in shards
+              if (s := score_shard(rt, run, shard=shard, model=model,
+                                   challenger_model=challenger_model)) is not None]
+    return RunResult(shards, scored)
+
+
+def score_run(rt: Runtime, run: ScoringRun, *, model: ServedModel | None = None,
+              challenger_model: ServedModel | None = None) -> RunResult:
+    """The run's scoring in one process: list shards -> score each -> count -> commit, the
+    sequence ``batch_score`` runs as tasks (benchmarks and tests call this)."""
+    result = score_shards(rt, run, model=model, challenger_model=challenger_model)
+    return RunResult(result.shards, result.scored,
+                     commit(rt, run, scored=result.scored, shards=result.shards))

@@ -21,13 +21,8 @@ from mlcore.export import served_model
 from mlcore.model import FashionCNN
 from mlcore.predictions import PartitionIncomplete, history, read_partition
 from mlcore.registry import PinnedModel
-from mlcore.score import (
-    ScoringWindow,
-    commit_partition,
-    count_inputs,
-    score_shard,
-    shards_in_interval,
-)
+from mlcore.runtime import runtime_for
+from mlcore.score import ScoringRun, ScoringWindow, score_run
 from mlcore.storage import LocalLake
 from tests.unit.test_predictions import DAY, ROWS, assert_whole_and_single_run, publish
 
@@ -42,18 +37,17 @@ KILLED_RUN = textwrap.dedent("""
     from mlcore.export import served_model
     from mlcore.model import FashionCNN
     from mlcore.registry import PinnedModel
-    from mlcore.score import ScoringWindow, score_shard, shards_in_interval
+    from mlcore.runtime import runtime_for
+    from mlcore.score import ScoringRun, ScoringWindow, score_shards
     from mlcore.settings import Settings
-    from mlcore.storage import LocalLake
     start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
-    window = ScoringWindow(start, end, start.date())
-    lake = LocalLake(sys.argv[1]); settings = Settings(home=sys.argv[1])
+    rt = runtime_for(Settings(home=sys.argv[1], lake_uri=sys.argv[1]))
     torch.manual_seed(0); model = served_model(FashionCNN().eval())
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64)
-    for shard in shards_in_interval(lake, start, end):
-        score_shard(lake, settings, pinned, shard, window, dag_run_id=sys.argv[2], model=model)
+    run = ScoringRun.of(ScoringWindow(start, end, start.date()), pinned, run_id=sys.argv[2])
+    score_shards(rt, run, model=model)
     print("parts written", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)  # dies before commit_partition
+    os.kill(os.getpid(), signal.SIGKILL)  # dies before the commit
 """)
 
 
@@ -72,18 +66,14 @@ def test_sigkill_before_commit_then_next_run_commits_complete_partition(tmp_path
         rows = [CuratedRow(f"b{b}-{i:04d}", rng.integers(0, 255, 784, dtype=np.uint8).tobytes(),
                            f"landing/b{b}/{i}.png", None) for i in range(200)]
         write_shards(lake, rows, f"b{b}", ingested_at=START + timedelta(hours=b + 1), shard_rows=64)
-    shards = shards_in_interval(lake, START, END)
     expected = {f"b{b}-{i:04d}" for b in range(3) for i in range(200)}
     torch.manual_seed(0)
     model = served_model(FashionCNN().eval())
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64)
+    rt = runtime_for(settings.model_copy(update={"lake_uri": str(tmp_path)}))
 
     def run(run_id):
-        parts = [score_shard(lake, settings, pinned, s, WINDOW, dag_run_id=run_id, model=model)
-                 for s in shards]
-        return commit_partition(lake, settings, pinned, WINDOW, parts, shards=shards,
-                                expected_rows=count_inputs(lake, shards, START, END),
-                                dag_run_id=run_id)
+        return score_run(rt, ScoringRun.of(WINDOW, pinned, run_id=run_id), model=model).commit
 
     if rerun:
         run("scheduled__first")

@@ -140,8 +140,8 @@ def test_audit_trail_has_no_duplicates_after_rerunning_every_dag(run):
 
 
 def test_challenger_is_scored_in_shadow_and_agreement_recorded(run):
-    from mlcore.monitor import SHADOW_TABLE
     from mlcore.predictions import SHADOW
+    from mlcore.shadow import SHADOW_TABLE
 
     settings, first, _, _ = run
     lake = open_lake(settings)

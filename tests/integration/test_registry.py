@@ -164,6 +164,7 @@ def test_champion_loads_only_with_matching_checksum(env):
 
 def test_drift_references_come_from_the_champions_data_profile(env):
     from mlcore.monitor import drift_baseline
+    from mlcore.runtime import runtime_for
 
     settings, lake = env
     assert reference_profile(settings, lake) == base_profile()  # no champion yet
@@ -171,7 +172,7 @@ def test_drift_references_come_from_the_champions_data_profile(env):
     champion = reference_profile(settings, lake)
     assert champion.images == 64 and champion.normalization == {"pixel_mean": 0.3,
                                                                 "pixel_std": 0.3}
-    baseline = drift_baseline(settings, lake, pin_champion(settings, lake))
+    baseline = drift_baseline(runtime_for(settings), pin_champion(settings, lake))
     assert baseline.rows == HOLDOUT and baseline.class_counts == [HOLDOUT] + [0] * 9
 
 
@@ -194,17 +195,15 @@ SCORE_FROM_REGISTRY_WITHOUT_TORCH = """
     import sys
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
-    from mlcore.registry import pin_champion
-    from mlcore.score import ScoringWindow, score_shard, shards_in_interval
+    from mlcore.runtime import runtime_for
+    from mlcore.score import ScoringWindow, input_shards, pin_run, score_shard
     from mlcore.settings import Settings
-    from mlcore.storage import LocalLake
     home = Path(sys.argv[1])
     start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
-    settings, lake = Settings(home=home), LocalLake(home / "lake")
-    pinned = pin_champion(settings, lake)
-    [shard] = shards_in_interval(lake, start, end)
-    part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
-                       dag_run_id="no-torch")
+    rt = runtime_for(Settings(home=home))
+    run = pin_run(rt, window=ScoringWindow(start, end, start.date()), run_id="no-torch")
+    [shard] = input_shards(rt, run)
+    part = score_shard(rt, run, shard=shard).part
     print(part.rows)
 """
 

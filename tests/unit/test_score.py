@@ -1,3 +1,5 @@
+from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,14 +21,17 @@ from mlcore.predictions import (
     read_rows,
 )
 from mlcore.registry import PinnedModel
+from mlcore.runtime import runtime_for
 from mlcore.score import (
+    ScoringRun,
     ScoringWindow,
-    commit_partition,
-    count_inputs,
+    commit,
+    input_shards,
+    score_run,
     score_shard,
-    shards_in_interval,
+    score_shards,
 )
-from mlcore.storage import parquet_bytes, read_parquet
+from mlcore.storage import LocalLake, parquet_bytes, read_parquet
 from mlcore.validation import ValidationFailed
 from tests.conftest import DAY
 
@@ -43,6 +48,15 @@ def model():
     return served_model(FashionCNN().eval())  # the ONNX graph scoring serves
 
 
+@pytest.fixture
+def rt(settings):
+    return runtime_for(settings)
+
+
+def _run(pinned=PINNED, run_id="run-1", window=WINDOW, challenger=None) -> ScoringRun:
+    return ScoringRun.of(window, pinned, run_id=run_id, challenger=challenger)
+
+
 def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):
     """Curated rows as ingestion writes them: random pixels unless ``images`` are given."""
     if images is None:
@@ -52,63 +66,55 @@ def _curate(lake, settings, n=7, labeled=2, when=DAY, batch="b1", images=None):
     return write_shards(lake, rows, batch, ingested_at=when, shard_rows=settings.shard_rows)
 
 
-def _score(lake, settings, model, pinned=PINNED, run_id="run-1", window=WINDOW):
+def _score(rt, model, run=None):
     """What the mapped ``score_shard`` tasks of one run write (nothing committed yet)."""
-    shards = shards_in_interval(lake, window.start, window.end)
-    parts = [p for s in shards if (p := score_shard(lake, settings, pinned, s, window,
-                                                    dag_run_id=run_id, model=model))]
-    return parts, shards
+    return score_shards(rt, run or _run(), model=model)
 
 
-def _commit(lake, settings, parts, shards, pinned=PINNED, run_id="run-1", window=WINDOW,
-            expected=None):
-    if expected is None:
-        expected = count_inputs(lake, shards, window.start, window.end)
-    return commit_partition(lake, settings, pinned, window, parts, shards=shards,
-                            expected_rows=expected, dag_run_id=run_id)
-
-
-def _score_day(lake, settings, model, pinned=PINNED, run_id="run-1", window=WINDOW):
-    parts, shards = _score(lake, settings, model, pinned, run_id, window)
-    return _commit(lake, settings, parts, shards, pinned, run_id, window)
+def _score_day(rt, model, run=None):
+    return score_run(rt, run or _run(), model=model).commit
 
 
 def _data_files(lake, prefix="predictions"):
     return {k for k in lake.list(prefix) if k.endswith(".parquet") and "/_delta_log/" not in k}
 
 
-def test_only_unlabeled_images_of_the_interval_are_scored(lake, settings, model):
+def test_only_unlabeled_images_of_the_interval_are_scored(lake, settings, rt, model):
     _curate(lake, settings, n=7, labeled=2)
     _curate(lake, settings, n=4, labeled=0, when=END + timedelta(hours=1), batch="later")
-    commit = _score_day(lake, settings, model)
+    commit = _score_day(rt, model)
     table = read_partition(lake, START.date())
     assert commit.rows == table.num_rows == 5
     assert set(table.column("image_id").to_pylist()) == {f"b1-{i:03d}" for i in range(2, 7)}
 
 
-def test_schema_is_exactly_the_documented_one(lake, settings, model):
+def test_schema_is_exactly_the_documented_one(lake, settings, rt, model):
     _curate(lake, settings)
-    _score_day(lake, settings, model)
-    assert read_partition(lake, START.date()).schema.equals(prediction_schema())
+    _score_day(rt, model)
+    table = read_partition(lake, START.date())
+    assert table.schema.equals(prediction_schema())
+    assert set(table.column("scored_at").to_pylist()) == {END}  # the run's, not the wall clock
     assert partition_commit(lake, START.date()).metadata["model"]["version"] == "3"
 
 
-def test_rerun_with_another_run_id_never_touches_the_committed_snapshot(lake, settings, model):
+def test_rerun_with_another_run_id_never_touches_the_committed_snapshot(lake, settings, rt,
+                                                                        model):
     """Defect 1 of the manifest protocol: a rerun rewrote the committed part files (same key,
     new ``dag_run_id`` bytes), so a rerun killed before its commit broke the partition."""
     _curate(lake, settings)
-    first = _score_day(lake, settings, model, run_id="scheduled__2026-11-22")
+    first = _score_day(rt, model, _run(run_id="scheduled__2026-11-22"))
     committed = {k: lake.read_bytes(k) for k in _data_files(lake)}
     before = read_partition(lake, START.date())
 
-    parts, shards = _score(lake, settings, model, run_id="manual__rerun")  # killed before commit
-    assert not {p.key for p in parts} & set(committed)  # new keys: nothing is rewritten
+    rerun = _run(run_id="manual__rerun")
+    scored = _score(rt, model, rerun)  # killed before commit
+    assert not {s.part.key for s in scored.scored} & set(committed)  # new keys: nothing rewritten
     assert {k: lake.read_bytes(k) for k in committed} == committed
     during = read_partition(lake, START.date())
     assert during.equals(before) and set(during.column("dag_run_id").to_pylist()) == {
         "scheduled__2026-11-22"}
 
-    second = _commit(lake, settings, parts, shards, run_id="manual__rerun")
+    second = commit(rt, rerun, scored=scored.scored, shards=scored.shards)
     after = read_partition(lake, START.date())
     assert second.version > first.version and after.num_rows == before.num_rows == 5
     assert sorted(after.column("image_id").to_pylist()) == sorted(
@@ -117,74 +123,75 @@ def test_rerun_with_another_run_id_never_touches_the_committed_snapshot(lake, se
     assert read_partition(lake, START.date(), as_of=first.version).equals(before)  # time travel
 
 
-def test_rescore_all_writes_only_into_its_own_partition(lake, settings, model):
+def test_rescore_all_writes_only_into_its_own_partition(lake, settings, rt, model):
     """Defect 2: ``rescore_all`` wrote its files under ``dt=1970-01-01`` (the widened window's
     start), where a second ``rescore_all`` for another day overwrote them."""
     _curate(lake, settings)
     _curate(lake, settings, n=3, labeled=0, when=DAY - timedelta(days=5), batch="older")
     day1 = ScoringWindow.resolve(START, END, rescore_all=True)
-    _score_day(lake, settings, model, run_id="rescore-1", window=day1)
+    _score_day(rt, model, _run(run_id="rescore-1", window=day1))
     assert all(k.startswith(f"{PARTITION}/") for k in _data_files(lake))
     first = read_partition(lake, START.date())
     assert first.num_rows == 5 + 3
 
     day2 = ScoringWindow.resolve(START + timedelta(days=1), END + timedelta(days=1),
                                  rescore_all=True)
-    _score_day(lake, settings, model, run_id="rescore-2", window=day2)
+    _score_day(rt, model, _run(run_id="rescore-2", window=day2))
     folders = {k.split("/")[1] for k in _data_files(lake)}
     assert folders == {"dt=2026-11-22", "dt=2026-11-23"}  # no phantom 1970 partition
     assert read_partition(lake, START.date()).equals(first)
     assert read_partition(lake, day2.day).num_rows == 8
 
 
-def test_a_commit_killed_midway_never_blocks_later_runs(lake, settings, model):
+def test_a_commit_killed_midway_never_blocks_later_runs(lake, settings, rt, model):
     """Defect 3: a run killed between claiming a generation and writing ``_manifest.json``
     made every later run for the date lose with ``ConcurrentCommit``. A Delta commit is one
     create-if-absent of the next log entry: a killed commit leaves at most a staging file and
     unreferenced data files, and later runs with other run ids commit."""
     _curate(lake, settings)
-    _score_day(lake, settings, model, run_id="run-1")
-    _score(lake, settings, model, run_id="killed")  # its data files, never committed
+    _score_day(rt, model, _run(run_id="run-1"))
+    _score(rt, model, _run(run_id="killed"))  # its data files, never committed
     log_dir = lake.root / "predictions" / "_delta_log"
     (log_dir / "_commit_0123abcd.json.tmp").write_text('{"commitInfo":{}}')  # a killed writer's
     (log_dir / "00000000000000000002.json#1").write_text('{"add":')  # staging files, torn
     for run in ("run-2", "run-3"):
-        commit = _score_day(lake, settings, model, run_id=run)
+        committed = _score_day(rt, model, _run(run_id=run))
         table = read_partition(lake, START.date())
         assert set(table.column("dag_run_id").to_pylist()) == {run} and table.num_rows == 5
-    assert commit.version == 3
+    assert committed.version == 3
 
 
-def test_a_retried_commit_of_the_same_run_publishes_once(lake, settings, model):
+def test_a_retried_commit_of_the_same_run_publishes_once(lake, settings, rt, model):
     """The commit task died after its commit landed: its Airflow retry finds the partition
     already holding its files and does not commit again."""
     _curate(lake, settings)
-    parts, shards = _score(lake, settings, model)
-    first = _commit(lake, settings, parts, shards)
-    retried = _commit(lake, settings, parts, shards)
+    scored = _score(rt, model)
+    first = commit(rt, _run(), scored=scored.scored, shards=scored.shards)
+    retried = commit(rt, _run(), scored=scored.scored, shards=scored.shards)
     assert retried.version == first.version and retried.files == first.files
     assert len(history(lake)) == first.version + 1
     assert read_partition(lake, START.date()).num_rows == first.rows
 
 
-def test_partition_never_committed_does_not_exist(lake, settings, model):
+def test_partition_never_committed_does_not_exist(lake, settings, rt, model):
     with pytest.raises(PartitionIncomplete):
         read_partition(lake, START.date())
     _curate(lake, settings)
-    _score(lake, settings, model)  # data files without a commit are not a partition
+    _score(rt, model)  # data files without a commit are not a partition
     with pytest.raises(PartitionIncomplete):
         read_partition(lake, START.date())
-    _score_day(lake, settings, model)
+    _score_day(rt, model)
     with pytest.raises(PartitionIncomplete):
         read_partition(lake, START.date() + timedelta(days=1))
 
 
-def test_an_empty_night_commits_an_empty_partition(lake, settings, model):
-    commit = _commit(lake, settings, [], [])
-    assert commit.rows == 0 and read_partition(lake, START.date()).num_rows == 0
+def test_an_empty_night_commits_an_empty_partition(lake, rt, model):
+    result = score_run(rt, _run(), model=model)
+    assert result.shards == [] and result.scored == []
+    assert result.commit.rows == 0 and read_partition(lake, START.date()).num_rows == 0
 
 
-def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings, model):
+def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings, rt, model):
     from mlcore.images import encode_png
     from mlcore.ingest import ingest_batch
     from mlcore.monitor import realized_accuracy
@@ -195,7 +202,7 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
         lake.write_bytes(f"landing/new/{name}", data)
     lake.write_bytes("landing/new/_READY", b"")
     ingest_batch(settings, lake, "new", logical_date=START + timedelta(hours=9))
-    _score_day(lake, settings, model)
+    _score_day(rt, model)
     predicted = dict(zip(*read_partition(lake, START.date()).select(
         ["source_key", "predicted_class"]).to_pydict().values(), strict=True))
     # Later, the same files come back with labels: two right, one wrong.
@@ -208,13 +215,14 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     lake.write_bytes("landing/labels-later/_READY", b"")
     report = ingest_batch(settings, lake, "labels-later", logical_date=END + timedelta(hours=1))
     assert report.duplicates == 3
-    [row] = realized_accuracy(settings, lake)
+    [row] = realized_accuracy(rt)
     assert row == {"model_version": "3", "labeled_predictions": 3, "realized_accuracy": 2 / 3}
     assert read_rows(lake, "monitoring/realized_accuracy").to_pylist() == [row]
 
 
 @pytest.mark.parametrize("brightness", [1, 0.5])
-def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, model, caplog, brightness):
+def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, rt, model, caplog,
+                                                      brightness):
     """Holdout images scored as a night's batch: unshifted they raise nothing; with their
     brightness halved, input drift breaches, which warns by default and fails on request."""
     from mlcore.data import load_fashion_mnist
@@ -223,13 +231,11 @@ def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, model, cap
     holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
     night = (holdout[:600] * brightness).astype(np.uint8)
     _curate(lake, settings, labeled=0, images=night)
-    _score_day(lake, settings, model)
-    shards = shards_in_interval(lake, START, END)
+    scored = score_run(rt, _run(), model=model).scored
 
     def monitor(drift_action):
-        configured = settings.model_copy(update={"drift_action": drift_action})
-        return monitor_partition(configured, lake, PINNED, START.date(), shards, START, END,
-                                 model=model)
+        configured = runtime_for(settings.model_copy(update={"drift_action": drift_action}))
+        return monitor_partition(configured, _run(), scored=scored, model=model)
 
     report = monitor("warn")
     assert report.scored.rows == 600 and sum(report.scored.intensity_counts) == 600
@@ -246,8 +252,6 @@ def test_a_drifted_night_warns_or_fails_as_configured(lake, settings, model, cap
 
 
 def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
-    from mlcore.score import ScoringWindow
-
     w = ScoringWindow.resolve(START, END)
     assert (w.start, w.end, w.day) == (START, END, START.date())
     other = ScoringWindow.resolve(START, END, on_date="2026-11-01")
@@ -255,7 +259,6 @@ def test_scoring_window_defaults_to_the_data_interval_and_follows_params():
     assert str(other.day) == "2026-11-01"
     everything = ScoringWindow.resolve(START, END, rescore_all=True)
     assert everything.start.year == 1970 and everything.end == END and everything.day == START.date()
-    assert ScoringWindow.from_xcom(w.to_xcom()) == w
 
 
 def test_the_date_param_selects_that_day_with_airflows_pendulum_datetimes():
@@ -263,17 +266,15 @@ def test_the_date_param_selects_that_day_with_airflows_pendulum_datetimes():
     day before the requested one."""
     import pendulum
 
-    from mlcore.score import ScoringWindow
-
     start = pendulum.datetime(2027, 1, 7, 3, tz="UTC")
     for on_date in ("2026-11-22", "2026-11-30", "2027-03-01", "2027-01-07"):
         w = ScoringWindow.resolve(start, start.add(days=1), on_date=on_date)
         assert str(w.day) == on_date and w.start.hour == 3 and w.end - w.start == timedelta(days=1)
 
 
-def _commit_refused(lake, settings, parts, shards, expected, reason):
+def _commit_refused(lake, rt, scored, shards, reason):
     with pytest.raises(ValidationFailed, match=reason) as err:
-        _commit(lake, settings, parts, shards, expected=expected)
+        commit(rt, _run(), scored=scored, shards=shards)
     with pytest.raises(PartitionIncomplete, match="failed validation") as missing:
         read_partition(lake, START.date())  # nothing published, and the reader is told why
     assert err.value.docs_url in str(missing.value) and "rerun batch_score" in str(missing.value)
@@ -281,12 +282,13 @@ def _commit_refused(lake, settings, parts, shards, expected, reason):
     return err.value
 
 
-def _tampered_part(lake, part, change):
-    """A copy of ``part`` whose table went through ``change``, as a buggy scorer would write."""
-    data = parquet_bytes(change(read_parquet(lake, part.key)))
-    key = part.key.replace("part-", "part-tampered-")
+def _tampered(lake, scored, change):
+    """``scored`` with its data file replaced by a copy whose table went through ``change``,
+    as a buggy scorer would write it."""
+    data = parquet_bytes(change(read_parquet(lake, scored.part.key)))
+    key = scored.part.key.replace("part-", "part-tampered-")
     lake.write_bytes(key, data)
-    return PartFile(key, part.rows, len(data))
+    return replace(scored, part=PartFile(key, scored.part.rows, len(data)))
 
 
 @pytest.mark.parametrize(("column", "bad_values", "reason"), [
@@ -294,31 +296,175 @@ def _tampered_part(lake, part, change):
     ("confidence", lambda n: [1.5] * n, "confidence_range"),
     ("predicted_label", lambda n: ["Hat"] * n, "label_set"),
 ])
-def test_implausible_predictions_are_refused_before_publishing(lake, settings, model, column,
+def test_implausible_predictions_are_refused_before_publishing(lake, settings, rt, model, column,
                                                                 bad_values, reason):
     import pyarrow as pa
 
     _curate(lake, settings)
-    (part,), shards = _score(lake, settings, model)
+    scored = _score(rt, model)
 
     def spoil(table):
         i = table.schema.get_field_index(column)
         return table.set_column(i, table.schema.field(i),
                                 pa.array(bad_values(table.num_rows), table.schema.field(i).type))
 
-    refused = _commit_refused(lake, settings, [_tampered_part(lake, part, spoil)], shards,
-                              count_inputs(lake, shards, START, END), reason)
+    (ours,) = scored.scored
+    refused = _commit_refused(lake, rt, [_tampered(lake, ours, spoil)], scored.shards, reason)
     assert len(refused.failed_expectations) == 1  # only the rule that was broken
 
 
-def test_rows_from_two_model_versions_or_a_missing_shard_are_refused(lake, settings, model):
+def test_rows_from_two_model_versions_or_a_missing_shard_are_refused(lake, settings, rt, model):
     _curate(lake, settings)
-    shards = shards_in_interval(lake, START, END)
-    expected = count_inputs(lake, shards, START, END)
-    ours = score_shard(lake, settings, PINNED, shards[0], WINDOW, dag_run_id="run-1", model=model)
+    _curate(lake, settings, n=3, labeled=0, batch="b2")
+    shards = input_shards(rt, _run())
+    assert len(shards) == 2
+    ours = score_shard(rt, _run(), shard=shards[0], model=model)
     newer = PinnedModel("fashion-classifier", "4", "run-def", "1" * 64)
-    theirs = score_shard(lake, settings, newer, shards[0], WINDOW, dag_run_id="run-1",
-                         model=model)
-    mixed = _commit_refused(lake, settings, [ours, theirs], shards, expected, "duplicate_rows")
+    theirs = score_shard(rt, _run(newer), shard=shards[0], model=model)
+    mixed = _commit_refused(lake, rt, [ours, theirs], shards[:1], "duplicate_rows")
     assert any("row_count" in f for f in mixed.failed_expectations)
-    _commit_refused(lake, settings, [ours], shards, expected + 1, "row_count")
+    _commit_refused(lake, rt, [ours], shards, "row_count")  # the second shard's part is missing
+
+
+class CountingLake(LocalLake):
+    """A local lake that counts whole-object reads per key and the bytes read through its
+    Arrow filesystem (the ranged reads of column chunks) per path."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.reads: Counter[str] = Counter()
+        self.ranged_bytes: Counter[str] = Counter()
+
+    def read_bytes(self, key: str) -> bytes:
+        self.reads[key] += 1
+        return super().read_bytes(key)
+
+    def arrow_fs(self):
+        from fsspec.implementations.local import LocalFileSystem
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        counts = self.ranged_bytes
+
+        class Counted(LocalFileSystem):
+            cachable = False
+
+            def _open(self, path, mode="rb", **kwargs):
+                fh = super()._open(path, mode, **kwargs)
+                read = fh.read
+
+                def counted(*args):
+                    data = read(*args)
+                    counts[str(path)] += len(data)
+                    return data
+
+                fh.read = counted
+                return fh
+
+        return PyFileSystem(FSSpecHandler(Counted())), str(self.root)
+
+    def shard_reads(self) -> dict[str, int]:
+        """Whole reads of curated shard files (not of the markers listing reads)."""
+        return {k: n for k, n in self.reads.items()
+                if k.startswith("curated/") and k.endswith(".parquet")}
+
+
+def _counting_runtime(settings):
+    rt = runtime_for(settings)
+    vars(rt)["lake"] = CountingLake(settings.home / "lake")  # the runtime's cached lake
+    return rt
+
+
+def _other_model(seed=1):
+    torch.manual_seed(seed)
+    return served_model(FashionCNN().eval())
+
+
+CHALLENGER = PinnedModel("fashion-classifier", "4", "run-def", "1" * 64)
+
+
+def test_a_run_reads_each_shard_once_with_champion_challenger_and_monitoring(lake, settings,
+                                                                             model):
+    """Issue 15: scoring, shadow scoring and drift monitoring share one read of each shard;
+    the commit's independent row count reads two small columns, never the pixels."""
+    from mlcore.monitor import monitor_partition
+    from mlcore.shadow import commit_shadow
+
+    for b in range(3):  # shards of 1,000 images: much larger than Parquet's footer read
+        _curate(lake, settings, n=1000, labeled=100, batch=f"batch-{b}")
+    rt = _counting_runtime(settings)
+    run = _run(challenger=CHALLENGER)
+    result = score_run(rt, run, model=model, challenger_model=_other_model())
+    commit_shadow(rt, run, scored=result.scored, shards=result.shards)
+    monitor_partition(rt, run, scored=result.scored, model=model)
+
+    assert len(result.shards) == 3 and result.commit.rows == 3 * 900
+    assert rt.lake.shard_reads() == dict.fromkeys(result.shards, 1)
+    for shard in result.shards:
+        size = (lake.root / shard).stat().st_size
+        [column_bytes] = [n for p, n in rt.lake.ranged_bytes.items() if p.endswith(shard)]
+        assert 0 < column_bytes < size / 4  # the selection columns, not the pixels
+    partition_reads = {k for k in rt.lake.reads if k.startswith(PARTITION)}
+    assert len(partition_reads) == 3 and all(rt.lake.reads[k] == 1 for k in partition_reads)
+
+
+def test_the_drift_folded_from_the_shard_profiles_equals_the_whole_partitions(lake, settings, rt,
+                                                                             model):
+    """The night's histograms as the scoring tasks return them add up to the histograms of
+    the committed partition's probabilities and of the scored images' pixels (what drift
+    monitoring used to re-read), so the drift figures are unchanged."""
+    import pyarrow.compute as pc
+
+    from mlcore.data import load_fashion_mnist, read_shard, shard_pixels
+    from mlcore.drift_profile import Profile, image_means
+    from mlcore.monitor import compare, monitor_partition
+
+    holdout, _ = load_fashion_mnist(settings.fmnist_dir, "test")
+    _curate(lake, settings, labeled=30, images=holdout[:300], batch="b1")
+    _curate(lake, settings, labeled=0, images=holdout[300:500] // 2, batch="b2")
+    _curate(lake, settings, labeled=0, images=holdout[500:520], batch="later",
+            when=END + timedelta(hours=2))
+    result = score_run(rt, _run(), model=model)
+    report = monitor_partition(rt, _run(), scored=result.scored, model=model)
+
+    probs = read_partition(lake, START.date(), columns=["probabilities"]).column("probabilities")
+    whole = Profile.of(np.asarray(probs.combine_chunks().flatten()).reshape(-1, 10), [])
+    for shard in input_shards(rt, _run()):
+        table = read_shard(lake, shard, ["pixels", "label", "ingested_at"])
+        ts = table.column("ingested_at")
+        keep = pc.and_(pc.and_(pc.greater_equal(ts, START), pc.less(ts, END)),
+                       pc.is_null(table.column("label")))
+        pixels = shard_pixels(table.filter(keep))
+        whole += Profile.of(np.zeros((0, 10), np.float32), image_means(pixels))
+    assert report.scored == whole and whole.rows == 270 + 200
+    expected = compare(report.baseline, whole, settings.drift_threshold)
+    assert (report.class_psi, report.confidence_js, report.intensity_psi) == (
+        expected.class_psi, expected.confidence_js, expected.intensity_psi)
+
+
+def test_a_run_and_its_shard_results_cross_xcom_whole(lake, settings, rt, model, tmp_path):
+    """Tasks pass the dataclasses themselves: Airflow's serde, with the project's
+    airflow.cfg allow-list, gives back a ScoringRun and ScoredShards with their nested
+    records (not dicts)."""
+    import pickle
+    import subprocess
+    import sys
+
+    import pendulum
+
+    from mlcore.airflow_local import airflow_env
+
+    _curate(lake, settings)
+    start = pendulum.datetime(2026, 11, 22, 3, tz="UTC")
+    run = _run(window=ScoringWindow.resolve(start, start.add(days=1)), challenger=CHALLENGER)
+    [scored] = score_shards(rt, run, model=model, challenger_model=model).scored
+    (tmp_path / "records.pkl").write_bytes(pickle.dumps([run, scored, None]))
+    code = ("import json, pickle, sys\n"
+            "from airflow.sdk.serde import deserialize, serialize\n"
+            "records = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+            "back = deserialize(json.loads(json.dumps(serialize(records))))\n"
+            "assert back == records, (back, records)\n"
+            "print(type(back[0].window).__name__, type(back[1].profile).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "records.pkl")],
+                          env=airflow_env(settings), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ScoringWindow", "Profile"]

@@ -74,18 +74,19 @@ SCORE_WITHOUT_TORCH = """
     from datetime import datetime, timedelta, UTC
     from pathlib import Path
     from mlcore.registry import PinnedModel
-    from mlcore.score import ScoringWindow, score_shard, shards_in_interval
+    from mlcore.runtime import runtime_for
+    from mlcore.score import ScoringRun, ScoringWindow, input_shards, score_shard
     from mlcore.serving import ServedModel
     from mlcore.settings import Settings
-    from mlcore.storage import LocalLake, read_parquet
+    from mlcore.storage import read_parquet
     root, graph, sha = sys.argv[1], Path(sys.argv[2]).read_bytes(), sys.argv[3]
     start = datetime(2026, 11, 22, 3, tzinfo=UTC); end = start + timedelta(days=1)
-    lake, settings = LocalLake(Path(root)), Settings(home=root)
+    rt = runtime_for(Settings(home=root, lake_uri=root))
     pinned = PinnedModel("fashion-classifier", "1", "run", "0" * 64, sha)
-    [shard] = shards_in_interval(lake, start, end)
-    part = score_shard(lake, settings, pinned, shard, ScoringWindow(start, end, start.date()),
-                       dag_run_id="no-torch", model=ServedModel(graph, sha))
-    print(part.rows, read_parquet(lake, part.key, ["predicted_class"]).num_rows)
+    run = ScoringRun.of(ScoringWindow(start, end, start.date()), pinned, run_id="no-torch")
+    [shard] = input_shards(rt, run)
+    part = score_shard(rt, run, shard=shard, model=ServedModel(graph, sha)).part
+    print(part.rows, read_parquet(rt.lake, part.key, ["predicted_class"]).num_rows)
 """
 
 
@@ -112,6 +113,7 @@ def test_the_drift_baseline_stored_at_registration_equals_the_one_computed_on_de
     from mlcore.data import load_fashion_mnist
     from mlcore.monitor import Profile, drift_baseline
     from mlcore.registry import PinnedModel
+    from mlcore.runtime import runtime_for
 
     settings, data, result, _ = trained
     holdout, labels = load_fashion_mnist(settings.fmnist_dir, "test")  # the whole holdout
@@ -120,5 +122,5 @@ def test_the_drift_baseline_stored_at_registration_equals_the_one_computed_on_de
     stored = Profile(**package.data_profile.drift_baseline)
     served = ServedModel(package.int8_onnx, package.int8_sha256)
     no_profile = PinnedModel(settings.model_name, "1", "run-without-profile", "0" * 64)
-    on_demand = drift_baseline(settings, LocalLake(settings.home / "lake"), no_profile, served)
+    on_demand = drift_baseline(runtime_for(settings), no_profile, model=served)
     assert stored == on_demand and stored.rows == 10_000
