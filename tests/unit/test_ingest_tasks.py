@@ -11,11 +11,10 @@ import pyarrow as pa
 import pytest
 
 from mlcore.claims import Claims
-from mlcore.data import known_image_ids, list_shards, read_shard
+from mlcore.data import known_image_ids, list_shards, read_shard, shards_for_dates
 from mlcore.images import encode_png
 from mlcore.ingest import ingest_batch, ready_batches
 from mlcore.label_index import labeled_count
-from mlcore.score import shards_in_interval
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
 from mlcore.upload import upload_batch
@@ -71,7 +70,8 @@ def test_a_batch_for_one_task_never_reaches_the_other_tasks_tables(deployment, t
     assert {read_shard(lake_b, k).schema.field("pixels").type for k in b_shards} == {
         pa.binary(16 * 16 * 3)}
     # Scoring A's night reads A's shards only: none of B's batches, all in A's shape.
-    night = shards_in_interval(lake_a, DAY - timedelta(hours=12), DAY + timedelta(hours=12))
+    night = shards_for_dates(lake_a, [f"{d:%Y-%m-%d}" for d in (DAY - timedelta(hours=12),
+                                                              DAY + timedelta(hours=12))])
     rows = pa.concat_tables([read_shard(lake_a, k) for k in night])
     assert set(rows.column("batch_id").to_pylist()) == {"shared"} and rows.num_rows == 4
     assert set(rows.column("image_id").to_pylist()) == known_image_ids(lake_a)
