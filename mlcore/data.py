@@ -22,6 +22,9 @@ CURATED_PREFIX = "curated/images"
 # Labels a later batch supplied for images already curated: same schema as the image
 # shards, read by training (never by scoring), so each image keeps one row in curated/images.
 LABELS_PREFIX = "curated/labels"
+# Images of batches marked holdout (batch.json, mlcore.batch_meta): same schema, read only
+# by training's holdout evaluation; neither training nor scoring lists this prefix.
+HOLDOUT_PREFIX = "curated/holdout"
 COMMIT_FILE = "_COMMITTED.json"
 LEDGER_PREFIX = "_state/ingest"
 IDX_FILES = {

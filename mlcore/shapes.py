@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mlcore.task import TaskSpec
 
 # Radius as a share of the image side: big enough to stay recognisable at 32 px.
-MIN_RADIUS, MAX_RADIUS = 0.22, 0.42
+MIN_RADIUS, MAX_RADIUS = 0.3, 0.45
 MIN_CONTRAST = 80  # per colour channel, between shape and background (0-255)
 MAX_NOISE = 12.0  # std of the Gaussian pixel noise (0-255)
 MAX_GRADIENT = 30.0  # brightness change across the background (0-255)

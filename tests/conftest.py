@@ -20,3 +20,21 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 def lake(settings) -> LocalLake:
     return LocalLake(settings.home / "lake")
+
+
+@pytest.fixture
+def shapes_settings(tmp_path, monkeypatch) -> Settings:
+    """A deployment whose task is ``shapes`` (``MLCORE_TASK=shapes``): the settings, and the
+    default task every module without an explicit spec falls back to."""
+    from mlcore import labels
+    from mlcore.settings import get_settings
+
+    def forget():
+        get_settings.cache_clear()
+        labels._by_name.cache_clear()  # the class names labels.csv is read with
+
+    monkeypatch.setenv("MLCORE_TASK", "shapes")
+    forget()
+    yield Settings(home=tmp_path / "home")
+    monkeypatch.delenv("MLCORE_TASK")
+    forget()
