@@ -29,10 +29,10 @@ from mlcore.usage import (
 )
 
 
-def _settings(profile: str | None = None) -> Settings:
-    from mlcore.demo import PROFILES
+def _settings(profile: str | None = None, task: str | None = None) -> Settings:
+    from mlcore.demo import demo_settings
 
-    return Settings(**PROFILES[profile]) if profile else Settings()
+    return demo_settings(profile, task) if profile else Settings()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -40,7 +40,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     console = Console(stderr=args.json)
     day = args.date or date.today() - timedelta(days=1)
-    summary = run_pipeline(_settings(args.profile), day, console, per_batch=args.per_batch)
+    summary = run_pipeline(_settings(args.profile, args.task), day, console,
+                           per_batch=args.per_batch)
     print(summary_json(summary)) if args.json else print_summary(summary, console)
     return 0
 
@@ -409,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--date", type=day_arg,
                       help="the simulated day (YYYY-MM-DD); default yesterday")
     demo.add_argument("--per-batch", type=int, default=24, help="images per seeded batch")
+    demo.add_argument("--task", help="the task to run (a name in tasks/; default MLCORE_TASK), "
+                                     "seeded from its spec's sample_data")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

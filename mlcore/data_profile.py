@@ -6,7 +6,9 @@ normalization the model applies, and a drift baseline (the served model's class,
 confidence and intensity histograms on the holdout). Ingestion's batch drift rule and the
 scoring drift monitor read the champion's profile; before any champion exists, the
 documented base-data profile (``expectations/base_data_profile.json``, the Fashion-MNIST
-train split) stands in. No dataset statistic lives in the code.
+train split) stands in; a task without base data has no reference until its first
+champion, so ingestion skips its batch drift rule and records why. No dataset statistic
+lives in the code.
 
 Pure numpy and JSON: ingestion and scoring read it without torch.
 """
@@ -25,6 +27,7 @@ from mlcore.settings import REPO_ROOT
 if TYPE_CHECKING:
     from mlcore.settings import Settings
     from mlcore.storage import Lake
+    from mlcore.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,13 @@ def base_profile() -> DataProfile:
     return DataProfile.from_dict(json.loads((path if path.exists() else BASE_PROFILE).read_text()))
 
 
+def no_champion_reference(task: TaskSpec) -> DataProfile | None:
+    """What drift is judged against before any champion exists: the base data's profile,
+    or ``None`` for a task without base data (there is nothing yet to compare with; its
+    first champion's training data profile becomes the reference)."""
+    return base_profile() if task.base_data != "none" else None
+
+
 def version_profile(settings: Settings, lake: Lake, run_id: str) -> DataProfile | None:
     """The profile a version's training run wrote, or ``None`` for a run that predates it."""
     from mlflow.exceptions import MlflowException
@@ -117,16 +127,17 @@ def version_profile(settings: Settings, lake: Lake, run_id: str) -> DataProfile 
         return None
 
 
-def reference_profile(settings: Settings, lake: Lake) -> DataProfile:
-    """The champion's profile; the base-data profile when there is no champion (or it has
-    none)."""
+def reference_profile(settings: Settings, lake: Lake) -> DataProfile | None:
+    """The champion's profile; without one, :func:`no_champion_reference` (the base-data
+    profile, or ``None`` for a task without base data)."""
     from mlcore.registry import configure_mlflow, current_champion
+    from mlcore.task import task_of
 
     champ = current_champion(configure_mlflow(settings, lake), settings.model_name)
     profile = version_profile(settings, lake, champ.run_id) if champ else None
     if profile is None:
-        log.info("no champion profile: drift reference is the base-data profile")
-        return base_profile()
+        log.info("no champion profile: drift reference is the base-data profile, if any")
+        return no_champion_reference(task_of(settings))
     return profile
 
 

@@ -15,6 +15,7 @@ from mlcore.layout import LANDING, ledger_key
 from mlcore.seed import seed_landing
 from mlcore.settings import Settings
 from mlcore.storage import open_lake
+from mlcore.task import task_of
 
 # The fast profile: a subset and fewer epochs, so the demo finishes in a few minutes.
 PROFILES = {
@@ -23,6 +24,17 @@ PROFILES = {
              "promote_floor": 0.50},
     "full": {},
 }
+# Training settings per sample data set (the task spec's ``sample_data``) on top of the
+# profile: the shapes model learns from a few thousand generated images, in small batches.
+# One torch thread: this small model gains nothing from two, and on a busy 2-core machine
+# two threads fighting other processes ran an epoch ~25x slower (measured).
+SAMPLE_PROFILES = {
+    "shapes": {"train_epochs": 8, "train_batch_size": 32, "torch_threads": 1,
+               "promote_floor": 0.9},
+}
+# What the shapes generator seeds: labeled training batches, the holdout batch, and the
+# unlabeled batch scoring predicts (``per_batch`` images).
+SHAPES_TRAIN_BATCHES, SHAPES_PER_TRAIN_BATCH, SHAPES_HOLDOUT = 2, 1500, 500
 LOG_LINE = re.compile(r"\[(?:info|warning|error)\s*\] (?P<msg>.*?)\s+\[(?P<logger>[\w.]+)\]")
 TASK_EVENT = re.compile(r"\[DAG TEST\] (?P<what>starting|end task) task_id=(?P<task>\S+) "
                         r"map_index=(?P<index>-?\d+)")
@@ -53,11 +65,37 @@ def schedule_for(day: date) -> dict[str, str]:
     }
 
 
+def demo_settings(profile: str, task: str | None = None, **overrides) -> Settings:
+    """Settings of a demo or test run of ``task`` (default: ``MLCORE_TASK``): the profile,
+    then what the task's sample data needs, then ``overrides``."""
+    chosen = {"task": task} if task else {}
+    sample = SAMPLE_PROFILES.get(task_of(Settings(**chosen)).sample_data, {})
+    return Settings(**{**chosen, **PROFILES[profile], **sample, **overrides})
+
+
+def seed_sample_batches(settings: Settings, *, per_batch: int = 24) -> list[str]:
+    """Write the task's sample landing batches (its spec's ``sample_data``); their ids."""
+    from mlcore.shapes import write_landing_batches
+
+    task = task_of(settings)
+    lake = open_lake(settings)
+    if task.sample_data == "fashion-mnist":
+        return [b.batch_id for b in seed_landing(settings, lake, per_batch=per_batch)]
+    if task.sample_data == "shapes":
+        return [b.batch_id for b in write_landing_batches(
+            lake, task, settings.seed, train_batches=SHAPES_TRAIN_BATCHES,
+            per_batch=SHAPES_PER_TRAIN_BATCH, holdout_images=SHAPES_HOLDOUT,
+            unlabeled_images=per_batch)]
+    raise ValueError(f"task {task.name} has no sample data (sample_data = \"none\"): upload "
+                     "its batches with `mlcore batch upload` instead")
+
+
 def run_pipeline(settings: Settings, day: date, console: Console, *, per_batch: int = 24) -> dict:
     """Seed, then ingest -> retrain -> score through ``airflow dags test``; return the summary."""
     lake = open_lake(settings)
-    batches = seed_landing(settings, lake, per_batch=per_batch)
-    console.print(f"[bold]seeded[/] {len(batches)} batches in {lake.url(LANDING)}")
+    batch_ids = seed_sample_batches(settings, per_batch=per_batch)
+    console.print(f"[bold]seeded[/] {len(batch_ids)} batches of task {settings.task} in "
+                  f"{lake.url(LANDING)}")
     env = airflow_env(settings)
     ensure_db(env)
     logs = Path(settings.home).resolve() / "logs" / "demo"
@@ -66,7 +104,7 @@ def run_pipeline(settings: Settings, day: date, console: Console, *, per_batch: 
         dags_test(env, dag_id, logical, log_file=logs / f"{dag_id}.log",
                   on_line=lambda line: _show(console, progress_line(line)))
         console.print(f"[green]ok[/] {dag_id} (full log: {logs / f'{dag_id}.log'})")
-    return summarize(settings, day, [b.batch_id for b in batches])
+    return summarize(settings, day, batch_ids)
 
 
 def _show(console: Console, text: str | None) -> None:

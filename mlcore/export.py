@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlcore.model import PIXEL_MEAN, PIXEL_STD
+from mlcore.model import normalization_of_model
 from mlcore.serving import INPUT, OUTPUT
 
 OPSET = 17
@@ -35,11 +35,12 @@ class _ServedGraph(nn.Module):
         super().__init__()
         self.model = model
         self.inv_temperature = 1.0 / temperature
+        self.pixel_mean, self.pixel_std = normalization_of_model(model)  # the model's own
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(torch.float32)
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # -> (N, C, H, W)
-        x = x * (1.0 / (255.0 * PIXEL_STD)) - (PIXEL_MEAN / PIXEL_STD)
+        x = x * (1.0 / (255.0 * self.pixel_std)) - (self.pixel_mean / self.pixel_std)
         return torch.softmax(self.model(x) * self.inv_temperature, dim=1)
 
 
@@ -67,7 +68,7 @@ def to_onnx(model: nn.Module, temperature: float = 1.0, metadata: dict[str, str]
                           dynamic_axes={INPUT: {0: "n"}, OUTPUT: {0: "n"}})
     proto = onnx.load_from_string(buf.getvalue())
     _set_metadata(proto, {"temperature": repr(float(temperature)), "precision": "fp32",
-                          "pixel_mean": repr(PIXEL_MEAN), "pixel_std": repr(PIXEL_STD),
+                          "pixel_mean": repr(graph.pixel_mean), "pixel_std": repr(graph.pixel_std),
                           **(metadata or {})})
     return proto.SerializeToString()
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from mlcore import lineage
 from mlcore.batch_ids import batch_id_problem, safe_name
+from mlcore.batch_meta import META_FILE, BatchMetaUnreadable, parse_batch_meta
 from mlcore.data import (
     CuratedRow,
     commit_shards,
@@ -29,6 +30,8 @@ from mlcore.data import (
 from mlcore.images import FORMATS, MAX_SIDE, FileProfile, profile_image
 from mlcore.labels import LabelsUnreadable, Rejection, parse_labels
 from mlcore.layout import (
+    CURATED_HOLDOUT,
+    CURATED_IMAGES,
     CURATED_LABELS,
     LABELS_FILE,
     LANDING,
@@ -70,6 +73,9 @@ log = logging.getLogger(__name__)
 INTENSITY_TOLERANCE = 30.0
 MIN_JUDGED = 20  # batch rules on labels and intensity need this many images to judge
 MAX_LABELS_BYTES = 64 << 20  # a labels.csv for 200k files is ~10 MB
+# The batch-level files: accounted for in the content hash, never profiled as images.
+BATCH_FILES = (LABELS_FILE, META_FILE)
+CURATED_PREFIXES = (CURATED_IMAGES, CURATED_LABELS, CURATED_HOLDOUT)
 LEDGER_ISSUES = 100  # label issues kept in the ledger; all of them are in the quarantine record
 
 
@@ -112,6 +118,11 @@ class BatchReport:
     label_shards: list[str] = field(default_factory=list)
     relabeled: int = 0  # labels supplied for images another batch curated
     label_issue_counts: dict[str, int] = field(default_factory=dict)
+    holdout: bool = False  # marked holdout by batch.json: its images are in holdout_shards
+    holdout_shards: list[str] = field(default_factory=list)
+    drift_check: str = ""  # why the batch drift rule was skipped, when it was
+    # Decoded files not already in the task's mode / size, e.g. {"RGB->L": 3, "resized": 2}.
+    conversions: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
         """Small enough for XCom: counts and ids only."""
@@ -123,7 +134,8 @@ class BatchReport:
             "quarantined": self.quarantined,
             "duplicates": self.duplicates,
             "labeled": self.labeled + self.relabeled,
-            "shards": len(self.shards),
+            "shards": len(self.shards) + len(self.holdout_shards),
+            "holdout": self.holdout,
         }
 
     @classmethod
@@ -295,6 +307,40 @@ def _read_labels(lake: Lake, info: ObjectInfo | None, names: set[str], classes: 
     return labels, issues, None
 
 
+def _read_meta(lake: Lake, info: ObjectInfo | None):
+    """The batch's ``batch.json`` (defaults when there is none)."""
+    from mlcore.batch_meta import BatchMeta
+
+    if info is None:
+        return BatchMeta()
+    if info.unsafe:
+        raise BatchMetaUnreadable(f"not a readable object ({info.unsafe})")
+    return parse_batch_meta(lake.read_bytes(info.key))
+
+
+def _holdout_problem(task, label_info: ObjectInfo | None) -> str | None:
+    """Why a batch marked holdout cannot be one for ``task``, or ``None``."""
+    if task.holdout != "batches":
+        return (f"task {task.name}'s holdout is {task.holdout!r}, not labeled batches; send "
+                f"the batch without {META_FILE}")
+    if label_info is None:
+        return f"a holdout batch needs {LABELS_FILE}: an unlabeled image cannot judge a model"
+    return None
+
+
+def _conversions(profiles: list[FileProfile], task) -> dict[str, int]:
+    """How many decoded uploads were converted to the task's mode and resized to its size."""
+    out: Counter[str] = Counter()
+    for p in profiles:
+        if p.pixels is None:
+            continue
+        if p.mode != task.mode:
+            out[f"{p.mode}->{task.mode}"] += 1
+        if (p.width, p.height) != (task.width, task.height):
+            out["resized"] += 1
+    return dict(sorted(out.items()))
+
+
 def max_label_share(labels: list[int | None], min_labeled: int = MIN_JUDGED) -> float:
     """Share of the most frequent class among labeled files: a batch labeled all "Bag" is
     suspect. Batches with fewer than ``min_labeled`` labels are too small to judge (0.0)."""
@@ -321,11 +367,12 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     """Ingest one ready batch, once. Re-running returns the recorded report unchanged.
     ``reference``: the data profile drift is judged against (default: the base data's)."""
     from mlcore.claims import open_claims
-    from mlcore.data_profile import base_profile
+    from mlcore.data_profile import no_champion_reference
 
     task = task_of(settings)
     claims = claims or open_claims(settings)
-    reference_mean = (reference or base_profile()).intensity_mean
+    task = task_of(settings)
+    reference = reference if reference is not None else no_champion_reference(task)
     prefix = landing_batch(batch_id) + "/"
     infos = lake.list_info(prefix)
     if not any(i.key == ready_marker(batch_id) for i in infos):
@@ -346,21 +393,32 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
                              problem)
 
     label_info = next((i for i in files if i.key == prefix + LABELS_FILE), None)
-    images = [i for i in files if i.key != prefix + LABELS_FILE]
+    meta_info = next((i for i in files if i.key == prefix + META_FILE), None)
+    images = [i for i in files if i.key[len(prefix):] not in BATCH_FILES]
     names = {i.key[len(prefix):] for i in images}
     labels, label_issues, unreadable = _read_labels(lake, label_info, names, task.classes)
     profiles = [_profile(lake, info, settings, task) for info in images]
     shas = {p.key: p.sha256 for p in profiles}
-    if label_info is not None:
-        shas[label_info.key] = (_stream_sha256(lake, label_info.key) if not label_info.unsafe
-                                else _unsafe_sha(label_info))
+    for info in (label_info, meta_info):
+        if info is not None:
+            shas[info.key] = (_stream_sha256(lake, info.key) if not info.unsafe
+                              else _unsafe_sha(info))
     report = BatchReport(batch_id, content_hash(shas), "ingested", at, listing_hash=fingerprint,
                          files=len(images))
+    report.conversions = _conversions(profiles, task)
     _set_label_issues(report, label_issues)
     if unreadable:
         _set_label_issues(report, [Rejection(LABELS_FILE, "labels_unreadable", unreadable)])
         return _reject_whole(lake, claims, report, logical_date, profiles, "labels_unreadable",
                              unreadable)
+    try:
+        report.holdout = _read_meta(lake, meta_info).holdout
+    except BatchMetaUnreadable as exc:
+        return _reject_whole(lake, claims, report, logical_date, profiles,
+                             "batch_meta_unreadable", f"{META_FILE}: {exc}")
+    if report.holdout and (problem := _holdout_problem(task, label_info)):
+        return _reject_whole(lake, claims, report, logical_date, profiles, "holdout_refused",
+                             problem)
 
     def label_of(p: FileProfile) -> int | None:
         return labels.get(p.key[len(prefix):])
@@ -395,6 +453,14 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
 
     # Batch rules judge what was uploaded (duplicates of earlier batches included), so the
     # verdict never depends on which concurrent batch claims an image first.
+    if reference is None:
+        # No base data and no champion yet: nothing to judge drift against; the first
+        # champion's training data profile is the reference from then on.
+        report.drift_check = (f"skipped: task {task.name} has no base data and no champion "
+                              "yet, so no reference profile")
+        reference_mean, tolerance = 127.5, 127.5  # the whole 0-255 range: the rule passes
+    else:
+        reference_mean, tolerance = reference.intensity_mean, INTENSITY_TOLERANCE
     summary = pd.DataFrame([{
         "key": batch_id,
         "n_files": len(images),
@@ -407,8 +473,8 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
         "max_batch_files": settings.max_batch_files,
         "max_reject_rate": settings.max_reject_rate,
         "max_label_share": settings.max_label_share,
-        "intensity_mean_min": reference_mean - INTENSITY_TOLERANCE,
-        "intensity_mean_max": reference_mean + INTENSITY_TOLERANCE,
+        "intensity_mean_min": reference_mean - tolerance,
+        "intensity_mean_max": reference_mean + tolerance,
     })
     report.docs_keys.append(batch.docs_key)
     if not batch.success:
@@ -437,14 +503,20 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     assert report.accepted + report.quarantined + report.duplicates == report.files
 
     curated = [CuratedRow(p.sha256, p.pixels, p.key, label_of(p)) for p in accepted]
+    # A holdout batch's labels never reach training, not even for images curated earlier.
     relabels = [CuratedRow(p.sha256, p.pixels, p.key, label) for p in late
-                if (label := label_of(p)) is not None and label >= 0]
+                if (label := label_of(p)) is not None and label >= 0 and not report.holdout]
     report.labeled = sum(r.label is not None for r in curated)
     report.relabeled = len(relabels)
     # Stage everything, then commit: parts -> commit records -> ledger entry (last).
     _withdraw_other_attempts(lake, batch_id, keep=logical_date)
-    report.shards = stage_shards(lake, curated, batch_id, ingested_at=logical_date,
-                                 shard_rows=settings.shard_rows, task=task)
+    staged = stage_shards(lake, curated, batch_id, ingested_at=logical_date,
+                          shard_rows=settings.shard_rows, task=task,
+                          prefix=CURATED_HOLDOUT if report.holdout else CURATED_IMAGES)
+    if report.holdout:
+        report.holdout_shards = staged
+    else:
+        report.shards = staged
     report.label_shards = stage_shards(lake, relabels, batch_id, ingested_at=logical_date,
                                        shard_rows=settings.shard_rows, prefix=CURATED_LABELS,
                                        task=task)
@@ -453,9 +525,13 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     _record_files(lake, batch_id, files, shas)
     commit_shards(lake, report.shards, batch_id, ingested_at=logical_date)
     commit_shards(lake, report.label_shards, batch_id, ingested_at=logical_date, prefix=CURATED_LABELS)
+    if report.holdout:
+        commit_shards(lake, report.holdout_shards, batch_id, ingested_at=logical_date,
+                      prefix=CURATED_HOLDOUT)
     lake.write_bytes(ledger_key(batch_id), _dump(report))
     _mark_seen(lake, batch_id, fingerprint)
     lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards + report.label_shards
+                   + report.holdout_shards
                    + ([quarantine_folder(batch_id)] if report.quarantined else []))
     log.info("batch %s: %s", batch_id, report.summary())
     return report
@@ -470,8 +546,8 @@ def _withdraw_other_attempts(lake: Lake, batch_id: str, keep: datetime | None) -
     for day in dates:
         if keep is None or day != keep.isoformat():
             at = datetime.fromisoformat(day)
-            uncommit_shards(lake, batch_id, at)
-            uncommit_shards(lake, batch_id, at, prefix=CURATED_LABELS)
+            for curated in CURATED_PREFIXES:
+                uncommit_shards(lake, batch_id, at, prefix=curated)
     if keep is not None:
         lake.write_bytes(key, json.dumps([keep.isoformat()]).encode())
 
@@ -506,7 +582,8 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
     removed = sorted(set(before) - set(shas))
     changed = sorted(k for k in set(shas) & set(before) if shas[k] != before[k])
     conflict = BatchReport(batch_id, digest, "conflict", logical_date.isoformat(),
-                           files=sum(1 for i in files if not i.key.endswith("/" + LABELS_FILE)),
+                           files=sum(1 for i in files
+                                     if not i.key.endswith(tuple(f"/{f}" for f in BATCH_FILES))),
                            listing_hash=fingerprint)
     conflict.reason = "changed_after_ingestion"
     conflict.detail = (f"{len(added)} added, {len(removed)} removed, {len(changed)} changed "
@@ -541,8 +618,8 @@ def _finish_rejected(lake: Lake, claims: Claims, report: BatchReport, logical_da
     claims.release(report.batch_id)
     if copy:
         _withdraw_other_attempts(lake, report.batch_id, keep=None)
-        uncommit_shards(lake, report.batch_id, logical_date)
-        uncommit_shards(lake, report.batch_id, logical_date, prefix=CURATED_LABELS)
+        for curated in CURATED_PREFIXES:
+            uncommit_shards(lake, report.batch_id, logical_date, prefix=curated)
     _quarantine(lake, report, copy_files=copy)
     lake.write_bytes(ledger_key(report.batch_id), _dump(report))
     _mark_seen(lake, report.batch_id, report.listing_hash)

@@ -37,6 +37,10 @@ CURATED_IMAGES = "curated/images"
 # Labels a later batch supplied for images already curated: same schema as the image
 # shards, read by training (never by scoring), so each image keeps one row in curated/images.
 CURATED_LABELS = "curated/labels"
+# Images of batches marked holdout (batch.json, mlcore.batch_meta): same schema, read only
+# by training's holdout evaluation; neither training nor scoring lists this prefix.
+CURATED_HOLDOUT = "curated/holdout"
+BATCH_META_FILE = "batch.json"  # a batch's own metadata (holdout marking), never an image
 COMMIT_FILE = "_COMMITTED.json"  # a curated folder's commit record: readers trust its parts only
 FEEDBACK_LABELS = "feedback/labels"
 PREDICTIONS = "predictions"

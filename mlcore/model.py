@@ -23,19 +23,27 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=1)
 def pixel_normalization() -> tuple[float, float]:
-    """(mean, std) on the 0-1 scale applied to every input (train, holdout, scoring): the
-    base data profile's statistics (``expectations/base_data_profile.json``), not constants."""
+    """(mean, std) on the 0-1 scale of the base data profile
+    (``expectations/base_data_profile.json``): what a model of a task with base data applies
+    (and every model registered before the normalization was stored with its weights)."""
     from mlcore.data_profile import base_profile
 
     norm = base_profile().normalization
     return float(norm["pixel_mean"]), float(norm["pixel_std"])
 
 
-def __getattr__(name: str) -> float:
-    # PIXEL_MEAN / PIXEL_STD: the names the export and package code import, from the profile.
-    if name in ("PIXEL_MEAN", "PIXEL_STD"):
-        return pixel_normalization()[name == "PIXEL_STD"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def default_normalization(task: TaskSpec) -> tuple[float, float]:
+    """The normalization of a model not trained yet: the base data's, or none (0, 1) for a
+    task without base data, whose training sets it from its own data profile."""
+    return pixel_normalization() if task.base_data != "none" else (0.0, 1.0)
+
+
+def normalization_of_model(model: nn.Module) -> tuple[float, float]:
+    """The (mean, std) ``model`` applies to its inputs (stored with its weights)."""
+    mean, std = getattr(model, "pixel_mean", None), getattr(model, "pixel_std", None)
+    if mean is None or std is None:
+        return pixel_normalization()
+    return float(mean), float(std)
 
 
 class WeightsTampered(ArtifactTampered):
@@ -51,12 +59,18 @@ class FashionCNN(nn.Module):
     60,000 images trains in under a minute on two cores.
     """
 
-    def __init__(self, task: TaskSpec | None = None, dropout: float = 0.2):
+    def __init__(self, task: TaskSpec | None = None, dropout: float = 0.2,
+                 normalization: tuple[float, float] | None = None):
         super().__init__()
         if task is None:
             from mlcore.task import default_task
 
             task = default_task()
+        mean, std = normalization or default_normalization(task)
+        # Buffers, so the normalization travels in the safetensors weights with the model.
+        # float64: the exact profile values (float32 would round them).
+        self.register_buffer("pixel_mean", torch.tensor(float(mean), dtype=torch.float64))
+        self.register_buffer("pixel_std", torch.tensor(float(std), dtype=torch.float64))
         width, num_classes = task.model_width, task.num_classes
         grid = (task.height // 8) * (task.width // 8)
         self.input_shape = task.shape  # one uint8 image: (H, W) or (H, W, 3); export traces it
@@ -86,12 +100,14 @@ class FashionCNN(nn.Module):
         return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
-def to_input(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W) or (N, H, W, C) uint8 -> normalized float tensor (N, C, H, W)."""
+def to_input(images: np.ndarray, normalization: tuple[float, float] | None = None
+             ) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8 -> float tensor (N, C, H, W) normalized by
+    ``normalization`` (a model's: :func:`normalization_of_model`; default the base data's)."""
     # Arrays read straight from Parquet buffers are read-only; torch wants writable memory.
     arr = images if images.flags.writeable else images.copy()
     x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32).div_(255.0)
-    mean, std = pixel_normalization()
+    mean, std = normalization or pixel_normalization()
     x = x.sub_(mean).div_(std)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
@@ -111,14 +127,20 @@ def for_inference(model: nn.Module) -> nn.Module:
         # oneDNN's module wrappers still use torch.jit.script_method internally.
         warnings.filterwarnings("ignore", "`torch.jit.script_method` is deprecated",
                                 FutureWarning)
-        return fx_opt.optimize_for_inference(model.eval())  # works on a deep copy
+        fast = fx_opt.optimize_for_inference(model.eval())  # works on a deep copy
+    # The traced graph keeps only what forward uses: carry the normalization over.
+    mean, std = normalization_of_model(model)
+    fast.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float64))
+    fast.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float64))
+    return fast
 
 
 @torch.inference_mode()
 def logits(model: nn.Module, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Raw class scores (N, classes) float32 for uint8 images, in batches to bound memory."""
     model.eval()
-    out = [model(to_input(images[i : i + batch_size])).numpy()
+    norm = normalization_of_model(model)
+    out = [model(to_input(images[i : i + batch_size], norm)).numpy()
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, _num_classes(model)), np.float32)
 
@@ -157,6 +179,11 @@ def load_weights(data: bytes, expected_sha256: str, task: TaskSpec | None = None
             f"{expected_sha256[:12]}...; refusing to load"
         )
     model = FashionCNN(task)  # the weights' task (default: the deployment's default task)
-    model.load_state_dict(load(data))
+    state = load(data)
+    # Weights saved before the normalization was a buffer lack it: they were trained with
+    # the base data's, which is what the fresh model holds.
+    legacy = {"pixel_mean", "pixel_std"} - set(state)
+    model.load_state_dict({**{k: v for k, v in model.state_dict().items() if k in legacy},
+                           **state})
     model.eval()
     return model

@@ -90,7 +90,7 @@ def untempered(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def build_package(settings: Settings, result: TrainResult, data: TrainingData) -> ModelPackage:
     from mlcore.export import quantize_int8, to_onnx
-    from mlcore.model import PIXEL_MEAN, PIXEL_STD, predict_proba
+    from mlcore.model import normalization_of_model, predict_proba
     from mlcore.monitor import Profile, image_means
 
     calibration = calibration_sample(settings, data.images)
@@ -102,8 +102,8 @@ def build_package(settings: Settings, result: TrainResult, data: TrainingData) -
     int8_probs = ServedModel(int8, sha256_hex(int8)).predict_proba(data.holdout_images, batch)
     raw_probs = untempered(int8_probs, result.temperature)
     fp32_pred, int8_pred = fp32_probs.argmax(axis=1), int8_probs.argmax(axis=1)
-    profile = profile_images(data.images, data.labels,
-                             {"pixel_mean": PIXEL_MEAN, "pixel_std": PIXEL_STD},
+    mean, std = normalization_of_model(result.model)
+    profile = profile_images(data.images, data.labels, {"pixel_mean": mean, "pixel_std": std},
                              source="training data of this version",
                              num_classes=task_of(settings).num_classes)
     # What the monitor compares a night with: this served model on the holdout.

@@ -12,13 +12,15 @@ import torch
 from torch import nn
 
 from mlcore.calibration import expected_calibration_error, fit_temperature, softmax
-from mlcore.data import array_hash, labeled_curated, load_fashion_mnist, pixel_sha256
-from mlcore.model import FashionCNN, logits, predict_proba, to_input
+from mlcore.data import array_hash, labeled_curated, list_shards, load_fashion_mnist, pixel_sha256
+from mlcore.layout import CURATED_HOLDOUT
+from mlcore.model import FashionCNN, logits, pixel_normalization, predict_proba, to_input
 from mlcore.task import task_of
 
 if TYPE_CHECKING:
     from mlcore.settings import Settings
     from mlcore.storage import Lake
+    from mlcore.task import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,17 @@ class TrainingData:
     # Carved from the training data (never the holdout): fits the temperature.
     validation_images: np.ndarray | None = None  # None: no validation split
     validation_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    # (mean, std) on the 0-1 scale the model applies: the base data profile's, or, for a
+    # task without base data, its own training images' (mlcore.data_profile.normalization_of).
+    normalization: tuple[float, float] = field(default_factory=pixel_normalization)
+
+
+class NoHoldout(RuntimeError):
+    """The task's holdout is labeled batches, and none has been ingested yet."""
+
+
+class NoTrainingData(RuntimeError):
+    """A task without base data has no labeled curated images to train on yet."""
 
     def __post_init__(self) -> None:
         if self.validation_images is None:  # empty, in the training images' shape
@@ -86,42 +99,89 @@ def _subset(images: np.ndarray, labels: np.ndarray, n: int, seed: int):
     return images[idx], labels[idx]
 
 
+def _load_base(settings: Settings, task: TaskSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The base training data: a seeded ``train_subset`` of the Fashion-MNIST train split,
+    or nothing (``base_data = "none"``)."""
+    if task.base_data == "none":
+        return np.zeros((0, *task.shape), np.uint8), np.zeros(0, np.uint8)
+    return _subset(*load_fashion_mnist(settings.fmnist_dir, "train"), settings.train_subset,
+                   settings.seed)
+
+
+@dataclass
+class Holdout:
+    images: np.ndarray  # evaluated: a seeded ``holdout_subset`` of the whole holdout
+    labels: np.ndarray
+    pixel_ids: set[str]  # pixel sha256 of every holdout image: never trained on
+    lineage: dict
+
+
+def load_holdout(settings: Settings, lake: Lake, task: TaskSpec) -> Holdout:
+    """The frozen holdout: the Fashion-MNIST test split, or every labeled image of the
+    batches marked holdout (``curated/holdout``). Raises :class:`NoHoldout` when the task
+    takes its holdout from batches and none has arrived."""
+    if task.holdout == "batches":
+        shards = list_shards(lake, CURATED_HOLDOUT)
+        full_x, full_y, used = labeled_curated(lake, shards) if shards else (
+            np.zeros((0, *task.shape), np.uint8), np.zeros(0, np.uint8), [])
+        if not len(full_x):
+            raise NoHoldout(
+                f"task {task.name}: its holdout is labeled batches marked holdout, and none has "
+                f"been ingested yet. Upload a labeled batch with batch.json "
+                f'{{"holdout": true}} (docs/tasks.md), then retrain.')
+        source = {"holdout_shards": used}
+    else:
+        full_x, full_y = load_fashion_mnist(settings.fmnist_dir, "test")
+        source = {}
+    hold_x, hold_y = _subset(full_x, full_y, settings.holdout_subset, settings.seed)
+    lineage = {"holdout_hash": array_hash(full_x, full_y), "holdout_images": int(len(hold_x)),
+               **source}
+    return Holdout(hold_x, hold_y, set(pixel_sha256(full_x)), lineage)
+
+
+def _training_normalization(task: TaskSpec, images: np.ndarray) -> tuple[float, float]:
+    """The base data's normalization, or this training set's own profile statistics."""
+    if task.base_data != "none":
+        return pixel_normalization()
+    from mlcore.data_profile import normalization_of
+
+    norm = normalization_of(images)
+    return norm["pixel_mean"], norm["pixel_std"]
+
+
 def build_training_data(settings: Settings, lake: Lake, shards: list[str] | None = None
                         ) -> TrainingData:
-    """Base train split + curated labeled images (from ``shards``, default all), minus
+    """Base training data + curated labeled images (from ``shards``, default all), minus
     anything that is in the holdout; ``validation_fraction`` of it (seeded) is set aside to
     fit the temperature."""
     task = task_of(settings)
-    if (task.base_data, task.holdout) != ("fashion-mnist", "fashion-mnist-test"):
-        # Batch-only base data and batch holdouts come with the multi-task work (issue 18).
-        raise NotImplementedError(f"task {task.name}: base_data={task.base_data!r}, "
-                                  f"holdout={task.holdout!r} is not supported yet")
-    base_x, base_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "train"),
-                             settings.train_subset, settings.seed)
-    hold_x, hold_y = _subset(*load_fashion_mnist(settings.fmnist_dir, "test"),
-                             settings.holdout_subset, settings.seed)
-    full_hold_x, full_hold_y = load_fashion_mnist(settings.fmnist_dir, "test")
+    holdout = load_holdout(settings, lake, task)
+    base_x, base_y = _load_base(settings, task)
     cur_x, cur_y, shards = labeled_curated(lake, shards, task=task)
-    holdout_ids = set(pixel_sha256(full_hold_x))
-    keep = np.array([h not in holdout_ids for h in pixel_sha256(cur_x)], dtype=bool)
+    keep = np.array([h not in holdout.pixel_ids for h in pixel_sha256(cur_x)], dtype=bool)
     if (~keep).any():
         log.warning("dropped %d curated images that are in the frozen holdout", int((~keep).sum()))
     cur_x, cur_y = cur_x[keep], cur_y[keep]
+    if not len(base_x) and not len(cur_x):
+        raise NoTrainingData(f"task {task.name} has no base data and no labeled curated "
+                             "images yet: upload labeled batches first")
     lineage = {
         "base_train_images": int(len(base_x)),
         "curated_labeled_images": int(len(cur_x)),
         "curated_dropped_holdout": int((~keep).sum()),
         "curated_shards": shards,
         "train_data_hash": array_hash(base_x, base_y, cur_x, cur_y),
-        "holdout_hash": array_hash(full_hold_x, full_hold_y),
-        "holdout_images": int(len(hold_x)),
+        **holdout.lineage,
     }
     x, y = np.concatenate([base_x, cur_x]), np.concatenate([base_y, cur_y])
     n_val = int(round(len(x) * settings.validation_fraction))
     is_val = np.zeros(len(x), bool)
     is_val[np.random.default_rng(settings.seed + 1).permutation(len(x))[:n_val]] = True
     lineage["validation_images"] = n_val
-    return TrainingData(x[~is_val], y[~is_val], hold_x, hold_y, lineage, x[is_val], y[is_val])
+    normalization = _training_normalization(task, x[~is_val])
+    lineage["normalization"] = {"pixel_mean": normalization[0], "pixel_std": normalization[1]}
+    return TrainingData(x[~is_val], y[~is_val], holdout.images, holdout.labels, lineage,
+                        x[is_val], y[is_val], normalization)
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> Evaluation:
@@ -146,8 +206,9 @@ def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     torch.use_deterministic_algorithms(True)
-    model = FashionCNN(task_of(settings))
-    x_all, y_all = to_input(data.images), torch.from_numpy(data.labels.astype(np.int64))
+    model = FashionCNN(task_of(settings), normalization=data.normalization)
+    x_all = to_input(data.images, data.normalization)
+    y_all = torch.from_numpy(data.labels.astype(np.int64))
     steps_per_epoch = -(-len(x_all) // settings.train_batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

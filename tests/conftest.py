@@ -47,3 +47,19 @@ def two_tasks_dir(tmp_path):
     shutil.copy(TASKS_DIR / "fashion-mnist.toml", folder)
     (folder / "tiny-rgb.toml").write_text(TINY_RGB)
     return folder
+@pytest.fixture
+def shapes_settings(tmp_path, monkeypatch) -> Settings:
+    """A deployment whose task is ``shapes`` (``MLCORE_TASK=shapes``): the settings, and the
+    default task every module without an explicit spec falls back to."""
+    from mlcore import labels
+    from mlcore.settings import get_settings
+
+    def forget():
+        get_settings.cache_clear()
+        labels._by_name.cache_clear()  # the class names labels.csv is read with
+
+    monkeypatch.setenv("MLCORE_TASK", "shapes")
+    forget()
+    yield Settings(home=tmp_path / "home")
+    monkeypatch.delenv("MLCORE_TASK")
+    forget()

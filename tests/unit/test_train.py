@@ -42,3 +42,102 @@ def test_labels_a_later_batch_supplies_train_but_holdout_images_stay_out(lake, s
     assert data.lineage["curated_dropped_holdout"] == 1  # "h" is a holdout image
     assert keys[0] in data.lineage["curated_shards"]
     assert (data.images[-1] == train_x[-1]).all() and data.labels[-1] == train_y[-1]
+
+
+# --- a task without base data, with labeled batches as its holdout (tasks/shapes.toml) ---
+
+
+def _curate(lake, settings, batch_id, n, seed, holdout=False):
+    from mlcore.ingest import ingest_batch
+    from mlcore.shapes import generate, write_batch
+    from mlcore.task import task_of
+
+    task = task_of(settings)
+    images, labels = generate(task.classes, n, seed)
+    write_batch(lake, batch_id, images, labels, task.classes, holdout=holdout)
+    ingest_batch(settings, lake, batch_id, logical_date=datetime(2026, 11, 22, tzinfo=UTC))
+    return images, labels
+
+
+def test_a_batch_holdout_task_without_a_holdout_batch_is_refused_clearly(lake, shapes_settings):
+    import pytest
+
+    from mlcore.train import NoHoldout
+
+    _curate(lake, shapes_settings, "train", 30, seed=1)
+    with pytest.raises(NoHoldout, match='shapes: .*batch.json {"holdout": true}'):
+        build_training_data(shapes_settings, lake)
+
+
+def test_a_task_without_base_data_trains_on_its_curated_images_only(lake, shapes_settings):
+    import pytest
+
+    from mlcore.data_profile import normalization_of
+    from mlcore.train import NoTrainingData
+
+    hold_x, hold_y = _curate(lake, shapes_settings, "hold", 40, seed=9, holdout=True)
+    with pytest.raises(NoTrainingData, match="no labeled curated images"):
+        build_training_data(shapes_settings, lake)
+    _curate(lake, shapes_settings, "train-1", 50, seed=1)
+    _curate(lake, shapes_settings, "train-2", 30, seed=2)
+    data = build_training_data(shapes_settings, lake)
+    assert data.lineage["base_train_images"] == 0
+    assert data.lineage["curated_labeled_images"] == 80
+    assert len(data.images) + len(data.validation_images) == 80
+    assert data.images.shape[1:] == (32, 32, 3)
+    # The holdout is every image of the holdout batch, never trained on, hashed in the lineage.
+    assert len(data.holdout_images) == data.lineage["holdout_images"] == 40
+    assert {i.tobytes() for i in data.holdout_images} == {i.tobytes() for i in hold_x}
+    trained = {i.tobytes() for i in np.concatenate([data.images, data.validation_images])}
+    assert not trained & {i.tobytes() for i in hold_x}
+    assert len(data.lineage["holdout_shards"]) == 1 and len(data.lineage["holdout_hash"]) == 64
+    # Normalization: this training set's own statistics, not the base data's.
+    norm = normalization_of(data.images)
+    assert data.normalization == (norm["pixel_mean"], norm["pixel_std"])
+    assert data.lineage["normalization"] == norm
+
+
+def test_a_holdout_image_uploaded_again_for_training_is_never_trained_on(lake, shapes_settings):
+    from mlcore.shapes import write_batch
+    from mlcore.task import task_of
+
+    task = task_of(shapes_settings)
+    hold_x, hold_y = _curate(lake, shapes_settings, "hold", 20, seed=9, holdout=True)
+    write_batch(lake, "again", hold_x[:5], hold_y[:5], task.classes)  # same bytes: duplicates
+    from mlcore.ingest import ingest_batch
+
+    report = ingest_batch(shapes_settings, lake, "again", logical_date=datetime(2026, 11, 22, tzinfo=UTC))
+    assert report.duplicates == 5 and report.accepted == 0  # the holdout batch has them
+    _curate(lake, shapes_settings, "train", 20, seed=1)
+    data = build_training_data(shapes_settings, lake)
+    assert data.lineage["curated_labeled_images"] == 20
+    trained = {i.tobytes() for i in np.concatenate([data.images, data.validation_images])}
+    assert not trained & {i.tobytes() for i in hold_x}
+
+
+def test_the_model_applies_the_normalization_it_was_trained_with_after_export(shapes_settings):
+    """Built for 3 channels, 32x32 and 5 classes; the normalization rides in the weights and
+    in the ONNX graph, whose int8 export the gate judges."""
+    from mlcore.export import quantize_int8, to_onnx
+    from mlcore.model import FashionCNN, load_weights, predict_proba, weights_bytes
+    from mlcore.serving import ServedModel, sha256_hex
+    from mlcore.shapes import generate
+    from mlcore.task import task_of
+
+    task = task_of(shapes_settings)
+    images, _ = generate(task.classes, 64, seed=3)
+    model = FashionCNN(task, normalization=(0.42, 0.17)).eval()
+    again = load_weights(weights_bytes(model), sha256_hex(weights_bytes(model)))
+    assert (float(again.pixel_mean), float(again.pixel_std)) == (0.42, 0.17)
+    torch_probs = predict_proba(model, images)
+    assert torch_probs.shape == (64, 5)
+    fp32 = to_onnx(model)
+    onnx_probs = ServedModel(fp32, sha256_hex(fp32)).predict_proba(images, 32)
+    assert np.allclose(onnx_probs, torch_probs, atol=1e-5)
+    int8 = quantize_int8(fp32, images)
+    assert ServedModel(int8, sha256_hex(int8)).predict_proba(images, 32).shape == (64, 5)
+    # Another normalization gives other answers: the graph is not using a constant.
+    other = FashionCNN(task, normalization=(0.1, 0.5)).eval()
+    other.load_state_dict({**model.state_dict(), "pixel_mean": other.pixel_mean,
+                           "pixel_std": other.pixel_std})
+    assert not np.allclose(predict_proba(other, images), torch_probs, atol=1e-3)
