@@ -29,20 +29,23 @@ from mlcore.usage import (
 )
 
 
-def _settings(profile: str | None = None, task: str | None = None) -> Settings:
-    from mlcore.demo import demo_settings
-
-    return demo_settings(profile, task) if profile else Settings()
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mlcore.demo import print_summary, run_pipeline, summary_json
+    from mlcore.demo import demo_settings, print_summary, run_pipeline, summary_json
+    from mlcore.task import deployed_tasks
 
     console = Console(stderr=args.json)
     day = args.date or date.today() - timedelta(days=1)
-    summary = run_pipeline(_settings(args.profile, args.task), day, console,
-                           per_batch=args.per_batch)
-    print(summary_json(summary)) if args.json else print_summary(summary, console)
+    # Every deployed task, the default first, each through its own DAGs; or only --task.
+    names = [args.task] if args.task else [t.name for t in deployed_tasks(Settings())]
+    summaries = {}
+    for name in names:
+        console.rule(f"[bold]task {name}")
+        summaries[name] = run_pipeline(demo_settings(args.profile, name), day, console,
+                                       per_batch=args.per_batch)
+        if not args.json:
+            print_summary(summaries[name], console)
+    if args.json:
+        print(summary_json(summaries[names[0]] if args.task else summaries))
     return 0
 
 
@@ -410,8 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--date", type=day_arg,
                       help="the simulated day (YYYY-MM-DD); default yesterday")
     demo.add_argument("--per-batch", type=int, default=24, help="images per seeded batch")
-    demo.add_argument("--task", help="the task to run (a name in tasks/; default MLCORE_TASK), "
-                                     "seeded from its spec's sample_data")
+    demo.add_argument("--task", help="run only this task (a name in tasks/; default: every "
+                                     "deployed task), seeded from its spec's sample_data")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

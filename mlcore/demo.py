@@ -54,23 +54,27 @@ def progress_line(line: str) -> str | None:
     return None
 
 
-def schedule_for(day: date) -> dict[str, str]:
-    """Logical dates of one simulated day: ingest at noon, retrain and score the next night."""
+def schedule_for(day: date, scope: str = "") -> dict[str, str]:
+    """Logical dates of one simulated day: ingest at noon, retrain and score the next night.
+    ``scope``: a task other than the deployment's default (its DAG ids carry its name)."""
     nxt = day + timedelta(days=1)
+    suffix = f"__{scope}" if scope else ""
     return {
-        "ingest_landing": f"{day}T12:00:00+00:00",
-        "retrain_model": f"{nxt}T02:00:00+00:00",
+        f"ingest_landing{suffix}": f"{day}T12:00:00+00:00",
+        f"retrain_model{suffix}": f"{nxt}T02:00:00+00:00",
         # A manual run's data interval ends at its logical date: [day 03:00, next day 03:00).
-        "batch_score": f"{nxt}T03:00:00+00:00",
+        f"batch_score{suffix}": f"{nxt}T03:00:00+00:00",
     }
 
 
 def demo_settings(profile: str, task: str | None = None, **overrides) -> Settings:
-    """Settings of a demo or test run of ``task`` (default: ``MLCORE_TASK``): the profile,
-    then what the task's sample data needs, then ``overrides``."""
-    chosen = {"task": task} if task else {}
-    sample = SAMPLE_PROFILES.get(task_of(Settings(**chosen)).sample_data, {})
-    return Settings(**{**chosen, **PROFILES[profile], **sample, **overrides})
+    """Settings of a demo or test run of ``task`` (default: the deployment's task): the
+    profile, then what the task's sample data needs, then ``overrides``; scoped to the task
+    (``Settings.for_task``), so another task's run has its own DAGs, lake prefix and model."""
+    deployment = Settings(**overrides)
+    name = task or deployment.task
+    sample = SAMPLE_PROFILES.get(task_of(deployment.for_task(name)).sample_data, {})
+    return Settings(**{**PROFILES[profile], **sample, **overrides}).for_task(name)
 
 
 def seed_sample_batches(settings: Settings, *, per_batch: int = 24) -> list[str]:
@@ -99,7 +103,7 @@ def run_pipeline(settings: Settings, day: date, console: Console, *, per_batch: 
     env = airflow_env(settings)
     ensure_db(env)
     logs = Path(settings.home).resolve() / "logs" / "demo"
-    for dag_id, logical in schedule_for(day).items():
+    for dag_id, logical in schedule_for(day, settings.task_scope).items():
         console.rule(f"{dag_id} @ {logical}")
         dags_test(env, dag_id, logical, log_file=logs / f"{dag_id}.log",
                   on_line=lambda line: _show(console, progress_line(line)))

@@ -4,11 +4,14 @@ Airflow imports this module (plugins/ is on its path) and calls ``task_policy`` 
 task it parses, so the DAG file itself never reads configuration at parse time.
 """
 
-TRAINING_TASKS = {("retrain_model", "train_and_register")}
+TRAINING_DAG, TRAINING_TASK = "retrain_model", "train_and_register"
 
 
 def task_policy(task) -> None:
-    if (task.dag_id, task.task_id) in TRAINING_TASKS:
+    # Every task's retrain DAG: ``retrain_model`` (the default task) or ``retrain_model__<t>``.
+    dag_id = task.dag_id or ""
+    if task.task_id == TRAINING_TASK and (
+            dag_id == TRAINING_DAG or dag_id.startswith(f"{TRAINING_DAG}__")):
         from mlcore.settings import get_settings
 
         task.queue = get_settings().train_queue

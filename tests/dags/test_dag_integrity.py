@@ -76,9 +76,12 @@ def test_no_heavy_package_is_imported_at_parse_time(report):
 def test_training_goes_to_the_configured_queue_and_nothing_else_does(report, tmp_path):
     assert report["retrain_model.py"]["dags"]["retrain_model"]["queues"]["train_and_register"] == "default"
     gpu = parse(tmp_path, train_queue="gpu")
-    queues = {task: q for f in dag_files() for d in gpu[f]["dags"].values()
+    queues = {(dag_id, task): q for f in dag_files() for dag_id, d in gpu[f]["dags"].items()
               for task, q in d["queues"].items()}
-    assert queues.pop("train_and_register") == "gpu"
+    training = {k: queues.pop(k) for k in list(queues) if k[1] == "train_and_register"}
+    # Every deployed task's training (the committed specs: fashion-mnist and shapes).
+    assert {k[0] for k in training} == {"retrain_model", "retrain_model__shapes"}
+    assert set(training.values()) == {"gpu"}
     assert set(queues.values()) == {"default"}
 
 

@@ -1,7 +1,8 @@
-"""The ``shapes`` task end to end through real Airflow, as a single-task deployment
-(``MLCORE_TASK=shapes``: plain DAG ids, the lake root): generated landing batches (labeled
-training batches, a batch marked holdout, an unlabeled one) -> ingest_landing ->
-retrain_model -> batch_score, with the demo's test profile for shapes."""
+"""The ``shapes`` task end to end through real Airflow, as the second task of a deployment
+whose default task is Fashion-MNIST (``docs/tasks.md``): generated landing batches (labeled
+training batches, a batch marked holdout, an unlabeled one) in ``tasks/shapes/landing/`` ->
+ingest_landing__shapes -> retrain_model__shapes -> batch_score__shapes, with the demo's test
+profile for shapes; nothing reaches the default task's tables."""
 
 import json
 import time
@@ -13,7 +14,7 @@ from mlcore.data import list_shards, read_shard
 from mlcore.ingest import BatchReport, ledger_key
 from mlcore.layout import CURATED_HOLDOUT
 from mlcore.predictions import read_partition
-from mlcore.registry import client
+from mlcore.registry import configure_mlflow
 from mlcore.storage import open_lake
 from mlcore.task import TASKS_DIR, load_task_spec
 from tests.integration import pipeline_checks as checks
@@ -26,23 +27,15 @@ SPEC = load_task_spec(TASKS_DIR / "shapes.toml")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One pipeline run of the shapes task; the test process sees the same default task."""
-    from mlcore import labels
+    """One pipeline run of the shapes task, scoped under ``tasks/shapes/`` of the lake."""
     from mlcore.demo import demo_settings, run_pipeline
-    from mlcore.settings import get_settings
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLCORE_TASK", "shapes")
-    get_settings.cache_clear()
-    labels._by_name.cache_clear()
     settings = demo_settings("test", "shapes", home=tmp_path_factory.mktemp("shapes-run"))
+    assert settings.task_scope == "shapes" and settings.deployment.task == "fashion-mnist"
     started = time.perf_counter()
     summary = run_pipeline(settings, DAY, Console(quiet=True), per_batch=PER_BATCH)
     print(f"shapes pipeline: {time.perf_counter() - started:.0f} s")
-    yield settings, summary
-    mp.undo()
-    get_settings.cache_clear()
-    labels._by_name.cache_clear()
+    return settings, summary
 
 
 def test_every_generated_batch_is_ingested_and_the_holdout_is_curated_apart(run):
@@ -61,7 +54,7 @@ def test_every_generated_batch_is_ingested_and_the_holdout_is_curated_apart(run)
 
 def test_champion_reaches_the_documented_holdout_accuracy(run):
     settings, summary = run
-    mlc = client(settings, open_lake(settings))
+    mlc = configure_mlflow(settings, open_lake(settings))
     champion = mlc.get_model_version_by_alias(settings.model_name, "champion")
     metrics = mlc.get_run(champion.run_id).data.metrics
     assert metrics["holdout_accuracy"] >= 0.9  # the served int8 graph on the holdout batch
@@ -76,7 +69,7 @@ def test_lineage_records_the_holdout_batches_and_the_normalization_of_the_traini
 
     settings, _ = run
     lake = open_lake(settings)
-    mlc = client(settings, lake)
+    mlc = configure_mlflow(settings, lake)
     champion = mlc.get_model_version_by_alias(settings.model_name, "champion")
     with open(mlc.download_artifacts(champion.run_id, "lineage.json")) as fh:
         lineage = json.load(fh)
@@ -114,3 +107,16 @@ def test_data_docs_exist_for_every_batch(run):
         report = BatchReport.from_json(lake.read_bytes(ledger_key(b["batch_id"])))
         assert report.docs_keys and all(lake.exists(k) for k in report.docs_keys)
     assert any(k.endswith("index.html") for k in lake.list("validation/data_docs"))
+
+
+def test_the_shapes_run_stays_in_its_own_prefix_model_and_dags(run):
+    """Nothing of the shapes run reaches the default task's lake keys or model."""
+    settings, summary = run
+    root = open_lake(settings.deployment)
+    assert open_lake(settings).uri.endswith("/tasks/shapes")
+    outside = [k for k in root.list("") if not k.startswith("tasks/shapes/")
+               and not k.startswith("mlflow/")]
+    assert not [k for k in outside if k.startswith(("landing/", "curated/", "predictions/"))]
+    assert settings.model_name == "shapes-classifier" == summary["model"]["name"]
+    mlc = configure_mlflow(settings.deployment, root)
+    assert not mlc.search_model_versions(f"name='{settings.deployment.model_name}'")

@@ -141,3 +141,19 @@ def test_the_model_applies_the_normalization_it_was_trained_with_after_export(sh
     other.load_state_dict({**model.state_dict(), "pixel_mean": other.pixel_mean,
                            "pixel_std": other.pixel_std})
     assert not np.allclose(predict_proba(other, images), torch_probs, atol=1e-3)
+
+
+def test_training_is_deterministic_given_the_seed(lake, settings):
+    """Same seed, data and thread count: bit-identical weights; another seed: other weights."""
+    from mlcore.model import weights_bytes
+    from mlcore.train import train
+
+    settings = settings.model_copy(update={"train_subset": 400, "holdout_subset": 100,
+                                           "train_epochs": 1})
+    data = build_training_data(settings, lake)
+    first = train(settings, data)
+    again = train(settings, data)
+    assert weights_bytes(first.model) == weights_bytes(again.model)
+    assert first.evaluation.accuracy == again.evaluation.accuracy
+    other = train(settings.model_copy(update={"seed": settings.seed + 1}), data)
+    assert weights_bytes(other.model) != weights_bytes(first.model)
