@@ -32,6 +32,7 @@ class BatchOutcome:
     duplicates: int
     labeled: int
     shards: int
+    holdout: bool = False  # a batch marked holdout (batch.json): evaluated on, never trained
 
 
 @dataclass(frozen=True)

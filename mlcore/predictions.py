@@ -181,7 +181,7 @@ def prediction_rows(rows: pa.Table, probabilities: np.ndarray, *, classes: tuple
             pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
             pa.array([run_id] * n),
         ],
-        schema=prediction_schema(),
+        schema=prediction_schema(len(classes)),
     )
 
 

@@ -122,7 +122,7 @@ def load_holdout(settings: Settings, lake: Lake, task: TaskSpec) -> Holdout:
     takes its holdout from batches and none has arrived."""
     if task.holdout == "batches":
         shards = list_shards(lake, CURATED_HOLDOUT)
-        full_x, full_y, used = labeled_curated(lake, shards) if shards else (
+        full_x, full_y, used = labeled_curated(lake, shards, task=task) if shards else (
             np.zeros((0, *task.shape), np.uint8), np.zeros(0, np.uint8), [])
         if not len(full_x):
             raise NoHoldout(
