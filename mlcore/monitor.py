@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlcore.drift_profile import CONFIDENCE_BINS, INTENSITY_BINS, Profile, image_means
+from mlcore.layout import DRIFT, REALIZED_ACCURACY, REALIZED_STATE
 from mlcore.records import Record
 
 if TYPE_CHECKING:
@@ -43,8 +44,8 @@ EPS = 1e-4
 MIN_ROWS_FOR_ALARM = 100
 
 # Monitoring outputs are Delta tables too, so every figure keeps its history (time travel).
-DRIFT_TABLE = "monitoring/drift"  # one row per partition, partitioned by dt
-REALIZED_ACCURACY_TABLE = "monitoring/realized_accuracy"  # one row per model version
+DRIFT_TABLE = DRIFT  # one row per partition, partitioned by dt
+REALIZED_ACCURACY_TABLE = REALIZED_ACCURACY  # one row per model version
 
 
 class DriftDetected(RuntimeError):
@@ -161,7 +162,6 @@ def monitor_partition(rt: Runtime, run: ScoringRun, *, scored: list[ScoredShard 
     return report
 
 
-REALIZED_STATE = "_state/realized_accuracy.json"  # what realized_accuracy folded so far
 
 
 def _feedback_files(lake: Lake) -> list[ObjectInfo]:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlcore.layout import PARTITION, PREDICTIONS, PREDICTIONS_REFUSED, PREDICTIONS_SHADOW
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -45,11 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions"
-SHADOW = "predictions_shadow"  # the challenger's predictions: same layout, never for consumers
-PARTITION = "dt"
+# The table names and the partition column are the lake layout's (mlcore.layout).
+SHADOW = PREDICTIONS_SHADOW  # the challenger's predictions: same layout, never for consumers
 # <table>/dt=<day>.json: the last refused commit of a day, so a reader learns why it is missing.
-REFUSED_PREFIX = "_state/predictions_refused"
+REFUSED_PREFIX = PREDICTIONS_REFUSED
 COMMIT_ATTEMPTS = 20
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
+from mlcore.layout import SHADOW_AGREEMENT
 from mlcore.predictions import SHADOW, commit_partition
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ __all__ = ["SHADOW_TABLE", "ShadowAgreement", "commit_shadow", "record_shadow_ag
 
 log = logging.getLogger(__name__)
 
-SHADOW_TABLE = "monitoring/shadow_agreement"  # one row per partition, partitioned by dt
+SHADOW_TABLE = SHADOW_AGREEMENT  # one row per partition, partitioned by dt
 
 
 @dataclass(frozen=True)
