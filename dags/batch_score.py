@@ -58,13 +58,10 @@ def batch_score(task_dag: TaskDag):
                                            rescore_all=params.get("rescore_all", False))
             if dag_run.run_type == "manual" and (params.get("date") or params.get("rescore_all")):
                 from mlcore import audit
-                from mlcore.settings import get_settings
-                from mlcore.storage import open_lake
+                from mlcore.runtime import runtime
 
-                user = getattr(dag_run, "triggering_user_name", None) or "unknown"
-                audit.record(open_lake(get_settings()), user, logical_date, "manual_trigger",
-                             f"batch_score/{window.day}", "manual trigger with params",
-                             params=dict(params), run_id=dag_run.run_id)
+                audit.record_manual_trigger(runtime(task_dag.task).lake, dag_run,
+                                            target=f"batch_score/{window.day}", params=params)
             return window
 
         @task
