@@ -142,6 +142,7 @@ def summarize(settings: Settings, day: date, batch_ids: list[str]) -> dict:
                         "version": commit.version, "files": commit.files},
         "drift": _drift(lake, day),
         "lake": lake.uri,
+        "task": settings.task_scope,  # "" for the deployment's default task
         "tracking_uri": settings.resolved_tracking_uri,
         # Where people look: the UI routes (the Data Docs are served by the Airflow plugin).
         "links": {"airflow": settings.airflow_ui_url, "data_docs": settings.data_docs_url,
@@ -187,10 +188,12 @@ def print_summary(summary: dict, console: Console) -> None:
     console.print(f"data docs:   {links['data_docs']}  (also Browse -> Data Docs in Airflow)")
     console.print(f"MLflow:      {links['mlflow']}  (tracking store {summary['tracking_uri']})")
     console.print(f"lake:        {summary['lake']}  (landing/, quarantine/, curated/, predictions/)")
+    # A non-default task's commands need --task, or they would read the default task's lake.
+    task = f" --task {summary['task']}" if summary.get("task") else ""
     if summary["batches"]:
-        console.print("a batch:     .venv/bin/python -m mlcore batch status "
+        console.print(f"a batch:     .venv/bin/python -m mlcore batch status{task} "
                       f"{summary['batches'][-1]['batch_id']}")
-    console.print("read rows:   .venv/bin/python -m mlcore predictions read --date "
+    console.print(f"read rows:   .venv/bin/python -m mlcore predictions read{task} --date "
                   f"{p['partition'].split('=')[-1]}")
 
 
