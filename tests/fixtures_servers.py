@@ -219,16 +219,19 @@ def _weed_exe() -> str:
 
 
 @contextlib.contextmanager
-def seaweedfs_server(work_dir: Path) -> Iterator[S3Server]:
+def seaweedfs_server(work_dir: Path, extra_keys: tuple[str, str] | None = None
+                     ) -> Iterator[S3Server]:
     """``weed server -s3`` on loopback (master, volume, filer and S3 on free ports), one empty
-    bucket, keys ``testing``/``testing``; always stopped. It enforces ``If-None-Match: *``."""
+    bucket, keys ``testing``/``testing`` (and ``extra_keys``, an (id, secret) pair, if given);
+    always stopped. It enforces ``If-None-Match: *``."""
     import json
 
     data, log = work_dir / "weed-data", work_dir / "seaweedfs.log"
     data.mkdir(parents=True, exist_ok=True)
     config = work_dir / "identities.json"
+    keys = [("testing", "testing"), *([extra_keys] if extra_keys else [])]
     config.write_text(json.dumps({"identities": [{
-        "name": "test", "credentials": [{"accessKey": "testing", "secretKey": "testing"}],
+        "name": "test", "credentials": [{"accessKey": k, "secretKey": s} for k, s in keys],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     ports = {name: free_port() for name in (
         "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
