@@ -179,8 +179,7 @@ def measure(spec: dict, day_index: int) -> dict:
     from mlcore.serving import ServedModel, sha256_hex
 
     settings, lake = _open(spec)
-    rt = runtime_for(settings)
-    vars(rt)["lake"] = lake  # the runtime's cached lake: this one, whose client counts requests
+    rt = runtime_for(settings, lake=lake)
     requests: dict[str, int] = {}
     keys: list[str] = []  # the non-landing objects touched, to explain a change in counts
     if spec.get("s3"):

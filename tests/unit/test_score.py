@@ -369,9 +369,7 @@ class CountingLake(LocalLake):
 
 
 def _counting_runtime(settings):
-    rt = runtime_for(settings)
-    vars(rt)["lake"] = CountingLake(settings.home / "lake")  # the runtime's cached lake
-    return rt
+    return runtime_for(settings, lake=CountingLake(settings.home / "lake"))
 
 
 def _other_model(seed=1):
