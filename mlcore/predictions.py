@@ -52,6 +52,10 @@ SHADOW = PREDICTIONS_SHADOW  # the challenger's predictions: same layout, never 
 # <table>/dt=<day>.json: the last refused commit of a day, so a reader learns why it is missing.
 REFUSED_PREFIX = PREDICTIONS_REFUSED
 COMMIT_ATTEMPTS = 20
+# Commits between two Delta checkpoints. Opening the table replays every JSON commit since
+# the last checkpoint (one GET each on S3); delta-rs checkpoints every 100 by default, which
+# made every open of a nightly table cost up to 100 reads after 100 nights.
+CHECKPOINT_EVERY = 10
 
 
 class PartitionIncomplete(RuntimeError):
@@ -352,10 +356,22 @@ def replace_partition(lake: Lake, day: date, parts: list[PartFile], *, table: st
             time.sleep(min(0.05 * 2 ** attempt, 2.0))
             continue
         commit = Commit(table, where, _version_of(dt, info["commit_id"]), rows, paths, info)
+        _checkpoint_now_and_then(dt, table)
         log.info("committed %s/%s as version %d: %d rows in %d files", table, partition,
                  commit.version, rows, len(paths))
         return commit
     raise ConcurrentCommit(f"{table}/{partition}: gave up after {attempts} conflicting commits")
+
+
+def _checkpoint_now_and_then(dt: DeltaTable, table: str) -> None:
+    """A checkpoint every ``CHECKPOINT_EVERY`` versions, so opening the table reads one
+    checkpoint and at most that many commits, however many nights it holds."""
+    if dt.version() % CHECKPOINT_EVERY:
+        return
+    try:
+        dt.create_checkpoint()
+    except Exception as exc:  # the commit has landed; a missing checkpoint only costs reads
+        log.warning("%s: checkpoint at version %d failed: %s", table, dt.version(), exc)
 
 
 def _version_of(dt: DeltaTable, commit_id: str) -> int:
