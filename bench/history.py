@@ -145,12 +145,14 @@ def build(spec: dict, first: int, last: int) -> dict:
                 "probabilities": [0.1] * 10, "model_name": "m", "model_version": "1",
                 "model_run_id": "r", "scored_at": day, "dag_run_id": "history"}
                 for i in range(n)], prediction_schema())
-            part = write_part(lake, preds, day=day.date(), dag_run_id="history", shard=batch)
-            replace_partition(lake, day.date(), [part])
+            size = settings.shard_rows  # one data file per shard, named after it, as scoring does
+            parts = [write_part(lake, preds.slice(k * size, size), day=day.date(),
+                                dag_run_id="history", shard=key) for k, key in enumerate(shards)]
+            replace_partition(lake, day.date(), parts)
     # The nightly runs before today folded these already.
     label_index.labeled_count(settings, lake)
     if spec["predictions"]:
-        fold_realized(lake)
+        fold_realized(lake, claims=claims)
     return {"days": last - first, "seconds": time.perf_counter() - started}
 
 
@@ -206,6 +208,7 @@ def measure(spec: dict, day_index: int) -> dict:
     """One new day's per-run work on the lake as it stands (a fresh spawned process)."""
     import great_expectations  # noqa: F401  (one-off imports: untimed, as in bench/ingest.py)
 
+    from mlcore.claims import open_claims
     from mlcore.ingest import ingest_batch, ready_batches
     from mlcore.label_index import labeled_count
     from mlcore.monitor import fold_realized
@@ -258,7 +261,7 @@ def measure(spec: dict, day_index: int) -> dict:
     timed("count_inputs", lambda: count_inputs(rt, run, shards=shards))
     if spec["predictions"]:
         timed("commit", lambda: commit(rt, run, scored=scored, shards=shards))
-        timed("realized", lambda: fold_realized(lake))
+        timed("realized", lambda: fold_realized(lake, claims=open_claims(settings)))
     out["ingest_landing_s"] = out["discovery_s"] + out["ingest_s"] + out["label_count_s"]
     out["batch_score_s"] = sum(out[f"{k}_s"] for k in BATCH_SCORE if f"{k}_s" in out)
     if log:

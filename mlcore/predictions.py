@@ -148,16 +148,25 @@ def _safe(text: str, keep: int = 48) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:keep] or "x"
 
 
+def shard_mark(shard: str) -> str:
+    """The mark of curated shard ``shard`` in the names of the data files scored from it."""
+    import hashlib
+
+    return hashlib.sha256(shard.encode()).hexdigest()[:12]
+
+
+def _mark_of(path: str) -> str:
+    """``part-<run>-<mark>-<uuid>.parquet`` -> ``<mark>`` (neither mark nor uuid has a dash)."""
+    return path.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 2)[-2]
+
+
 def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard: str,
                table: str = PREDICTIONS) -> PartFile:
     """Write one data file of ``day`` (without the ``dt`` column: Delta keeps partition values
     in its log). The key is new for every run and every try, so nothing is ever overwritten."""
-    import hashlib
-
     from mlcore.storage import parquet_bytes
 
-    token = hashlib.sha256(shard.encode()).hexdigest()[:12]
-    key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{token}-"
+    key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{shard_mark(shard)}-"
            f"{uuid.uuid4().hex}.parquet")
     body = parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
     lake.write_bytes(key, body)
@@ -468,6 +477,27 @@ def scan(lake: Lake, *, table: str = PREDICTIONS, columns: list[str] | None = No
         schema = table_schema()
         return (schema.empty_table().select(columns) if columns else schema.empty_table())
     return dt.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+
+def scan_shards(lake: Lake, shards: list[str], *, table: str = PREDICTIONS,
+                columns: list[str] | None = None, filter=None) -> pa.Table:
+    """Rows matching ``filter`` in the current snapshot's data files scored from curated
+    ``shards`` (found by the shard mark in their names): only those files are opened,
+    however many partitions the table holds."""
+    import pyarrow as pa
+
+    marks = {shard_mark(s) for s in shards}
+    try:
+        dataset = open_table(lake, table).to_pyarrow_dataset()
+    except TableMissing:
+        dataset = None
+    fragments = [f for f in (dataset.get_fragments() if dataset else [])
+                 if _mark_of(f.path) in marks]
+    if not fragments:
+        schema = table_schema()
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
+    return pa.concat_tables([f.to_table(columns=columns, filter=filter, schema=dataset.schema)
+                             for f in sorted(fragments, key=lambda f: f.path)])
 
 
 def committed_days(lake: Lake, *, table: str = PREDICTIONS) -> list[date]:
