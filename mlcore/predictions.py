@@ -384,10 +384,13 @@ def _checkpoint_now_and_then(dt: DeltaTable, table: str) -> None:
 
 
 def _version_of(dt: DeltaTable, commit_id: str) -> int:
+    """The version of our commit ``commit_id``: almost always the newest, so the history is
+    read one commit first (each is a GET on S3), then wider when others committed after us."""
     dt.update_incremental()
-    for entry in dt.history(limit=50):
-        if (entry.get("mlcore") or {}).get("commit_id") == commit_id:
-            return entry["version"]
+    for limit in (1, 50):
+        for entry in dt.history(limit=limit):
+            if (entry.get("mlcore") or {}).get("commit_id") == commit_id:
+                return entry["version"]
     raise LookupError(f"commit {commit_id} is not among the table's last 50 commits")
 
 
