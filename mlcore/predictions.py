@@ -156,8 +156,10 @@ def shard_mark(shard: str) -> str:
 
 
 def _mark_of(path: str) -> str:
-    """``part-<run>-<mark>-<uuid>.parquet`` -> ``<mark>`` (neither mark nor uuid has a dash)."""
-    return path.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 2)[-2]
+    """``part-<run>-<mark>-<uuid>.parquet`` -> ``<mark>`` (neither mark nor uuid has a dash);
+    ``""`` for a file not named by :func:`write_part`."""
+    parts = path.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 2)
+    return parts[-2] if len(parts) == 3 else ""
 
 
 def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard: str,
