@@ -7,14 +7,17 @@ labeled), their image-id claims, a landing batch (``--landing-files`` small obje
 ``_READY``) with its ledger entry and seen fingerprint, label shards and a feedback file
 for 50 images of the previous day, and that day's predictions partition (one Delta commit).
 The label index and the realized-accuracy state are folded as the nightly runs would have.
+Each new day brings 50 more late labels for the day before, so the realized-accuracy fold
+has new feedback to fold.
 
 Timed, for one new day, in a fresh spawned process per history length (so its peak RSS is
 its own): ``ingest_landing``'s work (discovery, ``ingest_batch`` of one 1,000-PNG batch,
 the retrain check's label count) and ``batch_score``'s (list the day's shards, score them
 with an ONNX graph, ``count_inputs``, GX + Delta commit, realized accuracy). With
 ``--s3-days`` the same run is repeated against ``moto_server`` (smaller days: request
-counts do not depend on images per day) and every S3 API call of the lake's boto3 client
-is counted with a botocore ``before-parameter-build`` hook (once per API call).
+counts do not depend on images per day) and every request is counted *at the server*:
+moto_server's access log has one line per HTTP request, whichever client sent it (the
+lake's boto3 client, pyarrow's S3 filesystem, delta-rs's object store).
 
     .venv/bin/python bench/history.py [--days 1,30,180,365] [--per-day 5000] \
         [--s3-days 1,365] [--s3-per-day 200]
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import tempfile
 import time
@@ -36,7 +40,34 @@ START = datetime(2025, 1, 1, 1, tzinfo=UTC)
 NEW_FILES = 1_000
 RELABELS = 50
 GOAL_RATIO = 1.2
+INGEST_LANDING = ("discovery", "ingest", "label_count")
+BATCH_SCORE = ("list_shards", "score", "commit", "realized")  # commit runs count_inputs
 ROOT = Path(__file__).resolve().parent.parent
+VERBS = ("GET", "PUT", "HEAD", "LIST", "DELETE", "POST")
+# One werkzeug access line per request: ... "GET /bucket/key?query HTTP/1.1" 200 -
+# (some statuses are coloured with ANSI escapes around the quoted request line).
+ACCESS_LINE = re.compile(r'"(?:\x1b\[[\d;]*m)*([A-Z]+) (\S+) HTTP/')
+
+
+def server_requests(log: Path, start: int, end: int) -> list[tuple[str, str]]:
+    """(verb, key or prefix) of every S3 request moto_server logged between two offsets of
+    its log; a GET of the bucket itself (ListObjects) counts as LIST."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    with log.open("rb") as fh:
+        fh.seek(start)
+        text = fh.read(end - start).decode(errors="replace")
+    out = []
+    for m in ACCESS_LINE.finditer(text):
+        method, target = m.groups()
+        url = urlsplit(target)
+        if url.path.startswith("/moto-api"):
+            continue
+        _, _, key = unquote(url.path).lstrip("/").partition("/")
+        query = parse_qs(url.query)
+        verb = "LIST" if method == "GET" and not key else method
+        out.append((verb, key or query.get("prefix", [""])[0]))
+    return out
 
 
 def _open(spec: dict):
@@ -68,7 +99,6 @@ def build(spec: dict, first: int, last: int) -> dict:
     from mlcore.ingest import listing_hash
     from mlcore.layout import (
         CURATED_LABELS,
-        feedback_key,
         landing_batch,
         landing_file,
         ledger_key,
@@ -77,7 +107,6 @@ def build(spec: dict, first: int, last: int) -> dict:
     )
     from mlcore.monitor import fold_realized
     from mlcore.predictions import prediction_schema, replace_partition, write_part
-    from mlcore.storage import parquet_bytes
 
     started = time.perf_counter()
     settings, lake = _open(spec)
@@ -93,17 +122,14 @@ def build(spec: dict, first: int, last: int) -> dict:
         shards = write_shards(lake, rows, batch, ingested_at=day, shard_rows=settings.shard_rows)
         claims.claim(batch, ids)
         label_shards = []
-        if d:  # late labels for the previous day's images
+        if d > first:  # late labels for the previous (history) day's images
             late = [CuratedRow(_id(d - 1, i), pixels[i].tobytes(), landing_file(batch, f"l{i}.png"),
                                (i + d) % 10) for i in range(1, min(RELABELS, n - 1) + 1)]
             label_shards = stage_shards(lake, late, batch, ingested_at=day,
                                         shard_rows=settings.shard_rows,
                                         prefix=CURATED_LABELS)
             commit_shards(lake, label_shards, batch, ingested_at=day, prefix=CURATED_LABELS)
-            lake.write_bytes(feedback_key(batch), parquet_bytes(
-                pa.Table.from_pylist([{"image_id": r.image_id, "label": r.label,
-                                       "source_key": r.source_key, "batch_id": batch,
-                                       "labeled_at": day} for r in late])))
+            write_feedback(lake, batch, day, late)
         for i in range(spec["landing_files"]):
             lake.write_bytes(landing_file(batch, f"{i}.png"), b"x" * 64)
         lake.write_bytes(ready_marker(batch), b"")
@@ -119,23 +145,42 @@ def build(spec: dict, first: int, last: int) -> dict:
                 "probabilities": [0.1] * 10, "model_name": "m", "model_version": "1",
                 "model_run_id": "r", "scored_at": day, "dag_run_id": "history"}
                 for i in range(n)], prediction_schema())
-            part = write_part(lake, preds, day=day.date(), dag_run_id="history", shard=batch)
-            replace_partition(lake, day.date(), [part])
+            size = settings.shard_rows  # one data file per shard, named after it, as scoring does
+            parts = [write_part(lake, preds.slice(k * size, size), day=day.date(),
+                                dag_run_id="history", shard=key) for k, key in enumerate(shards)]
+            replace_partition(lake, day.date(), parts)
     # The nightly runs before today folded these already.
     label_index.labeled_count(settings, lake)
     if spec["predictions"]:
-        fold_realized(lake)
+        fold_realized(lake, claims=claims)
     return {"days": last - first, "seconds": time.perf_counter() - started}
 
 
+def write_feedback(lake, batch: str, day: datetime, late: list) -> None:
+    """The feedback file ingestion writes for late labels of curated images."""
+    import pyarrow as pa
+
+    from mlcore.layout import feedback_key
+    from mlcore.storage import parquet_bytes
+
+    lake.write_bytes(feedback_key(batch), parquet_bytes(pa.Table.from_pylist(
+        [{"image_id": r.image_id, "label": r.label, "source_key": r.source_key,
+          "batch_id": batch, "labeled_at": day} for r in late])))
+
+
 def new_batch(spec: dict, day_index: int) -> None:
-    """Today's landing batch: 1,000 real PNGs, 100 of them labeled (untimed, child)."""
+    """Today's landing batch: 1,000 real PNGs, 100 of them labeled, and 50 late labels for
+    yesterday's images, which tonight's realized accuracy folds (untimed, child)."""
     import numpy as np
 
+    from mlcore.data import CuratedRow
     from mlcore.images import encode_png
     from mlcore.layout import LABELS_FILE, landing_file, ready_marker
 
     _, lake = _open(spec)
+    late = [CuratedRow(_id(day_index - 1, i), b"", landing_file("late", f"{i}.png"), i % 10)
+            for i in range(RELABELS + 1, 2 * RELABELS + 1)]
+    write_feedback(lake, f"late-{day_index:04d}", START + timedelta(days=day_index), late)
     rng = np.random.default_rng(10_000 + day_index)
     batch = f"new-{day_index:04d}"
     rows = []
@@ -163,6 +208,7 @@ def measure(spec: dict, day_index: int) -> dict:
     """One new day's per-run work on the lake as it stands (a fresh spawned process)."""
     import great_expectations  # noqa: F401  (one-off imports: untimed, as in bench/ingest.py)
 
+    from mlcore.claims import open_claims
     from mlcore.ingest import ingest_batch, ready_batches
     from mlcore.label_index import labeled_count
     from mlcore.monitor import fold_realized
@@ -179,18 +225,9 @@ def measure(spec: dict, day_index: int) -> dict:
     from mlcore.serving import ServedModel, sha256_hex
 
     settings, lake = _open(spec)
-    rt = runtime_for(settings)
-    vars(rt)["lake"] = lake  # the runtime's cached lake: this one, whose client counts requests
-    requests: dict[str, int] = {}
-    keys: list[str] = []  # the non-landing objects touched, to explain a change in counts
-    if spec.get("s3"):
-        def count(event_name: str, params=None, **_) -> None:
-            op = event_name.rsplit(".", 1)[-1]
-            requests[op] = requests.get(op, 0) + 1
-            key = (params or {}).get("Key") or (params or {}).get("Prefix") or ""
-            if "/landing/" not in key:
-                keys.append(f"{op} {key}")
-        lake.client.meta.events.register("before-parameter-build.s3", count)
+    rt = runtime_for(settings, lake=lake)
+    log = Path(spec["s3"]["log"]) if spec.get("s3") else None
+    seen: list[tuple[str, str, str]] = []  # (step, verb, key) of every request, in order
     onnx = Path(spec["model"]).read_bytes()
     model = ServedModel(onnx, sha256_hex(onnx))
     pinned = PinnedModel("m", "1", "r", "0" * 64)
@@ -198,11 +235,14 @@ def measure(spec: dict, day_index: int) -> dict:
     out: dict[str, float | int | str] = {}
 
     def timed(name: str, fn):
-        before = sum(requests.values())
+        start = log.stat().st_size if log else 0
         t = time.perf_counter()
         result = fn()
         out[f"{name}_s"] = time.perf_counter() - t
-        out[f"{name}_requests"] = sum(requests.values()) - before
+        if log:  # the server logs a request before it answers: every one is in by now
+            got = server_requests(log, start, log.stat().st_size)
+            seen.extend((name, verb, key) for verb, key in got)
+            out[f"{name}_requests"] = len(got)
         return result
 
     batch = f"new-{day_index:04d}"
@@ -221,15 +261,17 @@ def measure(spec: dict, day_index: int) -> dict:
     timed("count_inputs", lambda: count_inputs(rt, run, shards=shards))
     if spec["predictions"]:
         timed("commit", lambda: commit(rt, run, scored=scored, shards=shards))
-        timed("realized", lambda: fold_realized(lake))
+        timed("realized", lambda: fold_realized(lake, claims=open_claims(settings)))
     out["ingest_landing_s"] = out["discovery_s"] + out["ingest_s"] + out["label_count_s"]
-    out["batch_score_s"] = sum(out[f"{k}_s"] for k in (
-        "list_shards", "score", "commit", "realized") if f"{k}_s" in out)
-    out["requests"] = json.dumps(dict(sorted(requests.items())))
-    out["total_requests"] = sum(requests.values())
-    if keys:
+    out["batch_score_s"] = sum(out[f"{k}_s"] for k in BATCH_SCORE if f"{k}_s" in out)
+    if log:
+        for run, steps in (("ingest_landing", INGEST_LANDING), ("batch_score", BATCH_SCORE)):
+            for verb in VERBS:
+                out[f"{run}_{verb}"] = sum(1 for s, v, _ in seen if s in steps and v == verb)
+            out[f"{run}_requests"] = sum(out[f"{run}_{verb}"] for verb in VERBS)
         _report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (_report.RESULTS_DIR / f"history-s3-requests-{day_index}.txt").write_text("\n".join(keys) + "\n")
+        (_report.RESULTS_DIR / f"history-s3-requests-{day_index}.txt").write_text(
+            "".join(f"{s} {v} {k}\n" for s, v, k in seen if "/landing/" not in k))
     out["peak_rss"] = _report.vm_hwm() or 0
     return out
 
@@ -245,7 +287,9 @@ def _grow(report, spec: dict, days: list[int], label: str) -> list[tuple[int, di
         results.append((d, figures))
         print(f"[{label}] {d} days: ingest_landing {figures['ingest_landing_s']:.2f} s, "
               f"batch_score {figures['batch_score_s']:.2f} s, peak RSS "
-              f"{figures['peak_rss'] / _report.MIB:.0f} MiB (setup {setup['seconds']:.0f} s)",
+              f"{figures['peak_rss'] / _report.MIB:.0f} MiB (setup {setup['seconds']:.0f} s)"
+              + (f"; S3 requests {figures['ingest_landing_requests']} + "
+                 f"{figures['batch_score_requests']}" if "batch_score_requests" in figures else ""),
               flush=True)
         built = d + 1  # today's batch is history tomorrow; continue after it
     return results
@@ -296,24 +340,32 @@ def main() -> None:
 
             with moto_server(Path(tmp)) as server:
                 s3 = {"root": "", "home": f"{tmp}/home-s3", "per_day": args.s3_per_day,
-                      "landing_files": args.landing_files, "predictions": False, "model": model,
+                      "landing_files": args.landing_files, "predictions": True, "model": model,
                       "s3": {"bucket": server.bucket, "prefix": "history",
-                             "endpoint": server.endpoint}}
+                             "endpoint": server.endpoint,
+                             "log": str(Path(tmp) / "moto_server.log")}}
                 s3_results = _grow(report, s3, s3_days, "s3")
-            ops = ["discovery", "ingest", "label_count", "list_shards", "score", "count_inputs"]
-            report.add_table("S3 API calls of one new day on moto_server (lake's boto3 client)",
-                             ["step", *[f"{d} d" for d, _ in s3_results]],
-                             [[o, *[r[f"{o}_requests"] for _, r in s3_results]] for o in ops]
-                             + [["total", *[r["total_requests"] for _, r in s3_results]],
-                                ["by operation", *[r["requests"] for _, r in s3_results]]],
+            steps = [*INGEST_LANDING, "list_shards", "score", "count_inputs", "commit", "realized"]
+            heads = ["", *[f"{d} d" for d, _ in s3_results]]
+            report.add_table("S3 requests of one new day, counted at moto_server (every client)",
+                             ["step", *heads[1:]],
+                             [[o + (" (also inside commit)" if o == "count_inputs" else ""),
+                               *[r[f"{o}_requests"] for _, r in s3_results]] for o in steps],
                              data=[{"days": d, **r} for d, r in s3_results])
-            a, b = s3_results[0][1]["total_requests"], s3_results[-1][1]["total_requests"]
-            report.goal("S3 requests do not grow with history", b <= a if len(s3_results) > 1
-                        else None, f"{a} at day {s3_results[0][0]}, {b} at day {s3_results[-1][0]}")
-            report.note("S3 counts cover the lake's boto3 client; the Delta commit and the "
-                        "realized-accuracy scan (delta-rs's own client) are timed locally only, "
-                        "and count_inputs' column reads go through pyarrow's S3 client "
-                        "(not counted).")
+            for run in ("ingest_landing", "batch_score"):
+                report.add_table(f"{run}: S3 requests by verb", ["verb", *heads[1:]],
+                                 [[v, *[r[f"{run}_{v}"] for _, r in s3_results]]
+                                  for v in (*VERBS, "requests")])
+                a = s3_results[0][1][f"{run}_requests"]
+                b = s3_results[-1][1][f"{run}_requests"]
+                report.goal(f"{run}: S3 requests do not grow with history",
+                            b <= a if len(s3_results) > 1 else None,
+                            f"{a} at day {s3_results[0][0]}, {b} at day {s3_results[-1][0]}")
+            report.note("S3 requests are counted from moto_server's access log (one line per "
+                        "HTTP request, whichever client sent it: boto3, pyarrow, delta-rs); "
+                        "bench/results/history-s3-requests-<day>.txt lists each request's "
+                        "step, verb and key (landing keys left out). LIST is a GET of the "
+                        "bucket (ListObjects); POST is a multipart upload or a batch delete.")
     report.note(f"history landing batches hold {args.landing_files} objects each (real ones "
                 "hold thousands): discovery no longer lists them, so their size only changes "
                 "the setup time.")

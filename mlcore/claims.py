@@ -124,6 +124,18 @@ class Claims:
                     table.c.batch_id == batch_id, table.c.image_id.in_(chunk))).rowcount
         return n
 
+    def owners(self, image_ids: Iterable[str]) -> dict[str, str]:
+        """image id -> the batch that owns it, for those of ``image_ids`` that are claimed."""
+        import sqlalchemy as sa
+
+        table, out = self.table, {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(image_ids))):
+                rows = conn.execute(sa.select(table.c.image_id, table.c.batch_id).where(
+                    table.c.image_id.in_(chunk)))
+                out.update({r.image_id: r.batch_id for r in rows})
+        return out
+
     def owned_by(self, batch_id: str) -> set[str]:
         import sqlalchemy as sa
 

@@ -27,6 +27,7 @@ from mlcore.layout import DRIFT, REALIZED_ACCURACY, REALIZED_STATE
 from mlcore.records import Record
 
 if TYPE_CHECKING:
+    from mlcore.claims import Claims
     from mlcore.registry import PinnedModel
     from mlcore.runtime import Runtime
     from mlcore.score import ScoredShard, ScoringRun
@@ -170,21 +171,45 @@ def _feedback_files(lake: Lake) -> list[ObjectInfo]:
     return [i for i in lake.list_info(FEEDBACK_LABELS) if i.key.endswith(".parquet") and not i.unsafe]
 
 
-def _hits(lake: Lake, labels: dict[str, int], matched: set[str] | None = None
-          ) -> dict[str, list[int]]:
+def _scored_shards(lake: Lake, batches: set[str]) -> list[str]:
+    """The curated shards of ``batches``, from their ledger entries (none while a batch is
+    still being ingested: its labels wait for the next run)."""
+    from mlcore.layout import ledger_key
+
+    shards: list[str] = []
+    for batch in sorted(batches):
+        if lake.exists(ledger_key(batch)):
+            shards += json.loads(lake.read_bytes(ledger_key(batch))).get("shards", [])
+    return shards
+
+
+def _hits(lake: Lake, labels: dict[str, int], matched: set[str] | None = None,
+          claims: Claims | None = None) -> dict[str, list[int]]:
     """model version -> [predictions of ``labels``' images, right ones], from the current
     snapshot of the predictions table (only rows of these images are kept); the images
-    found are added to ``matched``."""
+    found are added to ``matched``.
+
+    With ``claims``, only the data files scored from the shards of the batches that own
+    these images are opened (image -> batch from the claims, batch -> shards from the
+    ledger): O(new labels), where a filtered scan opens every partition ever written. An
+    image appears only in its owner's shards, so both give the same rows; an unclaimed
+    image has no curated row, hence no prediction yet."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from mlcore.predictions import scan
+    from mlcore.predictions import scan, scan_shards
 
     out: dict[str, list[int]] = {}
     if not labels:
         return out
-    rows = scan(lake, columns=["image_id", "predicted_class", "model_version"],
-                filter=pc.field("image_id").isin(pa.array(sorted(labels))))
+    columns = ["image_id", "predicted_class", "model_version"]
+    if claims is None:
+        rows = scan(lake, columns=columns,
+                    filter=pc.field("image_id").isin(pa.array(sorted(labels))))
+    else:
+        owners = claims.owners(labels)
+        rows = scan_shards(lake, _scored_shards(lake, set(owners.values())), columns=columns,
+                           filter=pc.field("image_id").isin(pa.array(sorted(owners))))
     for r in rows.to_pylist():
         n = out.setdefault(r["model_version"], [0, 0])
         n[0] += 1
@@ -209,22 +234,28 @@ def realized_accuracy_full(lake: Lake) -> dict[str, list[int]]:
     return _hits(lake, _labels_of(lake, _feedback_files(lake)))
 
 
-def fold_realized(lake: Lake, rebuild: bool = False) -> dict[str, list[int]]:
+def fold_realized(lake: Lake, rebuild: bool = False, *,
+                  claims: Claims | None = None) -> dict[str, list[int]]:
     """Fold the feedback files that arrived since the last run into the running counts
     (``_state/realized_accuracy.json``): each night reads its new labels and the rows of
-    those images only, never every feedback file again. A label whose image has no
+    those images only, never every feedback file again; with ``claims``, it opens only the
+    prediction files of those images' batches (see ``_hits``). A label whose image has no
     prediction yet stays pending and is tried again next run. Missing state (a lake from
-    before it, or ``rebuild``) is rebuilt from every feedback file: the full computation."""
+    before it, or ``rebuild``) is rebuilt from every feedback file with a scan of the whole
+    table: the full computation."""
     state = {"folded": [], "counts": {}, "pending": {}}
-    if not rebuild and lake.exists(REALIZED_STATE):
+    kept = not rebuild and lake.exists(REALIZED_STATE)
+    if kept:
         state = json.loads(lake.read_bytes(REALIZED_STATE))
+    else:
+        claims = None  # the full computation: the whole table, whatever the claims say
     done = set(state["folded"])
     new = [i for i in _feedback_files(lake) if f"{i.key}\0{i.version}" not in done]
-    if not new and not state["pending"]:
+    if kept and not new and not state["pending"]:
         return state["counts"]
     labels = {**state["pending"], **_labels_of(lake, new)}
     matched: set[str] = set()
-    for version, (n, right) in _hits(lake, labels, matched).items():
+    for version, (n, right) in _hits(lake, labels, matched, claims).items():
         total = state["counts"].setdefault(version, [0, 0])
         total[0] += n
         total[1] += right
@@ -245,10 +276,11 @@ def realized_accuracy(rt: Runtime) -> list[dict]:
     import mlflow
     import pyarrow as pa
 
+    from mlcore.claims import open_claims
     from mlcore.predictions import overwrite_rows
 
     settings, lake = rt.settings, rt.lake
-    counts = fold_realized(lake)
+    counts = fold_realized(lake, claims=open_claims(settings))
     rows = [{"model_version": v, "labeled_predictions": n, "realized_accuracy": right / n}
             for v, (n, right) in sorted(counts.items()) if n]
     if rows:

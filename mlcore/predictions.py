@@ -52,6 +52,10 @@ SHADOW = PREDICTIONS_SHADOW  # the challenger's predictions: same layout, never 
 # <table>/dt=<day>.json: the last refused commit of a day, so a reader learns why it is missing.
 REFUSED_PREFIX = PREDICTIONS_REFUSED
 COMMIT_ATTEMPTS = 20
+# Commits between two Delta checkpoints. Opening the table replays every JSON commit since
+# the last checkpoint (one GET each on S3); delta-rs checkpoints every 100 by default, which
+# made every open of a nightly table cost up to 100 reads after 100 nights.
+CHECKPOINT_EVERY = 10
 
 
 class PartitionIncomplete(RuntimeError):
@@ -144,16 +148,27 @@ def _safe(text: str, keep: int = 48) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:keep] or "x"
 
 
+def shard_mark(shard: str) -> str:
+    """The mark of curated shard ``shard`` in the names of the data files scored from it."""
+    import hashlib
+
+    return hashlib.sha256(shard.encode()).hexdigest()[:12]
+
+
+def _mark_of(path: str) -> str:
+    """``part-<run>-<mark>-<uuid>.parquet`` -> ``<mark>`` (neither mark nor uuid has a dash);
+    ``""`` for a file not named by :func:`write_part`."""
+    parts = path.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 2)
+    return parts[-2] if len(parts) == 3 else ""
+
+
 def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard: str,
                table: str = PREDICTIONS) -> PartFile:
     """Write one data file of ``day`` (without the ``dt`` column: Delta keeps partition values
     in its log). The key is new for every run and every try, so nothing is ever overwritten."""
-    import hashlib
-
     from mlcore.storage import parquet_bytes
 
-    token = hashlib.sha256(shard.encode()).hexdigest()[:12]
-    key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{token}-"
+    key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{shard_mark(shard)}-"
            f"{uuid.uuid4().hex}.parquet")
     body = parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
     lake.write_bytes(key, body)
@@ -352,17 +367,32 @@ def replace_partition(lake: Lake, day: date, parts: list[PartFile], *, table: st
             time.sleep(min(0.05 * 2 ** attempt, 2.0))
             continue
         commit = Commit(table, where, _version_of(dt, info["commit_id"]), rows, paths, info)
+        _checkpoint_now_and_then(dt, table)
         log.info("committed %s/%s as version %d: %d rows in %d files", table, partition,
                  commit.version, rows, len(paths))
         return commit
     raise ConcurrentCommit(f"{table}/{partition}: gave up after {attempts} conflicting commits")
 
 
+def _checkpoint_now_and_then(dt: DeltaTable, table: str) -> None:
+    """A checkpoint every ``CHECKPOINT_EVERY`` versions, so opening the table reads one
+    checkpoint and at most that many commits, however many nights it holds."""
+    if dt.version() % CHECKPOINT_EVERY:
+        return
+    try:
+        dt.create_checkpoint()
+    except Exception as exc:  # the commit has landed; a missing checkpoint only costs reads
+        log.warning("%s: checkpoint at version %d failed: %s", table, dt.version(), exc)
+
+
 def _version_of(dt: DeltaTable, commit_id: str) -> int:
+    """The version of our commit ``commit_id``: almost always the newest, so the history is
+    read one commit first (each is a GET on S3), then wider when others committed after us."""
     dt.update_incremental()
-    for entry in dt.history(limit=50):
-        if (entry.get("mlcore") or {}).get("commit_id") == commit_id:
-            return entry["version"]
+    for limit in (1, 50):
+        for entry in dt.history(limit=limit):
+            if (entry.get("mlcore") or {}).get("commit_id") == commit_id:
+                return entry["version"]
     raise LookupError(f"commit {commit_id} is not among the table's last 50 commits")
 
 
@@ -452,6 +482,27 @@ def scan(lake: Lake, *, table: str = PREDICTIONS, columns: list[str] | None = No
         schema = table_schema()
         return (schema.empty_table().select(columns) if columns else schema.empty_table())
     return dt.to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+
+
+def scan_shards(lake: Lake, shards: list[str], *, table: str = PREDICTIONS,
+                columns: list[str] | None = None, filter=None) -> pa.Table:
+    """Rows matching ``filter`` in the current snapshot's data files scored from curated
+    ``shards`` (found by the shard mark in their names): only those files are opened,
+    however many partitions the table holds."""
+    import pyarrow as pa
+
+    marks = {shard_mark(s) for s in shards}
+    try:
+        dataset = open_table(lake, table).to_pyarrow_dataset()
+    except TableMissing:
+        dataset = None
+    fragments = [f for f in (dataset.get_fragments() if dataset else [])
+                 if _mark_of(f.path) in marks]
+    if not fragments:
+        schema = table_schema()
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
+    return pa.concat_tables([f.to_table(columns=columns, filter=filter, schema=dataset.schema)
+                             for f in sorted(fragments, key=lambda f: f.path)])
 
 
 def committed_days(lake: Lake, *, table: str = PREDICTIONS) -> list[date]:

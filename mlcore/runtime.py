@@ -27,10 +27,14 @@ if TYPE_CHECKING:
 class Runtime:
     settings: Settings
     task: TaskSpec
+    given_lake: Lake | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def lake(self) -> Lake:
+        """The lake given to :func:`runtime_for`, else the one the settings name."""
+        if self.given_lake is not None:
+            return self.given_lake
         from mlcore.storage import open_lake
 
         return open_lake(self.settings)
@@ -51,11 +55,13 @@ class Runtime:
         return self._cache[name]
 
 
-def runtime_for(settings: Settings) -> Runtime:
-    """A runtime over explicit settings (tests, benchmarks, the CLI with overrides)."""
+def runtime_for(settings: Settings, *, lake: Lake | None = None) -> Runtime:
+    """A runtime over explicit settings (tests, benchmarks, the CLI with overrides); with
+    ``lake``, that lake object instead of the one the settings name (a counting or
+    instrumented lake in tests and benchmarks)."""
     from mlcore.task import task_of
 
-    return Runtime(settings=settings, task=task_of(settings))
+    return Runtime(settings=settings, task=task_of(settings), given_lake=lake)
 
 
 def runtime(task_name: str | None = None) -> Runtime:

@@ -198,3 +198,64 @@ def test_rebuild_index_on_a_lake_from_before_gives_what_the_full_scans_give(
                     "batches_due": ["old-00000"]}
     assert lake.exists(REALIZED_STATE)
     assert label_index.labeled_count(settings, lake) == 40 and fold_realized(lake) == full
+
+
+def _score(lake, batch: str, day, ids: list[str], version: str = "1") -> str:
+    """Partition ``day`` as scoring commits it: one data file per shard of ``batch``'s day
+    (the keys scoring lists); image k predicted as class k % 10. Returns the file's key."""
+    import pyarrow as pa
+
+    from mlcore.data import shards_for_dates
+    from mlcore.predictions import prediction_schema, replace_partition, write_part
+
+    [shard] = shards_for_dates(lake, [f"{day:%Y-%m-%d}"])
+    rows = [{"image_id": i, "source_key": "", "batch_id": batch, "predicted_class": k % 10,
+             "predicted_label": "", "confidence": 0.5, "probabilities": [0.1] * 10,
+             "model_name": "m", "model_version": version, "model_run_id": "r",
+             "scored_at": day, "dag_run_id": "run"} for k, i in enumerate(ids)]
+    part = write_part(lake, pa.Table.from_pylist(rows, prediction_schema()), day=day.date(),
+                      dag_run_id="run", shard=shard)
+    replace_partition(lake, day.date(), [part])
+    return part.key
+
+
+def test_realized_accuracy_through_the_claims_opens_only_the_files_of_the_labeled_batches(
+        lake, settings):
+    """Issue 15: each night's fold finds its labels' predictions through the claims (image ->
+    batch) and the ledger (batch -> shards), equals the full recomputation, and never opens
+    a partition whose images got no label."""
+    from datetime import timedelta
+
+    import pyarrow as pa
+    import pytest
+
+    from mlcore.claims import open_claims
+    from mlcore.monitor import fold_realized, realized_accuracy_full
+    from tests.conftest import DAY
+
+    claims = open_claims(settings)
+    ids, files = {}, {}
+    for b in range(4):
+        day = DAY + timedelta(days=b)
+        ids[b] = _curate(lake, f"b{b}", day, 20, 0, b)
+        claims.claim(f"b{b}", ids[b])
+        if b < 3:  # b3 is curated but not scored yet
+            files[b] = _score(lake, f"b{b}", day, ids[b])
+
+    def labels(b, ks):  # right for even k, wrong for odd k
+        return {ids[b][k]: k % 10 if k % 2 == 0 else (k + 1) % 10 for k in ks}
+
+    def night(n, batch_labels):
+        _relabel(lake, f"fb-{n}", DAY + timedelta(days=5 + n), batch_labels)
+        return fold_realized(lake, claims=claims)
+
+    assert night(0, {**labels(0, range(10)), "never-ingested": 3}) == {"1": [10, 5]}
+    assert night(1, {**labels(2, range(10)), **labels(3, range(5))}) == {"1": [20, 10]}
+    _score(lake, "b3", DAY + timedelta(days=3), ids[3])  # b3's pending labels count now
+    folded = night(2, labels(1, range(10)))
+    assert folded == realized_accuracy_full(lake) == {"1": [35, 18]}
+
+    lake.write_bytes(files[1], b"not parquet")  # b1 gets no label tonight: never opened
+    with pytest.raises(pa.ArrowInvalid):  # what opening it would do
+        realized_accuracy_full(lake)
+    assert night(3, labels(0, range(10, 20))) == {"1": [45, 23]}

@@ -48,3 +48,13 @@ def test_runtime_of_a_task_carries_its_scoped_settings(two_tasks_dir, tmp_path, 
     finally:
         get_settings.cache_clear()
         runtime_module._runtime.cache_clear()
+
+
+def test_a_runtime_given_a_lake_serves_that_lake_and_otherwise_opens_the_settings_one(settings,
+                                                                                    tmp_path):
+    from mlcore.storage import LocalLake
+
+    given = LocalLake(tmp_path / "elsewhere")
+    assert runtime_for(settings, lake=given).lake is given
+    opened = runtime_for(settings).lake
+    assert opened is not given and opened.root == LocalLake(settings.home / "lake").root

@@ -203,6 +203,7 @@ def test_labels_arriving_after_scoring_give_the_realized_accuracy(lake, settings
     lake.write_bytes("landing/new/_READY", b"")
     ingest_batch(settings, lake, "new", logical_date=START + timedelta(hours=9))
     _score_day(rt, model)
+    assert realized_accuracy(rt) == []  # no feedback yet; the next run folds only the new one
     predicted = dict(zip(*read_partition(lake, START.date()).select(
         ["source_key", "predicted_class"]).to_pydict().values(), strict=True))
     # Later, the same files come back with labels: two right, one wrong.
@@ -369,9 +370,7 @@ class CountingLake(LocalLake):
 
 
 def _counting_runtime(settings):
-    rt = runtime_for(settings)
-    vars(rt)["lake"] = CountingLake(settings.home / "lake")  # the runtime's cached lake
-    return rt
+    return runtime_for(settings, lake=CountingLake(settings.home / "lake"))
 
 
 def _other_model(seed=1):
