@@ -227,9 +227,11 @@ def committed_parts(lake: Lake, folder: str, present: set[str]) -> set[str]:
     from mlcore.batch_ids import is_valid_batch_id
 
     batch_id = batch_of_folder(folder)
-    key = ledger_key(batch_id)
-    if is_valid_batch_id(batch_id) and lake.exists(key):
-        return ledger_parts(json.loads(lake.read_bytes(key)))
+    if is_valid_batch_id(batch_id):
+        try:  # one GET, no HEAD first: this runs for every folder a reader lists
+            return ledger_parts(json.loads(lake.read_bytes(ledger_key(batch_id))))
+        except FileNotFoundError:
+            pass
     marker = commit_record(folder)
     if marker in present:
         return set(json.loads(lake.read_bytes(marker))["parts"])

@@ -438,19 +438,29 @@ def test_a_batch_an_older_version_killed_after_its_folder_commit_record_is_commi
     assert not [k for k in lake.list("curated") if k.endswith(COMMIT_FILE)]
 
 
+class FailingLake(LocalLake):
+    """A local lake whose disk fails when the first curated part is written (after claims)."""
+
+    def write_bytes(self, key, data):
+        if key.startswith("curated/"):
+            raise OSError("disk gone")
+        super().write_bytes(key, data)
+
+
 def test_an_error_ledgered_as_ingest_error_releases_its_claims(lake, settings):
     """A batch that failed on every try never commits: the images it had claimed are
     accepted by the next batch that brings them, not counted as its duplicates."""
-    from mlcore.ingest import record_failure
+    from mlcore.ingest_steps import IngestFailedEveryTry, ingest_ready_batch
+    from mlcore.runtime import runtime_for
 
     files = {f"{i}.png": _img(i) for i in range(4)}
     _drop(lake, "broken", files)
-    claims = open_claims(settings)
-    import hashlib
-
-    claims.claim("broken", [hashlib.sha256(d).hexdigest() for d in files.values()])
-    record_failure(lake, "broken", logical_date=DAY, exc=OSError("disk gone"), claims=claims)
-    assert _ledger(lake, "broken").reason == "ingest_error" and claims.owned_by("broken") == set()
+    rt = runtime_for(settings)
+    vars(rt)["lake"] = FailingLake(lake.root)  # the runtime's cached lake
+    with pytest.raises(IngestFailedEveryTry, match="disk gone"):
+        ingest_ready_batch(rt, "broken", logical_date=DAY, last_try=True)
+    assert _ledger(lake, "broken").reason == "ingest_error"
+    assert open_claims(settings).owned_by("broken") == set() and _curated_ids(lake) == []
     _drop(lake, "again", files)
     assert ingest_batch(settings, lake, "again", logical_date=DAY).accepted == 4
 
