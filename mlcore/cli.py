@@ -210,7 +210,7 @@ def cmd_ingest_repair(args: argparse.Namespace) -> int:
     done = repair_curated(lake, open_claims(settings))
     return _print_result(args, done, f"{done['batches']} ingested batches: {done['claimed']} "
                          f"image ids claimed, {done['duplicates_removed']} duplicates removed "
-                         f"from curated, {done['committed_batches']} shard folders committed")
+                         "from curated")
 
 
 def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
@@ -465,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = nouns.add_parser("ingest", help="curated data and ingestion state").add_subparsers(
         dest="verb", required=True)
-    repair = ing.add_parser("repair", help="claim image ids, drop duplicates and commit shards "
+    repair = ing.add_parser("repair", help="claim image ids and drop the duplicates "
                             "of a lake curated before claims existed (once, after upgrading)")
     repair.add_argument("--json", action="store_true")
     repair.set_defaults(func=cmd_ingest_repair)

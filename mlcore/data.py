@@ -15,6 +15,7 @@ import numpy as np
 from mlcore.layout import (
     CURATED_IMAGES,
     CURATED_LABELS,
+    CURATED_PREFIXES,
     batch_of_folder,
     commit_record,
     curated_batch,
@@ -155,7 +156,10 @@ def stage_shards(
 
 def commit_shards(lake: Lake, keys: list[str], batch_id: str, *, ingested_at: datetime,
                   prefix: str = CURATED_IMAGES) -> None:
-    """Make the staged ``keys`` visible, all at once: one small object names them.
+    """Make staged ``keys`` of a batch that has no ledger entry visible, all at once: one
+    small object in the folder names them (shards written outside ingestion: tests,
+    benchmarks, synthetic lakes). Ingestion never calls this: its ledger entry is the
+    batch's one commit, for every prefix (:func:`committed_parts`).
 
     Parts a killed attempt left under the batch's folder that this commit does not name are
     deleted (the folder holds only this batch, so this costs O(batch))."""
@@ -173,54 +177,77 @@ def commit_folder(lake: Lake, folder: str, keys: list[str], *, batch_id: str) ->
 
 def uncommit_shards(lake: Lake, batch_id: str, ingested_at: datetime, *,
                     prefix: str = CURATED_IMAGES) -> None:
-    """Withdraw a batch's commit and parts (a retry that now rejects the batch)."""
+    """Delete a batch's folder under ``prefix``: its parts and any folder commit record
+    (a killed attempt's leftovers, or a retry that now rejects the batch)."""
     folder = curated_batch(ingested_at, batch_id, prefix)
     marker = commit_record(folder)
-    if lake.exists(marker):
+    if lake.exists(marker):  # first: a reader that trusts it never meets a deleted part
         lake.delete(marker)
     for key in lake.list(folder):
         lake.delete(key)
 
 
+def drop_unnamed_parts(lake: Lake, batch_id: str, *, ingested_at: datetime,
+                       named: set[str]) -> None:
+    """After a batch committed ``named``: delete what else its folders of ``ingested_at``
+    hold (parts of a killed attempt, a folder commit record an older version wrote).
+    Nothing deleted here was visible: the batch's ledger entry overrides folder records."""
+    for prefix in CURATED_PREFIXES:
+        for key in lake.list(curated_batch(ingested_at, batch_id, prefix)):
+            if key not in named:
+                lake.delete(key)
+
+
 def write_shards(
     lake: Lake, rows: list[CuratedRow], batch_id: str, *, ingested_at: datetime, shard_rows: int
 ) -> list[str]:
-    """Write accepted images as Parquet shards and commit them; return their keys."""
+    """Write accepted images as Parquet shards and commit them with a folder commit record
+    (:func:`commit_shards`), as shards written outside ingestion are; return their keys."""
     keys = stage_shards(lake, rows, batch_id, ingested_at=ingested_at, shard_rows=shard_rows)
     commit_shards(lake, keys, batch_id, ingested_at=ingested_at)
     return keys
 
 
-def _committed(lake: Lake, keys: list[str]) -> list[str]:
-    """The parts among ``keys`` (one listing) that a commit record names.
+def ledger_parts(ledger: dict) -> set[str]:
+    """The parts a ledger entry commits: every prefix's, if the batch was ingested."""
+    if ledger.get("status") != "ingested":
+        return set()
+    return {k for name in ("shards", "label_shards", "holdout_shards") for k in ledger.get(name, [])}
 
-    A batch folder without a record is either a killed attempt (ignored) or a batch
-    curated before commit records existed: its ingestion ledger then names its parts."""
+
+def committed_parts(lake: Lake, folder: str, present: set[str]) -> set[str]:
+    """The parts of curated ``folder`` (``present``: its listing) that readers may trust.
+
+    A batch's ledger entry is its commit: when one exists, it alone decides (the parts it
+    names; none if the batch was rejected), so parts and ledger entry become visible with one
+    write, and parts of a killed attempt under this or another date are never trusted. A
+    folder of a batch without a ledger entry is trusted only through its own commit record
+    (:data:`mlcore.layout.COMMIT_FILE`: a lake written before the ledger was the commit, or
+    shards written outside ingestion); without one it is a killed attempt, ignored."""
+    from mlcore.batch_ids import is_valid_batch_id
+
+    batch_id = batch_of_folder(folder)
+    if is_valid_batch_id(batch_id):
+        try:  # one GET, no HEAD first: this runs for every folder a reader lists
+            return ledger_parts(json.loads(lake.read_bytes(ledger_key(batch_id))))
+        except FileNotFoundError:
+            pass
+    marker = commit_record(folder)
+    if marker in present:
+        return set(json.loads(lake.read_bytes(marker))["parts"])
+    return set()
+
+
+def _committed(lake: Lake, keys: list[str]) -> list[str]:
+    """The parts among ``keys`` (one listing) that readers trust (:func:`committed_parts`)."""
     by_folder: dict[str, set[str]] = {}
     for key in keys:
         by_folder.setdefault(key.rsplit("/", 1)[0], set()).add(key)
     out = []
     for folder, present in sorted(by_folder.items()):
-        marker = commit_record(folder)
-        if marker in present:
-            named = set(json.loads(lake.read_bytes(marker))["parts"])
-        else:
-            named = _legacy_parts(lake, folder)
+        named = committed_parts(lake, folder, present)
         out += sorted(k for k in present & named if k.endswith(".parquet"))
     return out
-
-
-def _legacy_parts(lake: Lake, folder: str) -> set[str]:
-    from mlcore.batch_ids import is_valid_batch_id
-
-    batch_id = batch_of_folder(folder)
-    key = ledger_key(batch_id)
-    if not is_valid_batch_id(batch_id) or not lake.exists(key):
-        return set()
-    ledger = json.loads(lake.read_bytes(key))
-    if ledger.get("status") != "ingested":
-        return set()
-    return set(ledger.get("shards", [])) | set(ledger.get("label_shards", []))
 
 
 def list_shards(lake: Lake, prefix: str = CURATED_IMAGES) -> list[str]:

@@ -1,9 +1,25 @@
 """Landing -> curated: every uploaded object ends accepted, quarantined (with a reason) or a
 recorded duplicate, and the batch ledger says which. Landing objects are only ever read.
 
-A batch commits once: its parts are staged, its image ids claimed (``mlcore.claims``), then
-one commit record makes its shards visible and the ledger entry follows. A kill at any
-point leaves either nothing readers trust, or exactly what the retry commits again.
+A batch commits once, with one write: its image ids are claimed (``mlcore.claims``), its
+parts staged under every prefix (images, labels, holdout), then its ledger entry is written,
+and that entry is the commit. It names every part of the batch, and readers (training,
+scoring, the counters, the label index, discovery) trust a curated part only if the
+batch's ledger entry names it (``mlcore.data.committed_parts``). So shards and ledger entry
+become visible together or not at all: a kill before the ledger write leaves parts no
+reader trusts and a batch discovery still offers; a kill after it leaves a committed batch
+whose retry finds it ingested (and only tidies up: unnamed parts, the seen listing).
+
+Claims and the commit. A claim row is a reservation made before the commit, read only by
+ingestion itself (never by training, scoring or the counters). The invariant: every claim
+belongs to a batch that either has an ``ingested`` ledger entry naming the image, or has
+no ledger entry yet (an attempt running, or a killed one whose batch is still due). A
+retry owns its own rows again (``Claims.claim`` reports only other batches' rows), and
+releases those it no longer accepts; an attempt that ends rejected releases them all
+before its ledger entry, and so does an error ledgered as ``ingest_error``
+(:func:`record_failure`). Meanwhile another batch with the same image records it as a
+duplicate of the batch that claimed it, which commits it on its retry.
+
 Every failure that no retry can fix ends in a ledger entry with a reason, so a poison
 batch is recorded once instead of failing every run.
 """
@@ -23,7 +39,9 @@ from mlcore.batch_ids import batch_id_problem, safe_name
 from mlcore.batch_meta import META_FILE, BatchMetaUnreadable, parse_batch_meta
 from mlcore.data import (
     CuratedRow,
-    commit_shards,
+    drop_unnamed_parts,
+    ledger_parts,
+    read_shard,
     stage_shards,
     uncommit_shards,
 )
@@ -33,11 +51,13 @@ from mlcore.layout import (
     CURATED_HOLDOUT,
     CURATED_IMAGES,
     CURATED_LABELS,
+    CURATED_PREFIXES,
     LABELS_FILE,
     LANDING,
     LEDGER,
     READY_MARKER,
     attempts_key,
+    commit_key,
     conflict_key,
     feedback_key,
     ingest_files_key,
@@ -75,7 +95,6 @@ MIN_JUDGED = 20  # batch rules on labels and intensity need this many images to 
 MAX_LABELS_BYTES = 64 << 20  # a labels.csv for 200k files is ~10 MB
 # The batch-level files: accounted for in the content hash, never profiled as images.
 BATCH_FILES = (LABELS_FILE, META_FILE)
-CURATED_PREFIXES = (CURATED_IMAGES, CURATED_LABELS, CURATED_HOLDOUT)
 LEDGER_ISSUES = 100  # label issues kept in the ledger; all of them are in the quarantine record
 
 
@@ -508,7 +527,7 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
                 if (label := label_of(p)) is not None and label >= 0 and not report.holdout]
     report.labeled = sum(r.label is not None for r in curated)
     report.relabeled = len(relabels)
-    # Stage everything, then commit: parts -> commit records -> ledger entry (last).
+    # Stage everything, then commit with one write: the ledger entry names every part.
     _withdraw_other_attempts(lake, batch_id, keep=logical_date)
     staged = stage_shards(lake, curated, batch_id, ingested_at=logical_date,
                           shard_rows=settings.shard_rows, task=task,
@@ -520,15 +539,10 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
     report.label_shards = stage_shards(lake, relabels, batch_id, ingested_at=logical_date,
                                        shard_rows=settings.shard_rows, prefix=CURATED_LABELS,
                                        task=task)
-    _record_feedback(lake, batch_id, logical_date, relabels)
     _quarantine(lake, report)
     _record_files(lake, batch_id, files, shas)
-    commit_shards(lake, report.shards, batch_id, ingested_at=logical_date)
-    commit_shards(lake, report.label_shards, batch_id, ingested_at=logical_date, prefix=CURATED_LABELS)
-    if report.holdout:
-        commit_shards(lake, report.holdout_shards, batch_id, ingested_at=logical_date,
-                      prefix=CURATED_HOLDOUT)
-    lake.write_bytes(ledger_key(batch_id), _dump(report))
+    lake.write_bytes(ledger_key(batch_id), _dump(report))  # the commit point
+    _finish_committed(lake, report)
     _mark_seen(lake, batch_id, fingerprint)
     lineage.report(lake, inputs=[prefix.rstrip("/")], outputs=report.shards + report.label_shards
                    + report.holdout_shards
@@ -538,9 +552,11 @@ def ingest_batch(settings: Settings, lake: Lake, batch_id: str, *, logical_date:
 
 
 def _withdraw_other_attempts(lake: Lake, batch_id: str, keep: datetime | None) -> None:
-    """A killed attempt may have committed shards under another ingestion date (a new run,
-    not an Airflow retry, took the batch up again): withdraw them, so the batch's images
-    are committed once. Then record ``keep`` as the date this attempt writes under."""
+    """Delete what earlier attempts of this uncommitted batch left: parts under another
+    ingestion date (a new run, not an Airflow retry, took the batch up again), and folder
+    commit records a version before the ledger was the commit may have written (they made a
+    killed attempt's parts visible; this batch is not committed until its ledger entry is).
+    Then record ``keep`` as the date this attempt writes under."""
     key = attempts_key(batch_id)
     dates = json.loads(lake.read_bytes(key)) if lake.exists(key) else []
     for day in dates:
@@ -549,7 +565,24 @@ def _withdraw_other_attempts(lake: Lake, batch_id: str, keep: datetime | None) -
             for curated in CURATED_PREFIXES:
                 uncommit_shards(lake, batch_id, at, prefix=curated)
     if keep is not None:
+        for curated in CURATED_PREFIXES:
+            if lake.exists(marker := commit_key(keep, batch_id, curated)):
+                lake.delete(marker)
         lake.write_bytes(key, json.dumps([keep.isoformat()]).encode())
+
+
+def _finish_committed(lake: Lake, report: BatchReport, *, redo: bool = False) -> None:
+    """What follows the commit, derived from it: drop the batch's parts the ledger entry
+    does not name (a killed attempt's, never visible), and write the feedback file of its
+    label shards. A kill here loses nothing: a retry finds the batch committed (``redo``)
+    and writes the feedback if it is missing; it deletes nothing, since it cannot tell a
+    lake an older version wrote from one this version did (leftovers are never read)."""
+    at = datetime.fromisoformat(report.ingested_at)
+    if not redo:
+        drop_unnamed_parts(lake, report.batch_id, ingested_at=at,
+                           named=ledger_parts(asdict(report)))
+    if report.label_shards and not (redo and lake.exists(feedback_key(report.batch_id))):
+        _record_feedback(lake, report.batch_id, at, report.label_shards)
 
 
 def _set_label_issues(report: BatchReport, issues: list[Rejection]) -> None:
@@ -575,6 +608,7 @@ def _already_ingested(lake: Lake, settings: Settings, batch_id: str, logical_dat
             raise ValidationFailed.for_page(f"batch {batch_id}", previous.failed_expectations,
                                             previous.docs_keys[-1], lake=lake,
                                             data_docs_url=settings.data_docs_url)
+        _finish_committed(lake, previous, redo=True)  # a kill may have come after the commit
         log.info("batch %s already ingested; nothing to do", batch_id)
         return previous
     before = {k: h for (k, _, _), h in recorded_files.items()}
@@ -626,15 +660,19 @@ def _finish_rejected(lake: Lake, claims: Claims, report: BatchReport, logical_da
     log.warning("batch %s rejected: %s", report.batch_id, report.reason or report.failed_expectations)
 
 
-def _record_feedback(lake: Lake, batch_id: str, at: datetime, relabels: list[CuratedRow]) -> None:
+def _record_feedback(lake: Lake, batch_id: str, at: datetime, label_shards: list[str]) -> None:
     """Labels that arrive for images already curated are also feedback: they let monitoring
-    measure how right past predictions were. Written to ``feedback/labels/``."""
+    measure how right past predictions were. Written to ``feedback/labels/`` from the
+    committed label shards, so monitoring never folds labels of an uncommitted attempt."""
     import pyarrow as pa
 
     from mlcore.storage import parquet_bytes
 
-    rows = [{"image_id": r.image_id, "label": r.label, "source_key": r.source_key,
-             "batch_id": batch_id, "labeled_at": at} for r in relabels]
+    rows = [{"image_id": i, "label": label, "source_key": source, "batch_id": batch_id,
+             "labeled_at": at}
+            for key in label_shards
+            for i, label, source in zip(*read_shard(lake, key, ["image_id", "label", "source_key"])
+                                        .to_pydict().values(), strict=True)]
     if rows:
         lake.write_bytes(feedback_key(batch_id),
                          parquet_bytes(pa.Table.from_pylist(rows)))
@@ -670,12 +708,15 @@ def _dump(report: BatchReport) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
-def record_failure(lake: Lake, batch_id: str, *, logical_date: datetime, exc: BaseException
-                   ) -> None:
+def record_failure(lake: Lake, batch_id: str, *, logical_date: datetime, exc: BaseException,
+                   claims: Claims) -> None:
     """An error no retry fixed: record the batch as rejected (``ingest_error``) so the next
-    run does not take it up again; ``quarantine reprocess`` releases it once fixed."""
+    run does not take it up again; ``quarantine reprocess`` releases it once fixed. Its
+    claims are released first: a batch that never commits must not make other batches'
+    copies of its images duplicates."""
     if lake.exists(ledger_key(batch_id)):
         return
+    claims.release(batch_id)
     infos = lake.list_info(landing_batch(batch_id) + "/") if not batch_id_problem(batch_id) else []
     report = BatchReport(batch_id, "", "rejected", logical_date.isoformat(), reason="ingest_error",
                          listing_hash=listing_hash(infos))

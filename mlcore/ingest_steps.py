@@ -76,6 +76,7 @@ def ingest_ready_batch(rt: Runtime, batch_id: str, *, logical_date: datetime, la
     :class:`mlcore.ingest.BatchRejected`; any other error propagates for a retry, and on the
     ``last_try`` it is ledgered first and raised as :class:`IngestFailedEveryTry`, so later
     runs do not fail on that batch forever."""
+    from mlcore.claims import open_claims
     from mlcore.data_profile import reference_profile
     from mlcore.ingest import BatchRejected, ingest_batch, record_failure
     from mlcore.validation import ValidationFailed
@@ -88,7 +89,8 @@ def ingest_ready_batch(rt: Runtime, batch_id: str, *, logical_date: datetime, la
     except Exception as exc:
         if not last_try:
             raise  # transient (an S3 outage, a lost worker): the next try may succeed
-        record_failure(rt.lake, batch_id, logical_date=logical_date, exc=exc)
+        record_failure(rt.lake, batch_id, logical_date=logical_date, exc=exc,
+                       claims=open_claims(rt.settings))
         raise IngestFailedEveryTry(f"batch {batch_id!r} failed on every try and is recorded "
                                    f"as ingest_error: {exc}") from exc
     return BatchOutcome(**report.summary())

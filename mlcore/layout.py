@@ -9,8 +9,8 @@ platform's own records use :func:`mlcore.batch_ids.safe_name`.
 ```
 landing/<batch_id>/...               user uploads (+ labels.csv, _READY); never modified
 quarantine/<batch>/                  _reasons.json, files/<copies of rejected files>
-curated/images/dt=<day>/batch=<batch>/part-NNNNN.parquet, _COMMITTED.json
-curated/labels/...                   labels supplied later for curated images (same layout)
+curated/images/dt=<day>/batch=<batch>/part-NNNNN.parquet   committed by the batch's ledger entry
+curated/labels/..., curated/holdout/...   labels supplied later, holdout batches (same layout)
 feedback/labels/batch=<batch>.parquet
 predictions/, predictions_shadow/    Delta tables, partitioned by dt
 monitoring/<figure>/                 small Delta tables (drift, shadow agreement, accuracy)
@@ -41,7 +41,11 @@ CURATED_LABELS = "curated/labels"
 # by training's holdout evaluation; neither training nor scoring lists this prefix.
 CURATED_HOLDOUT = "curated/holdout"
 BATCH_META_FILE = "batch.json"  # a batch's own metadata (holdout marking), never an image
-COMMIT_FILE = "_COMMITTED.json"  # a curated folder's commit record: readers trust its parts only
+CURATED_PREFIXES = (CURATED_IMAGES, CURATED_LABELS, CURATED_HOLDOUT)  # where a batch's parts go
+# A curated folder's own commit record, for parts no ledger entry names: lakes written
+# before the ledger entry became a batch's one commit, and shards written outside ingestion
+# (mlcore.data.write_shards). A batch's ledger entry, when there is one, overrides it.
+COMMIT_FILE = "_COMMITTED.json"
 FEEDBACK_LABELS = "feedback/labels"
 PREDICTIONS = "predictions"
 PREDICTIONS_SHADOW = "predictions_shadow"  # the challenger's: same layout, never for consumers
@@ -56,7 +60,9 @@ MLFLOW = "mlflow"
 
 # --- the platform's own state -------------------------------------------------------------
 STATE = "_state"
-LEDGER = f"{STATE}/ingest"  # <batch>.json: what ingestion decided, with content hash
+# <batch>.json: what ingestion decided, with content hash; for an ingested batch also its
+# commit: the one write that makes every part it names (all prefixes) visible at once.
+LEDGER = f"{STATE}/ingest"
 SEEN = f"{STATE}/ingest_seen"  # <batch>/<listing hash>: listings already handled
 INGEST_FILES = f"{STATE}/ingest_files"  # <batch>.parquet: key, size, version, sha256 per object
 ATTEMPTS = f"{STATE}/ingest_attempts"  # <batch>.json: the dates an attempt wrote under
@@ -158,7 +164,7 @@ def shard_key(ingested_at: datetime, batch_id: str, index: int, *,
 
 
 def commit_key(ingested_at: datetime, batch_id: str, prefix: str = CURATED_IMAGES) -> str:
-    """The batch's commit record: readers trust only the parts it names."""
+    """A curated folder's own commit record (:data:`COMMIT_FILE`), for ledgerless parts."""
     return commit_record(curated_batch(ingested_at, batch_id, prefix))
 
 

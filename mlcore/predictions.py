@@ -125,11 +125,13 @@ def _app_id(table: str, day: date) -> str:
 
 @dataclass(frozen=True)
 class PartFile:
-    """A data file written by a scoring task, not yet (or already) committed."""
+    """A data file written by a scoring task, not yet (or already) committed; ``shard``: the
+    curated shard whose rows it holds."""
 
     key: str
     rows: int
     size: int
+    shard: str = ""
 
 
 @dataclass
@@ -148,6 +150,9 @@ def _safe(text: str, keep: int = 48) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:keep] or "x"
 
 
+UNIQUE_SUFFIX = "-unique"  # a data file rewritten without the ids an earlier shard holds
+
+
 def shard_mark(shard: str) -> str:
     """The mark of curated shard ``shard`` in the names of the data files scored from it."""
     import hashlib
@@ -157,8 +162,10 @@ def shard_mark(shard: str) -> str:
 
 def _mark_of(path: str) -> str:
     """``part-<run>-<mark>-<uuid>.parquet`` -> ``<mark>`` (neither mark nor uuid has a dash);
-    ``""`` for a file not named by :func:`write_part`."""
-    parts = path.rsplit("/", 1)[-1].removesuffix(".parquet").rsplit("-", 2)
+    ``""`` for a file not named by :func:`write_part`. A part rewritten without duplicate ids
+    (``...-unique.parquet``, :func:`drop_duplicate_ids`) keeps its shard's mark."""
+    parts = (path.rsplit("/", 1)[-1].removesuffix(".parquet").removesuffix(UNIQUE_SUFFIX)
+             .rsplit("-", 2))
     return parts[-2] if len(parts) == 3 else ""
 
 
@@ -166,13 +173,17 @@ def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard:
                table: str = PREDICTIONS) -> PartFile:
     """Write one data file of ``day`` (without the ``dt`` column: Delta keeps partition values
     in its log). The key is new for every run and every try, so nothing is ever overwritten."""
-    from mlcore.storage import parquet_bytes
-
     key = (f"{partition_dir(day, table)}/part-{_safe(dag_run_id)}-{shard_mark(shard)}-"
            f"{uuid.uuid4().hex}.parquet")
-    body = parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
+    body = _part_body(data)
     lake.write_bytes(key, body)
-    return PartFile(key, data.num_rows, len(body))
+    return PartFile(key, data.num_rows, len(body), shard)
+
+
+def _part_body(data: pa.Table) -> bytes:
+    from mlcore.storage import parquet_bytes
+
+    return parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
 
 
 def prediction_rows(rows: pa.Table, probabilities: np.ndarray, *, classes: tuple[str, ...],
@@ -207,16 +218,28 @@ def commit_partition(rt: Runtime, *, day: date, parts: list[PartFile], expected_
     """Validate the data files with the GX ``predictions`` suite, then make them partition
     ``day`` in one commit (:func:`replace_partition`), recording ``metadata`` and the
     validation. Nothing is published when validation fails: the reason is recorded for
-    readers and the files stay unreferenced until vacuum."""
+    readers and the files stay unreferenced until vacuum.
+
+    ``expected_rows`` is how many rows ``parts`` hold together. An image id that the parts
+    of several shards hold (a duplicate in curated, as a lake curated before image-id claims
+    may hold) is published once, from the first of those shards in key order (ingestion
+    day, batch id, part): :func:`drop_duplicate_ids`. So such a duplicate never fails the
+    night; how many rows were dropped is logged and recorded in the commit."""
     from mlcore import lineage
     from mlcore.validation import ValidationFailed, run_suite
 
     lake, settings = rt.lake, rt.settings
+    parts, dropped = drop_duplicate_ids(lake, parts)
+    if dropped:
+        log.warning("%s for %s: %d rows dropped whose image id the data file of an earlier "
+                    "shard already holds (each image is published once). Curated holds "
+                    "duplicates, as a lake curated before image-id claims may: run `mlcore "
+                    "ingest repair` to remove them.", table, day, dropped)
     parts = sorted(parts, key=lambda p: p.key)
     check = run_suite(lake, settings.gx_suites_dir, "predictions",
                       frame=_validation_frame(lake, parts, num_classes=rt.task.num_classes),
                       run_name=f"{table}-{day:%Y-%m-%d}", run_time=validated_at,
-                      parameters={"expected_rows": expected_rows,
+                      parameters={"expected_rows": expected_rows - dropped,
                                   "class_names": list(rt.task.classes)},
                       key_column="image_id")
     if not check.success:
@@ -230,9 +253,61 @@ def commit_partition(rt: Runtime, *, day: date, parts: list[PartFile], expected_
         **metadata,
         "validation": {"suite": check.suite, "success": check.success, "docs_key": check.docs_key},
         "dag_run_id": run_id,
+        "duplicates_dropped": dropped,
     })
     lineage.report(lake, inputs=[p.key for p in parts], outputs=[commit.partition])
     return commit
+
+
+def drop_duplicate_ids(lake: Lake, parts: list[PartFile]) -> tuple[list[PartFile], int]:
+    """``parts`` in shard order with each image id kept only in the first shard holding it,
+    and how many rows were dropped. Rows of one shard are never dropped for each other (a
+    shard scored twice is a scoring fault the suite refuses, not a curated duplicate).
+
+    Reads the ``image_id`` column of the night's own data files only (O(night), never the
+    history; the files whole only when they lose rows). A part that loses rows is replaced by a new file named after it
+    (``...-unique.parquet``, create-if-absent: a retry writes the same bytes, so a retried
+    commit that already landed stays a no-op); the old file is left to vacuum.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from mlcore.storage import check_key, read_parquet
+
+    parts = sorted(parts, key=lambda p: (p.shard or p.key, p.key))
+    fs, root = lake.arrow_fs()
+    ids = []
+    for part in parts:  # ranged reads of one column chunk, not whole files
+        with fs.open_input_file(f"{root}/{check_key(part.key)}") as fh:
+            ids.append(pq.ParquetFile(fh).read(columns=["image_id"]).column("image_id")
+                       .combine_chunks())
+    total = sum(len(col) for col in ids)
+    if total == 0:
+        return parts, 0
+    every = pa.concat_arrays(ids)
+    if pc.count_distinct(every).as_py() == total:  # the usual night: nothing to look at
+        return parts, 0
+    shard_of = [p.shard or p.key for p in parts]
+    source = np.repeat([shard_of.index(s) for s in shard_of], [len(col) for col in ids])
+    groups = pa.table({"image_id": every, "at": np.arange(total)}).group_by("image_id").aggregate(
+        [("at", "min")])
+    first = groups.column("at_min").to_numpy()[pc.index_in(every, groups.column("image_id"))
+                                                .to_numpy()]
+    keep = source == source[first]  # a row stays unless an earlier shard holds its id
+    out, start = [], 0
+    for part, col in zip(parts, ids, strict=True):
+        mask, start = keep[start : start + len(col)], start + len(col)
+        if mask.all():
+            out.append(part)
+        elif mask.any():
+            rows = read_parquet(lake, part.key).filter(pa.array(mask))
+            body, key = _part_body(rows), part.key.removesuffix(".parquet") + f"{UNIQUE_SUFFIX}.parquet"
+            if not lake.write_if_absent(key, body):  # the same parts always give the same rows
+                raise RuntimeError(f"{key} exists with other content; not overwritten")
+            out.append(PartFile(key, rows.num_rows, len(body), part.shard))
+    return out, total - int(keep.sum())
 
 
 def _validation_frame(lake: Lake, parts: list[PartFile], *, num_classes: int) -> pd.DataFrame:

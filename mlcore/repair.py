@@ -1,11 +1,11 @@
-"""``mlcore ingest repair``: bring a lake curated before image-id claims and commit records
-up to date, once, after upgrading.
+"""``mlcore ingest repair``: bring a lake curated before image-id claims up to date, once,
+after upgrading.
 
 Batches are visited in ledger order (ingestion time, then batch id). Every image id in a
 batch's shards is claimed for that batch; ids another batch claimed first are duplicates
 the old check-then-write race let in, and are dropped from the later batch's shards (its
-ledger entry is corrected and names them in ``duplicate_keys``). Each batch's shards then
-get their commit record. Running it again changes nothing. This reads every shard: it is a
+ledger entry, which is also the batch's commit, is corrected and names them in
+``duplicate_keys``). Running it again changes nothing. This reads every shard: it is a
 one-off repair, not a per-run step.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from mlcore.data import commit_folder, read_shard
-from mlcore.layout import LEDGER, commit_record, ledger_key
+from mlcore.data import read_shard
+from mlcore.layout import LEDGER, ledger_key
 
 if TYPE_CHECKING:
     from mlcore.claims import Claims
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def repair_curated(lake: Lake, claims: Claims) -> dict[str, int]:
-    """Claim, de-duplicate and commit every ingested batch; returns what was done."""
+    """Claim and de-duplicate every ingested batch; returns what was done."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -55,13 +55,6 @@ def repair_curated(lake: Lake, claims: Claims) -> dict[str, int]:
                     lake.delete(shard)
             if table.num_rows:
                 kept.append(shard)
-        folders: dict[str, list[str]] = {}
-        for shard in kept:
-            folders.setdefault(shard.rsplit("/", 1)[0], []).append(shard)
-        for folder, keys in folders.items():
-            if not lake.exists(commit_record(folder)) or dropped_keys:
-                commit_folder(lake, folder, keys, batch_id=report.batch_id)
-                done["committed_batches"] += 1
         if dropped_keys:
             report.shards = kept
             report.accepted -= len(dropped_keys)
@@ -72,6 +65,6 @@ def repair_curated(lake: Lake, claims: Claims) -> dict[str, int]:
             lake.write_bytes(ledger_key(report.batch_id), _dump(report))
             done["duplicates_removed"] += len(dropped_keys)
     done["batches"] = len(ledgers)
-    return {k: done[k] for k in ("batches", "claimed", "duplicates_removed", "committed_batches")}
+    return {k: done[k] for k in ("batches", "claimed", "duplicates_removed")}
 
 

@@ -311,7 +311,9 @@ KILL_POINTS = {
     "mid_profiling": lambda op, key, n: op == "read" and key.startswith("landing/") and n["read"] == 4,
     "after_first_shard": lambda op, key, n: op == "wrote" and key.endswith("part-00000.parquet"),
     "after_last_shard": lambda op, key, n: op == "wrote" and key.endswith("part-00002.parquet"),
-    "before_ledger": lambda op, key, n: op == "write" and key.startswith("_state/ingest/"),
+    # The ledger entry is the batch's commit: killed just before it, and just after it.
+    "before_commit": lambda op, key, n: op == "write" and key.startswith("_state/ingest/"),
+    "after_commit": lambda op, key, n: op == "wrote" and key.startswith("_state/ingest/"),
 }
 
 
@@ -337,37 +339,130 @@ class KillingLake(LocalLake):
         self._maybe_die("wrote", key)
 
 
+def _readers_see(lake, settings) -> dict:
+    """What every reader of curated data sees: training, scoring, the counters, the ledger."""
+    from mlcore import label_index
+
+    return {"ids": sorted(_curated_ids(lake)), "shards": list_shards(lake),
+            "day": shards_for_dates(lake, ["2026-11-22"]), "labeled": count_labeled(lake),
+            "indexed": label_index.labeled_count(settings, lake),
+            "ledgered": lake.exists(ledger_key("b1"))}
+
+
+NOTHING = {"ids": [], "shards": [], "day": [], "labeled": 0, "indexed": 0, "ledgered": False}
+
+
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_matrix_a_retry_commits_exactly_the_batch(lake, settings, point):
     settings = settings.model_copy(update={"shard_rows": 4})
     files = {f"{i:02d}.png": _img(i) for i in range(10)}  # 3 shards of at most 4
-    _drop(lake, "b1", files)
+    _drop(lake, "b1", files, labels="00.png,3\n01.png,5\n02.png,7\n")
     status = _in_child(lambda: ingest_batch(settings, KillingLake(lake.root, point), "b1", logical_date=DAY))
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    assert not lake.exists(ledger_key("b1")) and ready_batches(lake) == ["b1"]
-    committed = _curated_ids(lake)
-    assert committed == [] or (point == "before_ledger" and len(committed) == 10)
+    assert ready_batches(lake) == ["b1"]
+    before = _readers_see(lake, settings)
+    if point == "after_commit":  # committed: every reader sees the whole batch already
+        assert len(before["ids"]) == 10 and len(before["shards"]) == 3 and before["labeled"] == 3
+        assert before["indexed"] == 3 and before["ledgered"]
+    else:  # not committed: no reader sees any of it
+        assert before == NOTHING
     report = ingest_batch(settings, lake, "b1", logical_date=DAY)  # the retry
     assert (report.status, report.accepted, report.duplicates, len(report.shards)) == (
         "ingested", 10, 0, 3)
-    ids = _curated_ids(lake)
-    assert len(ids) == len(set(ids)) == 10
-    assert list_shards(lake) == sorted(report.shards)
-    assert open_claims(settings).owned_by("b1") == set(ids)
+    after = _readers_see(lake, settings)
+    assert len(after["ids"]) == len(set(after["ids"])) == 10 and after["labeled"] == 3
+    assert after["shards"] == sorted(report.shards) and after["indexed"] == 3
+    if point == "after_commit":
+        assert after == before
+    assert open_claims(settings).owned_by("b1") == set(after["ids"])
+    assert sorted(lake.list("curated")) == sorted(report.shards)  # no leftovers, no folder records
     assert ready_batches(lake) == []
 
 
-def test_a_new_run_after_a_kill_past_the_commit_record_commits_the_batch_once(lake, settings):
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_labels_for_curated_images_and_their_feedback_follow_the_commit(lake, settings, point):
+    """A batch that labels images curated earlier: its label shards and the feedback file
+    monitoring folds appear with its commit, never before; a retry after the commit writes
+    the feedback the kill cut off."""
+    from mlcore.layout import feedback_key
+
+    files = {f"{i}.png": _img(i) for i in range(4)}
+    _drop(lake, "b0", files)
+    ingest_batch(settings, lake, "b0", logical_date=DAY)
+    _drop(lake, "b1", files, labels="0.png,1\n1.png,2\n")
+    status = _in_child(lambda: ingest_batch(settings, KillingLake(lake.root, point), "b1", logical_date=DAY))
+    assert os.WIFSIGNALED(status) and not lake.exists(feedback_key("b1"))
+    assert count_labeled(lake) == (2 if point == "after_commit" else 0)
+    assert list_shards(lake, CURATED_LABELS) == (_ledger(lake, "b1").label_shards
+                                                 if point == "after_commit" else [])
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
+    assert (report.relabeled, count_labeled(lake)) == (2, 2)
+    feedback = read_shard(lake, feedback_key("b1"), ["image_id", "label"]).to_pydict()
+    assert sorted(feedback["label"]) == [1, 2]
+
+
+def test_a_new_run_after_a_kill_before_the_commit_commits_the_batch_once(lake, settings):
     from datetime import timedelta
 
     files = {f"{i:02d}.png": _img(i) for i in range(6)}
     _drop(lake, "b1", files)
-    status = _in_child(lambda: ingest_batch(settings, KillingLake(lake.root, "before_ledger"), "b1", logical_date=DAY))
-    assert os.WIFSIGNALED(status) and len(_curated_ids(lake)) == 6
+    status = _in_child(lambda: ingest_batch(settings, KillingLake(lake.root, "before_commit"), "b1", logical_date=DAY))
+    assert os.WIFSIGNALED(status) and _curated_ids(lake) == []
     report = ingest_batch(settings, lake, "b1", logical_date=DAY + timedelta(days=1))  # not a retry: a new run
     ids = _curated_ids(lake)
     assert report.accepted == 6 and len(ids) == len(set(ids)) == 6
-    assert shards_for_dates(lake, ["2026-11-22"]) == []
+    assert shards_for_dates(lake, ["2026-11-22"]) == [] and not lake.list("curated/images/dt=2026-11-22")
+
+
+def test_a_batch_an_older_version_killed_after_its_folder_commit_record_is_committed_once(
+        lake, settings):
+    """Before the ledger was the commit, each curated folder had its own commit record, and a
+    kill before the ledger left the batch's shards visible. Such a lake stays readable; the
+    batch, still due, is then committed exactly once and its folder records go."""
+    import hashlib
+
+    from mlcore.data import commit_shards
+    from mlcore.layout import COMMIT_FILE
+
+    files = {f"{i}.png": _img(i) for i in range(5)}
+    _drop(lake, "b1", files)
+    rows = [CuratedRow(hashlib.sha256(d).hexdigest(), bytes(784), f"landing/b1/{n}", None)
+            for n, d in files.items()]
+    keys = stage_shards(lake, rows, "b1", ingested_at=DAY, shard_rows=2)
+    commit_shards(lake, keys, "b1", ingested_at=DAY)  # what the older version committed
+    assert list_shards(lake) == keys and ready_batches(lake) == ["b1"]
+    report = ingest_batch(settings, lake, "b1", logical_date=DAY)
+    assert (report.accepted, report.duplicates) == (5, 0)
+    assert sorted(_curated_ids(lake)) == sorted(r.image_id for r in rows)
+    assert list_shards(lake) == report.shards
+    assert not [k for k in lake.list("curated") if k.endswith(COMMIT_FILE)]
+
+
+class FailingLake(LocalLake):
+    """A local lake whose disk fails when the first curated part is written (after claims)."""
+
+    def write_bytes(self, key, data):
+        if key.startswith("curated/"):
+            raise OSError("disk gone")
+        super().write_bytes(key, data)
+
+
+def test_an_error_ledgered_as_ingest_error_releases_its_claims(lake, settings):
+    """A batch that failed on every try never commits: the images it had claimed are
+    accepted by the next batch that brings them, not counted as its duplicates."""
+    from mlcore.ingest_steps import IngestFailedEveryTry, ingest_ready_batch
+    from mlcore.runtime import runtime_for
+
+    files = {f"{i}.png": _img(i) for i in range(4)}
+    _drop(lake, "broken", files)
+    rt = runtime_for(settings)
+    vars(rt)["lake"] = FailingLake(lake.root)  # the runtime's cached lake
+    with pytest.raises(IngestFailedEveryTry, match="disk gone"):
+        ingest_ready_batch(rt, "broken", logical_date=DAY, last_try=True)
+    assert _ledger(lake, "broken").reason == "ingest_error"
+    assert open_claims(settings).owned_by("broken") == set() and _curated_ids(lake) == []
+    _drop(lake, "again", files)
+    assert ingest_batch(settings, lake, "again", logical_date=DAY).accepted == 4
 
 
 def test_quarantine_reprocess_after_a_kill_accepts_the_batch(lake, settings):
@@ -381,7 +476,7 @@ def test_quarantine_reprocess_after_a_kill_accepts_the_batch(lake, settings):
         ingest_batch(settings, lake, "b1", logical_date=DAY)
     reprocess(lake, "b1", actor="carol", at=DAY, reason="limit raised")
     looser = settings.model_copy(update={"max_reject_rate": 0.9})
-    status = _in_child(lambda: ingest_batch(looser, KillingLake(lake.root, "before_ledger"), "b1", logical_date=DAY))
+    status = _in_child(lambda: ingest_batch(looser, KillingLake(lake.root, "before_commit"), "b1", logical_date=DAY))
     assert os.WIFSIGNALED(status)
     report = ingest_batch(looser, lake, "b1", logical_date=DAY)
     assert (report.accepted, report.duplicates, report.quarantined) == (4, 0, 5)
@@ -408,10 +503,10 @@ def test_two_batches_with_shared_images_ingested_at_once_never_both_accept(setti
         assert left.accepted + right.accepted == 8 and left.duplicates + right.duplicates == 6
 
 
-def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lake, settings,
-                                                                             monkeypatch):
-    """A lake written before claims: two batches curated the same images (the old race) and
-    their shards have no commit records; ``mlcore ingest repair`` fixes both, once."""
+def test_repair_removes_duplicates_an_old_lake_let_in(lake, settings, monkeypatch):
+    """A lake written before claims: two batches curated the same images (the old race), and
+    their shards have no folder commit records (their ledger entries commit them);
+    ``mlcore ingest repair`` removes the duplicates, once."""
     from mlcore.cli import main
     from mlcore.layout import COMMIT_FILE
 
@@ -444,6 +539,6 @@ def test_repair_removes_duplicates_an_old_lake_let_in_and_commits_its_shards(lak
     ids = _curated_ids(lake)
     assert len(ids) == len(set(ids)) == 5
     assert (_ledger(lake, "old-b").accepted, _ledger(lake, "old-b").duplicates) == (1, 3)
-    assert [k for k in lake.list("curated") if k.endswith(COMMIT_FILE)]
+    assert list_shards(lake) == sorted(_ledger(lake, "old-a").shards + _ledger(lake, "old-b").shards)
     _drop(lake, "new", {"again.png": shared["s0.png"]})
     assert ingest_batch(settings, lake, "new", logical_date=DAY).duplicates == 1  # claims now cover the lake

@@ -467,3 +467,38 @@ def test_a_run_and_its_shard_results_cross_xcom_whole(lake, settings, rt, model,
                           env=airflow_env(settings), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["ScoringWindow", "Profile"]
+
+
+def test_images_curated_twice_are_published_once_and_the_night_commits(lake, settings, rt,
+                                                                       model, caplog):
+    """An old lake (curated before image-id claims) holds 4 images in two committed shards:
+    scored through the DAG's steps, the night still commits, each image once (from the first
+    shard in key order), and the warning gives the count and the repair."""
+    import logging
+
+    from deltalake import DeltaTable
+
+    from mlcore.shadow import commit_shadow
+    from mlcore.storage import table_location
+
+    images = np.random.default_rng(7).integers(0, 255, (6, 28, 28), dtype=np.uint8)
+    first, second = [[CuratedRow(f"img-{i}", images[i].tobytes(), f"landing/{b}/{i}.png", None)
+                      for i in ids] for b, ids in (("b1", range(6)), ("b2", range(2, 6)))]
+    write_shards(lake, second, "b2", ingested_at=DAY, shard_rows=settings.shard_rows)
+    write_shards(lake, first, "b1", ingested_at=DAY, shard_rows=settings.shard_rows)
+    run = _run(challenger=CHALLENGER)
+    shards = input_shards(rt, run)  # the DAG's steps: list, score each shard, commit
+    scored = [score_shard(rt, run, shard=s, model=model, challenger_model=_other_model())
+              for s in reversed(shards)]  # mapped tasks finish in any order
+    with caplog.at_level(logging.WARNING, logger="mlcore.predictions"):
+        committed = commit(rt, run, scored=scored, shards=shards)
+        commit_shadow(rt, run, scored=scored, shards=shards)
+    assert committed.rows == 6 and committed.metadata["duplicates_dropped"] == 4
+    assert "4 rows dropped" in caplog.text and "mlcore ingest repair" in caplog.text
+    for table_name in ("predictions", "predictions_shadow"):  # what a consumer reads
+        rows = DeltaTable(table_location(lake, table_name).uri).to_pyarrow_table().to_pydict()
+        assert sorted(rows["image_id"]) == [f"img-{i}" for i in range(6)]
+        assert set(rows["batch_id"]) == {"b1"}  # batch=b1 sorts before batch=b2
+    assert read_partition(lake, START.date()).num_rows == 6
+    again = commit(rt, run, scored=scored, shards=shards)  # a retried commit task
+    assert again.version == committed.version and again.files == committed.files
