@@ -502,3 +502,24 @@ def test_images_curated_twice_are_published_once_and_the_night_commits(lake, set
     assert read_partition(lake, START.date()).num_rows == 6
     again = commit(rt, run, scored=scored, shards=shards)  # a retried commit task
     assert again.version == committed.version and again.files == committed.files
+
+
+def test_a_part_rewritten_without_duplicates_is_still_found_by_its_shard(lake, settings, rt,
+                                                                         model):
+    """Realized accuracy finds a night's rows by the shard they were scored from: a part that
+    lost some rows to an earlier shard's copies is rewritten and must still be found."""
+    from mlcore.predictions import scan_shards
+
+    images = np.random.default_rng(8).integers(0, 255, (6, 28, 28), dtype=np.uint8)
+    first, second = [[CuratedRow(f"img-{i}", images[i].tobytes(), f"landing/{b}/{i}.png", None)
+                      for i in ids] for b, ids in (("b1", range(4)), ("b2", range(2, 6)))]
+    write_shards(lake, first, "b1", ingested_at=DAY, shard_rows=settings.shard_rows)
+    write_shards(lake, second, "b2", ingested_at=DAY, shard_rows=settings.shard_rows)
+    run = _run()
+    shards = input_shards(rt, run)
+    scored = [score_shard(rt, run, shard=s, model=model) for s in shards]
+    committed = commit(rt, run, scored=scored, shards=shards)
+    assert committed.rows == 6 and committed.metadata["duplicates_dropped"] == 2
+    b2 = [s for s in shards if "b2" in s]
+    found = scan_shards(lake, b2, columns=["image_id"]).column("image_id").to_pylist()
+    assert sorted(found) == ["img-4", "img-5"]
