@@ -100,16 +100,20 @@ class FashionCNN(nn.Module):
         return self.head(self.features(x.contiguous(memory_format=torch.channels_last)))
 
 
+def as_channels_first(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8 -> a uint8 tensor viewed as (N, C, H, W)."""
+    # Arrays read straight from Parquet buffers are read-only; torch wants writable memory.
+    arr = images if images.flags.writeable else images.copy()
+    x = torch.from_numpy(np.ascontiguousarray(arr))
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+
+
 def to_input(images: np.ndarray, normalization: tuple[float, float] | None = None
              ) -> torch.Tensor:
     """(N, H, W) or (N, H, W, C) uint8 -> float tensor (N, C, H, W) normalized by
     ``normalization`` (a model's: :func:`normalization_of_model`; default the base data's)."""
-    # Arrays read straight from Parquet buffers are read-only; torch wants writable memory.
-    arr = images if images.flags.writeable else images.copy()
-    x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32).div_(255.0)
     mean, std = normalization or pixel_normalization()
-    x = x.sub_(mean).div_(std)
-    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return as_channels_first(images).to(torch.float32).div_(255.0).sub_(mean).div_(std)
 
 
 def for_inference(model: nn.Module) -> nn.Module:

@@ -32,6 +32,11 @@ def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
         "train_epochs": int(p["epochs"]), "train_batch_size": int(p["batch_size"]),
         "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
         "train_subset": int(p["train_subset"]), "holdout_subset": int(p["holdout_subset"]),
+        # Versions registered before these were parameters trained without shift or
+        # brightness augmentation, with this weight decay.
+        "weight_decay": float(p.get("weight_decay", 5e-4)),
+        "augment_shift_pixels": int(p.get("augment_shift_pixels", 0)),
+        "augment_brightness": float(p.get("augment_brightness", 0.0)),
     })
     missing = [s for s in lineage["curated_shards"] if not lake.exists(s)]
     if missing:

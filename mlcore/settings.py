@@ -114,9 +114,18 @@ class Settings(BaseSettings):
 
     # --- training ------------------------------------------------------------------------
     seed: int = Field(42, description="Seed for shuffling, init and subsets.")
-    train_epochs: int = Field(10, description="Training epochs.")
+    train_epochs: int = Field(20, description="Training epochs.")
     train_batch_size: int = Field(128, description="Training batch size.")
     learning_rate: float = Field(3e-3, description="Peak learning rate (one-cycle).")
+    weight_decay: float = Field(5e-4, description="AdamW's decoupled weight decay.")
+    augment_shift_pixels: int = Field(
+        2, ge=0, description="Each training image is moved by a random 0 to N pixels each way "
+        "(the uncovered border black), drawn from `seed`; 0 turns shifting off."
+    )
+    augment_brightness: float = Field(
+        0.1, ge=0, lt=1, description="Each training image's brightness is scaled by a random "
+        "factor within 1 ± this, drawn from `seed`; 0 turns it off."
+    )
     train_subset: int = Field(0, description="Use only N base training images (0 = all 60,000).")
     holdout_subset: int = Field(0, description="Evaluate on N holdout images (0 = all 10,000).")
     torch_threads: int = Field(0, description="torch intra-op threads (0 = torch default).")

@@ -52,6 +52,9 @@ class TaskSpec(BaseModel):
         description="Frozen holdout: the Fashion-MNIST test split, or labeled batches the "
                     "uploader marks as holdout.")
     model_width: int = Field(32, gt=0, le=512, description="Channels of the CNN's first block.")
+    augment_mirror: bool = Field(
+        False, description="Training may mirror images left-right: true only when a mirrored "
+                           "image is still of its class (a shoe, a circle; not a digit or text).")
     sample_data: Literal["fashion-mnist", "shapes", "none"] = Field(
         "none", description="Where demo and test landing batches come from: Fashion-MNIST "
                             "files (mlcore.seed), the shapes generator (mlcore.shapes), or none.")

@@ -157,3 +157,49 @@ def test_training_is_deterministic_given_the_seed(lake, settings):
     assert first.evaluation.accuracy == again.evaluation.accuracy
     other = train(settings.model_copy(update={"seed": settings.seed + 1}), data)
     assert weights_bytes(other.model) != weights_bytes(first.model)
+
+
+def _augment(images, seed, **kwargs):
+    import torch
+
+    from mlcore.model import as_channels_first
+    from mlcore.train import augment
+
+    args = {"max_shift": 2, "brightness": 0.1, "mirror": True} | kwargs
+    return augment(as_channels_first(images), torch.Generator().manual_seed(seed), **args)
+
+
+def test_augmentation_is_seeded_and_only_shifts_mirrors_and_scales_brightness():
+    import torch
+
+    images = np.random.default_rng(0).integers(1, 200, (64, 9, 7), np.uint8)
+    batch = _augment(images, 3)
+    assert torch.equal(batch, _augment(images, 3)) and batch.shape == (64, 1, 9, 7)
+    assert not torch.equal(batch, _augment(images, 4))
+    plain = _augment(images, 3, brightness=0.0)
+    padded = torch.nn.functional.pad(torch.from_numpy(images).float() / 255, (2, 2, 2, 2))
+    offsets = set()
+    for out, src in zip(plain[:, 0], padded, strict=True):
+        matches = [(dy, dx, m) for dy in range(5) for dx in range(5) for m in (False, True)
+                   if torch.equal(out, (src.flip(1) if m else src)[dy:dy + 9, dx:dx + 7])]
+        assert matches, "an augmented image is not a shifted (mirrored) copy of its source"
+        offsets.add(matches[0])
+    assert len(offsets) > 10  # the draws vary from image to image
+    assert {m for _, _, m in offsets} == {False, True}
+    # Brightness only scales: same black border, every pixel within 10% of its unscaled value.
+    assert torch.equal(batch == 0, plain == 0)
+    ratio = batch[plain > 0] / plain[plain > 0]
+    assert ratio.min() >= 0.9 - 1e-6 and ratio.max() <= 1.1 + 1e-6 and ratio.std() > 0.01
+
+
+def test_augmentation_mirrors_only_when_the_task_allows_and_keeps_colour_channels():
+    import torch
+
+    images = np.random.default_rng(1).integers(1, 200, (32, 8, 6, 3), np.uint8)
+    out = _augment(images, 5, max_shift=0, brightness=0.0, mirror=False)
+    # No shift, no brightness, no mirror: exactly the images, channels first.
+    assert torch.equal(out, torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+    mirrored = _augment(images, 5, max_shift=0, brightness=0.0, mirror=True)
+    flipped = [torch.equal(m, o.flip(2)) for m, o in zip(mirrored, out, strict=True)]
+    assert all(f or torch.equal(m, o) for f, m, o in zip(flipped, mirrored, out, strict=True))
+    assert 4 < sum(flipped) < 28  # about half
