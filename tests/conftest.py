@@ -11,6 +11,19 @@ from mlcore.storage import LocalLake
 
 DAY = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
+# The slowest files (pytest --durations), run first: `make test` hands whole files to two
+# xdist workers in this order, so the long end-to-end runs overlap instead of one starting last.
+SLOW_FILES_FIRST = (
+    "test_e2e_local.py", "test_kill_matrix.py", "test_e2e_s3.py", "test_celery.py",
+    "test_live_airflow.py", "test_s3_outage.py", "test_e2e_seaweedfs.py", "test_registry.py",
+    "test_e2e_shapes.py", "test_postgres.py", "test_crash_recovery.py", "test_ingest_dag.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
+
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
