@@ -16,8 +16,8 @@ demo: setup  ## seed landing, run ingest -> retrain -> score through Airflow (fa
 demo-full: setup  ## the same with the full training profile (all 60,000 images)
 	$(PY) -m mlcore demo --profile full $(DEMO_ARGS)
 
-test: setup  ## the full test suite (two workers, one test file each at a time)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS)
+test: setup  ## the full test suite (two workers, one test file each at a time, slowest files first: tests/conftest.py)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
 
 up: setup  ## Airflow standalone on :8080 and the MLflow UI on :5000 over the demo state
 	@bash scripts/up.sh

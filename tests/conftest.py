@@ -14,9 +14,10 @@ DAY = datetime(2026, 11, 22, 12, tzinfo=UTC)
 # The slowest files (pytest --durations), run first: `make test` hands whole files to two
 # xdist workers in this order, so the long end-to-end runs overlap instead of one starting last.
 SLOW_FILES_FIRST = (
-    "test_e2e_local.py", "test_kill_matrix.py", "test_e2e_s3.py", "test_celery.py",
-    "test_live_airflow.py", "test_s3_outage.py", "test_e2e_seaweedfs.py", "test_registry.py",
-    "test_e2e_shapes.py", "test_postgres.py", "test_crash_recovery.py", "test_ingest_dag.py",
+    "test_kill_matrix.py", "test_e2e_local.py", "test_celery.py", "test_live_airflow.py",
+    "test_e2e_s3.py", "test_registry.py", "test_s3_outage.py", "test_e2e_seaweedfs.py",
+    "test_postgres.py", "test_e2e_shapes.py", "test_ingest_dag.py", "test_deadline_live.py",
+    "test_crash_recovery.py",
 )
 
 
