@@ -172,14 +172,17 @@ def _feedback_files(lake: Lake) -> list[ObjectInfo]:
 
 
 def _scored_shards(lake: Lake, batches: set[str]) -> list[str]:
-    """The curated shards of ``batches``, from their ledger entries (none while a batch is
-    still being ingested: its labels wait for the next run)."""
+    """The curated parts ``batches``' ledger entries commit (none while a batch is still
+    being ingested: its labels wait for the next run)."""
+    from mlcore.data import ledger_parts
     from mlcore.layout import ledger_key
 
     shards: list[str] = []
     for batch in sorted(batches):
-        if lake.exists(ledger_key(batch)):
-            shards += json.loads(lake.read_bytes(ledger_key(batch))).get("shards", [])
+        try:  # one GET, no HEAD first (as mlcore.data.committed_parts)
+            shards += sorted(ledger_parts(json.loads(lake.read_bytes(ledger_key(batch)))))
+        except FileNotFoundError:
+            continue
     return shards
 
 
