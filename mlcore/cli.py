@@ -220,7 +220,8 @@ def cmd_ingest_rebuild_index(args: argparse.Namespace) -> int:
     done = rebuild(settings, lake)
     return _print_result(args, done, f"label index: {done['labeled_images']} labeled images; "
                          f"realized accuracy: {len(done['realized'])} model versions; batches "
-                         f"due for ingestion: {len(done['batches_due'])}")
+                         f"due for ingestion: {len(done['batches_due'])}; Data Docs index: "
+                         f"{done['data_docs_validations']} validations")
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -469,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "of a lake curated before claims existed (once, after upgrading)")
     repair.add_argument("--json", action="store_true")
     repair.set_defaults(func=cmd_ingest_repair)
-    rebuild = ing.add_parser("rebuild-index", help="rebuild the label index and realized-accuracy "
-                             "state from the lake and re-verify every landing batch (also built "
+    rebuild = ing.add_parser("rebuild-index", help="rebuild the label index, the realized-accuracy "
+                             "state and the Data Docs index from the lake and re-verify every landing batch (also built "
                              "automatically when missing)")
     rebuild.add_argument("--json", action="store_true")
     rebuild.set_defaults(func=cmd_ingest_rebuild_index)

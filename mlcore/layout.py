@@ -71,6 +71,7 @@ CONFLICTS = f"{STATE}/conflicts"
 AUDIT = f"{STATE}/audit"
 PREDICTIONS_REFUSED = f"{STATE}/predictions_refused"  # <table>/dt=<day>.json: last refusal
 REALIZED_STATE = f"{STATE}/realized_accuracy.json"  # what realized accuracy folded so far
+DOCS_INDEX = f"{STATE}/data_docs_index"  # <generation>.json: the rows the Data Docs index lists
 
 
 # --- landing ---------------------------------------------------------------------------------
@@ -194,6 +195,16 @@ def validation_run_of_page(page: str) -> str:
     if not (page.startswith(prefix) and page.endswith(suffix)):
         raise ValueError(f"{page!r} is not a validation page under {DATA_DOCS}/validations/")
     return page[len(prefix) : -len(suffix)]
+
+
+def docs_index_generation(number: int) -> str:
+    """One generation of the Data Docs index state (see mlcore.data_docs_site)."""
+    return f"{DOCS_INDEX}/{number:012d}.json"
+
+
+def docs_index_generation_number(key: str) -> int:
+    """The generation a :func:`docs_index_generation` key names."""
+    return int(key.rsplit("/", 1)[-1].removesuffix(".json"))
 
 
 def docs_page(path: str) -> str:

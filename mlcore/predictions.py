@@ -344,20 +344,30 @@ def open_table(lake: Lake, table: str = PREDICTIONS,
                as_of: int | datetime | None = None) -> DeltaTable:
     """The table's current snapshot, or the one at ``as_of`` (a version, or a time: the last
     commit at or before it, which is what a consumer reading then saw)."""
-    from deltalake import DeltaTable
-
-    from mlcore.storage import table_location
-
-    loc = table_location(lake, table)
-    if not DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options):
+    dt = _existing_table(lake, table)
+    if dt is None:
         raise TableMissing(f"{table}: no table yet (nothing was ever committed)")
-    dt = DeltaTable(loc.uri, storage_options=loc.storage_options)
     if as_of is not None:
         try:
             dt.load_as_version(as_of)
         except Exception as exc:  # deltalake raises a plain error for "before the first commit"
             raise PartitionIncomplete(f"{table}: no snapshot at {as_of}: {exc}") from exc
     return dt
+
+
+def _existing_table(lake: Lake, table: str) -> DeltaTable | None:
+    """The table opened once (one log replay: ``is_deltatable`` first would be a second),
+    or None when it has no commit yet."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from mlcore.storage import table_location
+
+    loc = table_location(lake, table)
+    try:
+        return DeltaTable(loc.uri, storage_options=loc.storage_options)
+    except TableNotFoundError:
+        return None
 
 
 def _ensure_table(lake: Lake, table: str) -> DeltaTable:
@@ -371,8 +381,8 @@ def _ensure_table(lake: Lake, table: str) -> DeltaTable:
 
     loc = table_location(lake, table)
     for _ in range(3):
-        if DeltaTable.is_deltatable(loc.uri, storage_options=loc.storage_options):
-            return DeltaTable(loc.uri, storage_options=loc.storage_options)
+        if (dt := _existing_table(lake, table)) is not None:
+            return dt
         try:
             return DeltaTable.create(loc.uri, table_schema(), mode="ignore",
                                      partition_by=[PARTITION], name=table,

@@ -71,6 +71,7 @@ def _context(lake: Lake):
     import great_expectations as gx
     from great_expectations.data_context.types.base import DataContextConfig, ProgressBarsConfig
 
+    from mlcore.data_docs_site import SITE_BUILDER
     from mlcore.data_docs_views import INDEX_VIEW, VIEW
     from mlcore.gx_store import store_backend_config
 
@@ -93,11 +94,9 @@ def _context(lake: Lake):
         checkpoint_store_name="checkpoint_store",
         data_docs_sites={
             "lake": {
-                "class_name": "SiteBuilder",
+                **SITE_BUILDER,  # renders what a validation adds, not the site's history
                 "show_how_to_buttons": False,
                 "store_backend": store_backend_config(lake, DATA_DOCS),
-                # GX reads every result the index lists on each rebuild: unbounded, each
-                # validation would cost one GET per validation ever run.
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
                                        "view": INDEX_VIEW,
                                        "validation_results_limit": DOCS_INDEX_RECENT},
@@ -110,6 +109,14 @@ def _context(lake: Lake):
         progress_bars=ProgressBarsConfig(globally=False),
     )
     return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def rebuild_docs_index(lake: Lake) -> int:
+    """Rebuild the Data Docs index from the stored results (``rebuild-index``); rows listed."""
+    ctx = _context(lake)
+    site = ctx._init_site_builder_for_data_docs_site_creation(  # GX's own factory for a site
+        site_name="lake", site_config=ctx.variables.data_docs_sites["lake"])
+    return site.reindex()
 
 
 def load_suite(suites_dir: Path, name: str):
