@@ -5,7 +5,8 @@ Setup (untimed, spawned children): one lake grows day by day to each history len
 and scoring leave it: ``--per-day`` synthetic curated images (``write_shards``, 10 %
 labeled), their image-id claims, a landing batch (``--landing-files`` small objects and
 ``_READY``) with its ledger entry and seen fingerprint, label shards and a feedback file
-for 50 images of the previous day, and that day's predictions partition (one Delta commit).
+for 50 images of the previous day, the batch's GX validation (stored result, Data Docs page,
+index), and that day's predictions partition (one Delta commit).
 The label index and the realized-accuracy state are folded as the nightly runs would have.
 Each new day brings 50 more late labels for the day before, so the realized-accuracy fold
 has new feedback to fold.
@@ -91,6 +92,7 @@ def _id(day: int, i: int) -> str:
 def build(spec: dict, first: int, last: int) -> dict:
     """Write history days ``first`` .. ``last - 1`` (runs in a spawned child)."""
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
 
     from mlcore import label_index
@@ -107,6 +109,7 @@ def build(spec: dict, first: int, last: int) -> dict:
     )
     from mlcore.monitor import fold_realized
     from mlcore.predictions import prediction_schema, replace_partition, write_part
+    from mlcore.validation import run_suite
 
     started = time.perf_counter()
     settings, lake = _open(spec)
@@ -138,6 +141,13 @@ def build(spec: dict, first: int, last: int) -> dict:
             "batch_id": batch, "status": "ingested", "ingested_at": day.isoformat(),
             "files": n, "accepted": n, "shards": shards, "label_shards": label_shards}).encode())
         lake.write_bytes(seen_key(batch, fingerprint), b"")
+        # The day's batch-level GX validation, stored with its Data Docs page as ingestion
+        # stores it: a year leaves a year of results and pages for the next run to ignore.
+        run_suite(lake, settings.gx_suites_dir, "batch_summary", frame=pd.DataFrame([{
+            "key": batch, "n_files": n, "reject_rate": 0.0, "max_label_share": 0.1,
+            "accepted_mean_intensity": 75.0}]), run_name=batch, run_time=day, parameters={
+            "max_batch_files": n, "max_reject_rate": 0.5, "max_label_share": 0.5,
+            "intensity_mean_min": 1.0, "intensity_mean_max": 254.0})
         if spec["predictions"]:
             preds = pa.Table.from_pylist([{
                 "image_id": ids[i], "source_key": "", "batch_id": batch,

@@ -11,7 +11,7 @@ suite run). :class:`LakeSiteBuilder` keeps GX's renderers and our views but
 * builds the index from a small state in the lake (:data:`mlcore.layout.DOCS_INDEX`): the
   newest ``DOCS_INDEX_RECENT`` rows and the suites seen. The state is a chain of
   generations written create-if-absent, so two validations at once both land (the loser
-  re-reads and retries), and only the newest few generations are kept.
+  re-reads and retries), and only the newest generation is kept.
 
 A lake without the state (written before it) gets it seeded once from the stored results,
 which is the one-time cost GX paid on every validation; ``mlcore ingest rebuild-index``
@@ -46,7 +46,9 @@ from mlcore.storage import Lake
 
 log = logging.getLogger(__name__)
 
-KEEP_GENERATIONS = 3  # older index generations are deleted; a reader racing a delete retries
+# Generations kept: the newest only. A reader that lists one just replaced retries; one is
+# also the only count at which the first validations of a lake cost what later ones do.
+KEEP_GENERATIONS = 1
 _MAX_ATTEMPTS = 50  # concurrent validations each win a generation within a few rounds
 
 
@@ -128,7 +130,7 @@ class LakeSiteBuilder(SiteBuilder):
                 suites.append(key.name)
         self._copy_static_assets_once()
         if build_index:
-            self._write_index(rows, suites)
+            self._add(rows, suites)
         return self.get_resource_url(only_if_exists=False), None
 
     def _render(self, section_name: str, key):
@@ -154,29 +156,47 @@ class LakeSiteBuilder(SiteBuilder):
     def _limit(self) -> int:
         return self.site_index_builder.validation_results_limit
 
-    def _newest(self) -> tuple[int, IndexState] | None:
-        """The newest index generation and its state, or None when there is none yet."""
+    def _generations(self) -> list[int]:
+        return sorted(docs_index_generation_number(k) for k in self.lake.list(DOCS_INDEX)
+                      if k.endswith(".json"))
+
+    def _newest(self) -> tuple[list[int], IndexState | None]:
+        """The generations there are, and the newest one's state (None: no state yet)."""
         for _ in range(_MAX_ATTEMPTS):
-            keys = [k for k in self.lake.list(DOCS_INDEX) if k.endswith(".json")]
-            if not keys:
-                return None
-            newest = max(keys, key=docs_index_generation_number)
+            gens = self._generations()
+            if not gens:
+                return [], None
             try:
-                return docs_index_generation_number(newest), IndexState.from_json(
-                    self.lake.read_bytes(newest))
-            except FileNotFoundError:  # pruned by a newer writer between list and read
+                return gens, IndexState.from_json(
+                    self.lake.read_bytes(docs_index_generation(gens[-1])))
+            except FileNotFoundError:  # replaced by a newer writer between list and read
                 continue
         raise RuntimeError(f"Data Docs index under {DOCS_INDEX} kept moving; retry the task")
+
+    def _publish(self, gens: list[int], state: IndexState) -> int | None:
+        """Write ``state`` as the generation after ``gens``; its number, or None if another
+        writer took that number first."""
+        new = (gens[-1] if gens else 0) + 1
+        if not self.lake.write_if_absent(docs_index_generation(new), state.to_json()):
+            return None
+        if any(g > new for g in self._generations()):
+            # Our number had been used and pruned already (we listed long ago): this
+            # generation is not the newest, so it would be lost. Withdraw it and retry.
+            self.lake.delete(docs_index_generation(new))
+            return None
+        for old in gens:
+            if old <= new - KEEP_GENERATIONS:
+                self.lake.delete(docs_index_generation(old))
+        return new
 
     def reindex(self) -> int:
         """Rebuild the index state from the stored results (``rebuild-index``); its row count."""
         for _ in range(_MAX_ATTEMPTS):
-            newest = self._newest()
-            gen = newest[0] if newest else 0
+            gens, current = self._newest()
             state = self._seed()
-            state.suites = sorted({*state.suites, *(newest[1].suites if newest else [])})
-            if self.lake.write_if_absent(docs_index_generation(gen + 1), state.to_json()):
-                self._write_index([], [])
+            state.suites = sorted({*state.suites, *(current.suites if current else [])})
+            if (gen := self._publish(gens, state)) is not None:
+                self._write_index(gen, state)
                 return len(state.rows)
         raise RuntimeError(f"Data Docs index under {DOCS_INDEX}: no generation won; retry")
 
@@ -189,30 +209,24 @@ class LakeSiteBuilder(SiteBuilder):
         return IndexState([], []).with_rows((_row(k, store.get(k)) for k in keys), [],
                                             self._limit)
 
-    def _commit(self, rows: list[IndexRow], suites: list[str]) -> tuple[int, IndexState]:
+    def _add(self, rows: list[IndexRow], suites: list[str]) -> None:
+        """Add the rows and suites to the index state, then write the index page."""
         for _ in range(_MAX_ATTEMPTS):
-            newest = self._newest()
-            gen, state = newest if newest else (0, self._seed())
-            if newest and state.holds(rows, suites):
-                return gen, state  # a retried task: already indexed
-            state = state.with_rows(rows, suites, self._limit)
-            if self.lake.write_if_absent(docs_index_generation(gen + 1), state.to_json()):
-                for old in range(max(gen + 1 - KEEP_GENERATIONS, 0), 0, -1):
-                    key = docs_index_generation(old)
-                    if not self.lake.exists(key):
-                        break
-                    self.lake.delete(key)
-                return gen + 1, state
+            gens, state = self._newest()
+            if state is not None and state.holds(rows, suites):
+                return self._write_index(gens[-1], state)  # a retried task: already indexed
+            state = (state or self._seed()).with_rows(rows, suites, self._limit)
+            if (gen := self._publish(gens, state)) is not None:
+                return self._write_index(gen, state)
         raise RuntimeError(f"Data Docs index under {DOCS_INDEX}: no generation won; retry")
 
-    def _write_index(self, rows: list[IndexRow], suites: list[str]) -> None:
-        gen, state = self._commit(rows, suites)
+    def _write_index(self, gen: int, state: IndexState) -> None:
         while True:  # the last writer of index.html has seen the newest generation
             self.target_store.write_index_page(self._index_page(state))
-            newest = self._newest()
-            if newest is None or newest[0] <= gen:
+            gens, newest = self._newest()
+            if not gens or gens[-1] <= gen:
                 return
-            gen, state = newest
+            gen, state = gens[-1], newest
 
     def _index_page(self, state: IndexState) -> str:
         builder = self.site_index_builder

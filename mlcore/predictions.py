@@ -54,8 +54,10 @@ REFUSED_PREFIX = PREDICTIONS_REFUSED
 COMMIT_ATTEMPTS = 20
 # Commits between two Delta checkpoints. Opening the table replays every JSON commit since
 # the last checkpoint (one GET each on S3); delta-rs checkpoints every 100 by default, which
-# made every open of a nightly table cost up to 100 reads after 100 nights.
-CHECKPOINT_EVERY = 10
+# made every open of a nightly table cost up to 100 reads after 100 nights. A table gets
+# about one commit a night, so a checkpoint per commit is one small write a night, and every
+# open costs the same on the second night as after a year: the checkpoint and no commit.
+CHECKPOINT_EVERY = 1
 
 
 class PartitionIncomplete(RuntimeError):
@@ -461,7 +463,7 @@ def replace_partition(lake: Lake, day: date, parts: list[PartFile], *, table: st
 
 def _checkpoint_now_and_then(dt: DeltaTable, table: str) -> None:
     """A checkpoint every ``CHECKPOINT_EVERY`` versions, so opening the table reads one
-    checkpoint and at most that many commits, however many nights it holds."""
+    checkpoint and fewer than that many commits, however many nights it holds."""
     if dt.version() % CHECKPOINT_EVERY:
         return
     try:
