@@ -184,11 +184,15 @@ def score_shard(rt: Runtime, run: ScoringRun, *, shard: str, model: ServedModel 
     (:func:`mlcore.serving.load_served`; callers scoring many shards load them once); by
     default they are loaded here.
     """
+    import pyarrow.compute as pc
+
     from mlcore.serving import ArtifactTampered, load_served
 
     lake, settings = rt.lake, rt.settings
-    table = read_shard(lake, shard, SCORED_COLUMNS)  # the run's one read of this shard
-    rows = table.filter(_selected(table, run.window)).sort_by("image_id")
+    rows = read_shard(lake, shard, SCORED_COLUMNS)  # the run's one read of this shard
+    selected = _selected(rows, run.window)
+    if not pc.all(selected).as_py():  # a copy of the pixels only when some rows stay out
+        rows = rows.filter(selected)
     if rows.num_rows == 0:
         return None
     pixels = shard_pixels(rows, rt.task)
@@ -197,8 +201,9 @@ def score_shard(rt: Runtime, run: ScoringRun, *, shard: str, model: ServedModel 
     def publish(pinned: PinnedModel, served: ServedModel | None, table_name: str):
         served = served or load_served(settings, lake, pinned)  # int8 ONNX, sha256-checked
         probs = served.predict_proba(pixels, settings.score_batch_size).astype(np.float32)
+        # Sorted by image id once scored: sorting the input would copy every pixel.
         out = prediction_rows(rows, probs, classes=classes, model=pinned,
-                              scored_at=run.scored_at, run_id=run.run_id)
+                              scored_at=run.scored_at, run_id=run.run_id).sort_by("image_id")
         return probs, write_part(lake, out, day=run.day, dag_run_id=run.run_id, shard=shard,
                                  table=table_name)
 
