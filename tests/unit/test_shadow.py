@@ -45,7 +45,7 @@ def test_the_challengers_agreement_folded_from_the_shards_equals_the_join_of_bot
                    "agreement": agree / 560}
     shadow = partition_commit(lake, START.date(), table=SHADOW)
     assert shadow.metadata["model"]["version"] == "4" and shadow.rows == 560
-    assert rt.lake.shard_reads() == dict.fromkeys(result.shards, 1)  # one read for both
+    assert rt.lake.pixel_reads(result.shards) == dict.fromkeys(result.shards, 1)  # one for both
 
 
 def test_without_a_challenger_nothing_is_shadowed(lake, settings, model):
