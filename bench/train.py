@@ -59,6 +59,7 @@ def main() -> None:
         from mlcore.model import predict_proba
         from mlcore.settings import Settings
         from mlcore.storage import LocalLake
+        from mlcore.task import task_of
         from mlcore.train import build_training_data, train
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -68,7 +69,7 @@ def main() -> None:
         settings = Settings(home=Path(tmp), lake_uri=str(Path(tmp) / "lake"), **overrides)
         recipe = ("train_epochs", "train_subset", "holdout_subset", "train_batch_size",
                   "learning_rate", "weight_decay", "augment_shift_pixels", "augment_brightness",
-                  "seed")
+                  "train_precision", "seed", "task")
         is_default = all(getattr(settings, f) == Settings.model_fields[f].default for f in recipe)
         lake = LocalLake(Path(tmp) / "lake")
         report = _report.Report("train", "train: FashionCNN on Fashion-MNIST", {
@@ -78,6 +79,8 @@ def main() -> None:
             "weight_decay": settings.weight_decay,
             "augment_shift_pixels": settings.augment_shift_pixels,
             "augment_brightness": settings.augment_brightness,
+            "train_precision": settings.train_precision,
+            "model_width": task_of(settings).model_width,
             "seed": settings.seed, "torch_threads_setting": settings.torch_threads,
             "overrides": overrides or "none",
         })
@@ -90,8 +93,9 @@ def main() -> None:
         try:
             with _report.timer() as t_train:
                 result = train(settings, data, progress=lambda e, row: print(
-                    f"  epoch {e}/{settings.train_epochs}: holdout "
-                    f"{row['holdout_accuracy']:.4f}, {row['seconds']:.1f} s", flush=True))
+                    f"  epoch {e}/{settings.train_epochs}: train {row['train_accuracy']:.4f}, "
+                    f"validation {row.get('validation_accuracy', float('nan')):.4f}, "
+                    f"{row['seconds']:.1f} s", flush=True))
         finally:
             sw.restore()
         cpu_s = time.process_time() - cpu_started
@@ -120,20 +124,21 @@ def main() -> None:
         report.add("wall_s", "wall time (data + train + evals)", wall, "s")
         report.add("cpu_s", "  process CPU time, all threads (less load-sensitive)", cpu_s, "s")
         report.add("data_s", "  build_training_data", t_data.seconds, "s")
-        report.add("train_s", "  train() incl. per-epoch holdout evals", t_train.seconds, "s")
-        report.add("eval_s", f"    of which holdout evals (x{sw.calls['eval']})",
-                   sw.seconds["eval"], "s")
+        report.add("train_s", "  train() incl. evaluations", t_train.seconds, "s")
+        report.add("eval_s", f"    of which evaluations (x{sw.calls['eval']}: per-epoch "
+                   "validation, final holdout)", sw.seconds["eval"], "s")
         report.add("images_per_s", "train images x epochs / train() seconds",
                    n_train * settings.train_epochs / t_train.seconds, "images/s")
-        report.add("fit_images_per_s", "  the same without the holdout evals",
+        report.add("fit_images_per_s", "  the same without the evaluations",
                    n_train * settings.train_epochs / fit_s, "images/s")
         report.add("imports_s", "one-off imports (untimed)", imports.seconds, "s")
         report.add_peak_rss()
         report.add_table(
             "per epoch",
-            ["epoch", "train loss", "train acc", "holdout acc", "cumulative s"],
+            ["epoch", "train loss", "train acc (augmented)", "validation acc", "cumulative s"],
             [[r["epoch"], f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.4f}",
-              f"{r['holdout_accuracy']:.4f}", f"{r['seconds']:.1f}"] for r in result.history],
+              f"{r.get('validation_accuracy', float('nan')):.4f}", f"{r['seconds']:.1f}"]
+             for r in result.history],
             data=result.history,
         )
         report.note(f"torch threads during training: {torch.get_num_threads()}; training is "

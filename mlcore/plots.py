@@ -41,14 +41,17 @@ def confusion_figure(confusion: np.ndarray, classes: Sequence[str]) -> Figure:
 
 
 def curves_figure(history: list[dict]) -> Figure:
-    """Train loss and train/holdout accuracy per epoch."""
+    """Train loss and train/validation accuracy per epoch (validation: when there was a split)."""
     fig = _figure(9, 3.5)
     loss_ax, acc_ax = fig.subplots(1, 2)
     epochs = [h["epoch"] for h in history]
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o")
     loss_ax.set_title("train loss")
     acc_ax.plot(epochs, [h["train_accuracy"] for h in history], marker="o", label="train")
-    acc_ax.plot(epochs, [h["holdout_accuracy"] for h in history], marker="o", label="holdout")
+    validated = [h for h in history if "validation_accuracy" in h]
+    if validated:
+        acc_ax.plot([h["epoch"] for h in validated], [h["validation_accuracy"] for h in validated],
+                    marker="o", label="validation")
     acc_ax.set_title("accuracy")
     acc_ax.legend()
     for ax in (loss_ax, acc_ax):

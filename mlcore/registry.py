@@ -132,6 +132,7 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, *,
         "weight_decay": settings.weight_decay,
         "augment_shift_pixels": settings.augment_shift_pixels,
         "augment_brightness": settings.augment_brightness,
+        "train_precision": settings.train_precision, "model_width": task_of(settings).model_width,
         "train_subset": settings.train_subset, "holdout_subset": settings.holdout_subset,
         "validation_fraction": settings.validation_fraction,
         "quantize_calibration_images": package.calibration_images,
@@ -146,10 +147,9 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, *,
     with mlflow.start_run(run_name=f"retrain {dag_run_id}") as run:
         mlflow.log_params(params)
         for row in result.history:
-            # Per-epoch figures are the fp32 torch model's: named apart from the final
-            # (served int8) ones, so "latest value" never mixes the two.
-            mlflow.log_metrics({("epoch_holdout_accuracy" if k == "holdout_accuracy" else k): v
-                                for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            # Per-epoch figures are the fp32 torch model's on the validation split, never
+            # the holdout: the final (served int8) holdout figures are logged once below.
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         mlflow.log_metrics(package.metrics())
         mlflow.log_metrics(result.validation)
         mlflow.log_metric("train_seconds", result.seconds)

@@ -18,6 +18,18 @@ class DataChanged(RuntimeError):
     """The recorded training data can no longer be rebuilt identically."""
 
 
+def _width(settings: Settings, lake: Lake, mv, params: dict) -> int:
+    """The version's model width: recorded, or (versions registered before it was a
+    parameter) read from its weights, since the task spec's width may have changed since."""
+    if "model_width" in params:
+        return int(params["model_width"])
+    from mlcore.model import FIRST_CONV_WEIGHT
+    from mlcore.registry import _pinned, load_pinned
+
+    return int(load_pinned(settings, lake, _pinned(settings, mv)).state_dict()[FIRST_CONV_WEIGHT]
+               .shape[0])
+
+
 def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
     """Retrain a version from its recorded lineage and parameters; report metric differences."""
     from mlcore.train import build_training_data, train
@@ -33,10 +45,11 @@ def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
         "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
         "train_subset": int(p["train_subset"]), "holdout_subset": int(p["holdout_subset"]),
         # Versions registered before these were parameters trained without shift or
-        # brightness augmentation, with this weight decay.
+        # brightness augmentation, with this weight decay, in fp32.
         "weight_decay": float(p.get("weight_decay", 5e-4)),
         "augment_shift_pixels": int(p.get("augment_shift_pixels", 0)),
         "augment_brightness": float(p.get("augment_brightness", 0.0)),
+        "train_precision": p.get("train_precision", "fp32"),
     })
     missing = [s for s in lineage["curated_shards"] if not lake.exists(s)]
     if missing:
@@ -46,7 +59,7 @@ def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
         raise DataChanged(
             f"training data hash {data.lineage['train_data_hash'][:12]}… differs from the "
             f"recorded {lineage['train_data_hash'][:12]}…: refusing to reproduce version {version}")
-    result = train(recorded, data)
+    result = train(recorded, data, width=_width(settings, lake, mv, p))
     then = run.data.metrics
     now = result.evaluation.metrics("fp32_")  # the torch model's figures: no export needed
     return {

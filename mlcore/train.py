@@ -45,6 +45,10 @@ class TrainingData:
     # task without base data, its own training images' (mlcore.data_profile.normalization_of).
     normalization: tuple[float, float] = field(default_factory=pixel_normalization)
 
+    def __post_init__(self) -> None:
+        if self.validation_images is None:  # empty, in the training images' shape
+            self.validation_images = np.zeros((0, *self.images.shape[1:]), np.uint8)
+
 
 class NoHoldout(RuntimeError):
     """The task's holdout is labeled batches, and none has been ingested yet."""
@@ -52,10 +56,6 @@ class NoHoldout(RuntimeError):
 
 class NoTrainingData(RuntimeError):
     """A task without base data has no labeled curated images to train on yet."""
-
-    def __post_init__(self) -> None:
-        if self.validation_images is None:  # empty, in the training images' shape
-            self.validation_images = np.zeros((0, *self.images.shape[1:]), np.uint8)
 
 
 @dataclass
@@ -236,22 +236,24 @@ def augment(images: torch.Tensor, generator: torch.Generator, *, max_shift: int,
     return picked.permute(0, 3, 1, 2)
 
 
-def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
+def train(settings: Settings, data: TrainingData, progress=None, *, width: int | None = None
+          ) -> TrainResult:
     """Train a fresh :class:`FashionCNN` with one-cycle AdamW on augmented batches
     (:func:`augment`: shift and brightness from the settings, mirror if the task allows it)
-    and label smoothing; ``progress(epoch, metrics)`` per epoch.
+    and label smoothing; ``progress(epoch, metrics)`` per epoch. ``width``: the model's
+    first-block channels when not the task's ``model_width`` (reproducing an older version).
 
     Deterministic given the seed, data and thread count: initialization, order and
     augmentation draw from generators seeded by ``settings.seed``, and torch runs its
-    deterministic kernels. The holdout is evaluated after each epoch for the record only;
-    nothing here is chosen by it.
+    deterministic kernels. The per-epoch curve is measured on the validation split (when
+    there is one); the holdout is evaluated once, on the final model, and chooses nothing.
     """
     torch.manual_seed(settings.seed)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     torch.use_deterministic_algorithms(True)
     task = task_of(settings)
-    model = FashionCNN(task, normalization=data.normalization)
+    model = FashionCNN(task, normalization=data.normalization, width=width)
     mean, std = data.normalization
     x_all = as_channels_first(data.images)  # uint8: a quarter of a float copy's memory
     y_all = torch.from_numpy(data.labels.astype(np.int64))
@@ -263,6 +265,7 @@ def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     generator = torch.Generator().manual_seed(settings.seed)
+    bf16 = settings.train_precision == "bf16"
     history: list[dict] = []
     started = time.perf_counter()
     for epoch in range(1, settings.train_epochs + 1):
@@ -275,21 +278,23 @@ def train(settings: Settings, data: TrainingData, progress=None) -> TrainResult:
                          brightness=settings.augment_brightness, mirror=task.augment_mirror)
             xb, yb = xb.sub_(mean).div_(std), y_all[idx]
             optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xb).float()
             loss = loss_fn(logits, yb)
             loss.backward()
             optimizer.step()
             schedule.step()
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
-        ev = evaluate(model, data.holdout_images, data.holdout_labels)
         row = {
             "epoch": epoch,
             "train_loss": total_loss / len(order),
             "train_accuracy": correct / len(order),
-            "holdout_accuracy": ev.accuracy,
-            "seconds": time.perf_counter() - started,
         }
+        if len(data.validation_labels):  # the curve on held-out training data, not the holdout
+            row["validation_accuracy"] = evaluate(model, data.validation_images,
+                                                  data.validation_labels).accuracy
+        row["seconds"] = time.perf_counter() - started
         history.append(row)
         log.info("epoch %d/%d: %s", epoch, settings.train_epochs, row)
         if progress:

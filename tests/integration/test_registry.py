@@ -63,7 +63,7 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
     per_class = per_class or [acc] * 10
     result = TrainResult(
         FashionCNN(), Evaluation(acc, acc, per_class, np.eye(10, dtype=np.int64)),
-        [{"epoch": 1, "train_loss": 1.0, "train_accuracy": acc, "holdout_accuracy": acc, "seconds": 1}],
+        [{"epoch": 1, "train_loss": 1.0, "train_accuracy": acc, "validation_accuracy": acc, "seconds": 1}],
         1.0,
         {"curated_shards": [], "train_data_hash": "t" * 64, "holdout_hash": "h" * 64,
          "curated_labeled_images": 40 + len(run)},

@@ -22,6 +22,21 @@ def test_weights_roundtrip_through_safetensors_gives_same_predictions():
     np.testing.assert_array_equal(predict_proba(model, images), predict_proba(again, images))
 
 
+def test_weights_load_at_the_width_they_were_trained_with_after_the_task_width_changed():
+    """Registered weights keep loading when a task spec's model_width changes later."""
+    from mlcore.task import default_task
+
+    torch.manual_seed(0)
+    task = default_task()
+    old = FashionCNN(task.model_copy(update={"model_width": 8})).eval()
+    data = weights_bytes(old)
+    wider = task.model_copy(update={"model_width": 16})
+    again = load_weights(data, sha256_hex(data), wider)
+    images = np.random.default_rng(0).integers(0, 255, (5, 28, 28), dtype=np.uint8)
+    np.testing.assert_array_equal(predict_proba(old, images), predict_proba(again, images))
+    assert FashionCNN(wider).features[0][0].out_channels == 16  # new models: the task's width
+
+
 def test_tampered_weights_refuse_to_load():
     data = bytearray(weights_bytes(FashionCNN()))
     expected = sha256_hex(bytes(data))

@@ -155,6 +155,9 @@ def test_training_is_deterministic_given_the_seed(lake, settings):
     again = train(settings, data)
     assert weights_bytes(first.model) == weights_bytes(again.model)
     assert first.evaluation.accuracy == again.evaluation.accuracy
+    # The per-epoch curve is the validation split's; the holdout is evaluated only at the end.
+    assert [set(row) for row in first.history] == [
+        {"epoch", "train_loss", "train_accuracy", "validation_accuracy", "seconds"}]
     other = train(settings.model_copy(update={"seed": settings.seed + 1}), data)
     assert weights_bytes(other.model) != weights_bytes(first.model)
 
