@@ -28,3 +28,29 @@ def run_together(*jobs: Callable[[], object]) -> list[int]:
     os.write(gate_w, b"go")
     os.close(gate_w)
     return [os.waitpid(p, 0)[1] for p in pids]
+
+
+def _gated(gate, job: Callable[[], object]) -> None:  # pragma: no cover - the child
+    gate.wait()
+    job()
+
+
+def run_together_fresh(*jobs: Callable[[], object], timeout: float = 300) -> list[int]:
+    """:func:`run_together` in freshly spawned interpreters, for jobs that must not inherit
+    the test process's threads: a fork of a process whose other threads hold a lock (an
+    xdist worker's, pyarrow's or a library's own) can leave the child waiting on it forever.
+    The jobs must pickle (module-level functions, ``functools.partial`` of them)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    gate = ctx.Event()
+    procs = [ctx.Process(target=_gated, args=(gate, job)) for job in jobs]
+    for p in procs:
+        p.start()
+    gate.set()  # every child starts at once, its imports done
+    for p in procs:
+        p.join(timeout)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+    return [p.exitcode for p in procs]
