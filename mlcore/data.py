@@ -264,16 +264,11 @@ def shards_for_dates(lake: Lake, dates: list[str]) -> list[str]:
 
 
 def read_shard(lake: Lake, key: str, columns: list[str] | None = None) -> pa.Table:
-    """One curated shard's ``columns`` (default: all), read through the lake's Arrow file
-    system: only those columns' bytes are fetched (ranged reads on S3), and no copy of the
-    file is held beside the table (a shard is mostly pixels; most readers want none)."""
-    import pyarrow.parquet as pq
+    """One curated shard's ``columns`` (default: all); only those are fetched (a shard is
+    mostly pixels, and most readers want none)."""
+    from mlcore.storage import read_columns
 
-    from mlcore.storage import check_key
-
-    fs, root = lake.arrow_fs()
-    with fs.open_input_file(f"{root}/{check_key(key)}") as fh:
-        return pq.read_table(fh, columns=columns)
+    return read_columns(lake, key, columns)
 
 
 def shard_pixels(table: pa.Table, task: TaskSpec | None = None) -> np.ndarray:

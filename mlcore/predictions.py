@@ -274,17 +274,13 @@ def drop_duplicate_ids(lake: Lake, parts: list[PartFile]) -> tuple[list[PartFile
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from mlcore.storage import check_key, read_parquet
+    from mlcore.storage import read_columns, read_parquet
 
     parts = sorted(parts, key=lambda p: (p.shard or p.key, p.key))
-    fs, root = lake.arrow_fs()
-    ids = []
-    for part in parts:  # ranged reads of one column chunk, not whole files
-        with fs.open_input_file(f"{root}/{check_key(part.key)}") as fh:
-            ids.append(pq.ParquetFile(fh).read(columns=["image_id"]).column("image_id")
-                       .combine_chunks())
+    # Ranged reads of one column chunk, not whole files.
+    ids = [read_columns(lake, part.key, ["image_id"]).column("image_id").combine_chunks()
+           for part in parts]
     total = sum(len(col) for col in ids)
     if total == 0:
         return parts, 0

@@ -229,15 +229,9 @@ def count_inputs(rt: Runtime, run: ScoringRun, *, shards: list[str]) -> int:
     """How many rows the partition must hold: the validation's expected row count, counted
     independently of the scoring tasks from the selection columns only (ranged reads of two
     small column chunks, never the pixels)."""
-    import pyarrow.parquet as pq
-
-    from mlcore.storage import check_key
-
-    fs, root = rt.lake.arrow_fs()
     n = 0
     for shard in shards:
-        with fs.open_input_file(f"{root}/{check_key(shard)}") as fh:
-            table = pq.ParquetFile(fh).read(columns=SELECTION_COLUMNS)
+        table = read_shard(rt.lake, shard, SELECTION_COLUMNS)
         n += int(np.count_nonzero(_selected(table, run.window)))
     return n
 

@@ -522,6 +522,17 @@ def read_parquet(lake: Lake, key: str, columns: list[str] | None = None):
     return parquet_table(lake.read_bytes(key), columns)
 
 
+def read_columns(lake: Lake, key: str, columns: list[str] | None = None):
+    """``columns`` (default: all) of one Parquet object, read through the lake's Arrow file
+    system: only those columns' bytes are fetched (ranged reads on S3), and no copy of the
+    file is held beside the table."""
+    import pyarrow.parquet as pq
+
+    fs, root = lake.arrow_fs()
+    with fs.open_input_file(f"{root}/{check_key(key)}") as fh:
+        return pq.ParquetFile(fh).read(columns=columns)
+
+
 def parquet_table(data: bytes, columns: list[str] | None = None):
     """Parquet bytes (already read, e.g. to check their sha256) -> a pyarrow Table."""
     import pyarrow.parquet as pq
