@@ -2,8 +2,9 @@
 
 The label index (``mlcore.label_index``), the realized-accuracy state
 (``mlcore.monitor.fold_realized``) and the Data Docs index (``mlcore.data_docs_site``) are
-each built automatically on first use; this rebuilds all three at once from the lake (after an upgrade, a restore or a manual repair), and
-re-verifies every ledgered landing batch, which discovery otherwise does one per run.
+each built automatically on first use; this rebuilds all three at once from the lake
+(after an upgrade, a restore or a manual repair), and re-verifies every ledgered landing
+batch, which discovery otherwise does one per run.
 """
 
 from __future__ import annotations
