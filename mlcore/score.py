@@ -264,10 +264,17 @@ def score_shards(rt: Runtime, run: ScoringRun, *, model: ServedModel | None = No
     model = model or load_served(rt.settings, rt.lake, run.model)
     if run.challenger is not None and challenger_model is None:
         challenger_model = load_served(rt.settings, rt.lake, run.challenger)
+    import pyarrow as pa
+
     shards = input_shards(rt, run)
-    scored = [s for shard in shards
-              if (s := score_shard(rt, run, shard=shard, model=model,
-                                   challenger_model=challenger_model)) is not None]
+    scored = []
+    for shard in shards:
+        if (s := score_shard(rt, run, shard=shard, model=model,
+                             challenger_model=challenger_model)) is not None:
+            scored.append(s)
+        # Arrow's allocator keeps a shard's freed buffers; hand them back, or every shard
+        # and the commit after them stack on the largest shard's high-water mark.
+        pa.default_memory_pool().release_unused()
     return RunResult(shards, scored)
 
 

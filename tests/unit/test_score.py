@@ -532,3 +532,23 @@ def test_a_part_rewritten_without_duplicates_is_still_found_by_its_shard(lake, s
     b2 = [s for s in shards if "b2" in s]
     found = scan_shards(lake, b2, columns=["image_id"]).column("image_id").to_pylist()
     assert sorted(found) == ["img-4", "img-5"]
+
+
+def test_a_shards_pixels_are_scored_from_the_read_buffer_not_a_copy():
+    """A 50,000-row shard's pixels are 40 MB: ``shard_pixels`` views Arrow's buffer (a copy
+    put the scoring task over its memory goal), and still joins a table of several chunks."""
+    import pyarrow as pa
+
+    from mlcore.data import shard_pixels
+    from mlcore.task import default_task
+
+    spec = default_task()
+    images = np.random.default_rng(3).integers(0, 256, (6, *spec.shape), dtype=np.uint8)
+    column = pa.array([i.tobytes() for i in images], pa.binary(spec.pixel_bytes))
+    one_chunk = pa.table({"pixels": column})
+    before = pa.total_allocated_bytes()
+    pixels = shard_pixels(one_chunk, spec)
+    assert pa.total_allocated_bytes() == before  # nothing allocated: a view
+    assert (pixels == images).all()
+    several = pa.table({"pixels": pa.chunked_array([column[:2], column[2:]])})
+    assert (shard_pixels(several, spec) == images).all()
