@@ -80,7 +80,7 @@ def main() -> None:
             "augment_shift_pixels": settings.augment_shift_pixels,
             "augment_brightness": settings.augment_brightness,
             "train_precision": settings.train_precision,
-            "model_width": task_of(settings).model_width,
+            "model_widths": task_of(settings).model_widths,
             "seed": settings.seed, "torch_threads_setting": settings.torch_threads,
             "overrides": overrides or "none",
         })

@@ -18,16 +18,17 @@ class DataChanged(RuntimeError):
     """The recorded training data can no longer be rebuilt identically."""
 
 
-def _width(settings: Settings, lake: Lake, mv, params: dict) -> int:
-    """The version's model width: recorded, or (versions registered before it was a
-    parameter) read from its weights, since the task spec's width may have changed since."""
+def _widths(settings: Settings, lake: Lake, mv, params: dict) -> tuple[int, int, int]:
+    """The version's block channels: recorded, or (versions registered before the width was a
+    parameter) read from its weights, since the task spec's widths may have changed since.
+    Versions registered before ``model_first_width`` had a uniform first block."""
     if "model_width" in params:
-        return int(params["model_width"])
-    from mlcore.model import FIRST_CONV_WEIGHT
+        width = int(params["model_width"])
+        return int(params.get("model_first_width", width)), 2 * width, 4 * width
+    from mlcore.model import widths_of
     from mlcore.registry import _pinned, load_pinned
 
-    return int(load_pinned(settings, lake, _pinned(settings, mv)).state_dict()[FIRST_CONV_WEIGHT]
-               .shape[0])
+    return widths_of(load_pinned(settings, lake, _pinned(settings, mv)).state_dict())
 
 
 def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
@@ -59,7 +60,7 @@ def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
         raise DataChanged(
             f"training data hash {data.lineage['train_data_hash'][:12]}… differs from the "
             f"recorded {lineage['train_data_hash'][:12]}…: refusing to reproduce version {version}")
-    result = train(recorded, data, width=_width(settings, lake, mv, p))
+    result = train(recorded, data, widths=_widths(settings, lake, mv, p))
     then = run.data.metrics
     now = result.evaluation.metrics("fp32_")  # the torch model's figures: no export needed
     return {

@@ -51,7 +51,11 @@ class TaskSpec(BaseModel):
     holdout: Literal["fashion-mnist-test", "batches"] = Field(
         description="Frozen holdout: the Fashion-MNIST test split, or labeled batches the "
                     "uploader marks as holdout.")
-    model_width: int = Field(32, gt=0, le=512, description="Channels of the CNN's first block.")
+    model_width: int = Field(32, gt=0, le=512, description="The CNN's width: its second and "
+                             "third blocks have 2x and 4x this many channels.")
+    model_first_width: int | None = Field(
+        None, gt=0, le=512, description="Channels of the CNN's first block (default: "
+        "model_width). Narrower is cheaper: the first block works on the full-size image.")
     augment_mirror: bool = Field(
         False, description="Training may mirror images left-right: true only when a mirrored "
                            "image is still of its class (a shoe, a circle; not a digit or text).")
@@ -70,6 +74,12 @@ class TaskSpec(BaseModel):
         if dupes:
             raise ValueError(f"class names must be unique (case-insensitively): {dupes}")
         return classes
+
+    @property
+    def model_widths(self) -> tuple[int, int, int]:
+        """Channels of the CNN's three blocks."""
+        return (self.model_first_width or self.model_width, 2 * self.model_width,
+                4 * self.model_width)
 
     @property
     def num_classes(self) -> int:

@@ -236,12 +236,12 @@ def augment(images: torch.Tensor, generator: torch.Generator, *, max_shift: int,
     return picked.permute(0, 3, 1, 2)
 
 
-def train(settings: Settings, data: TrainingData, progress=None, *, width: int | None = None
-          ) -> TrainResult:
+def train(settings: Settings, data: TrainingData, progress=None, *,
+          widths: tuple[int, int, int] | None = None) -> TrainResult:
     """Train a fresh :class:`FashionCNN` with one-cycle AdamW on augmented batches
     (:func:`augment`: shift and brightness from the settings, mirror if the task allows it)
-    and label smoothing; ``progress(epoch, metrics)`` per epoch. ``width``: the model's
-    first-block channels when not the task's ``model_width`` (reproducing an older version).
+    and label smoothing; ``progress(epoch, metrics)`` per epoch. ``widths``: the model's
+    block channels when not the task's ``model_widths`` (reproducing an older version).
 
     Deterministic given the seed, data and thread count: initialization, order and
     augmentation draw from generators seeded by ``settings.seed``, and torch runs its
@@ -253,7 +253,7 @@ def train(settings: Settings, data: TrainingData, progress=None, *, width: int |
         torch.set_num_threads(settings.torch_threads)
     torch.use_deterministic_algorithms(True)
     task = task_of(settings)
-    model = FashionCNN(task, normalization=data.normalization, width=width)
+    model = FashionCNN(task, normalization=data.normalization, widths=widths)
     mean, std = data.normalization
     x_all = as_channels_first(data.images)  # uint8: a quarter of a float copy's memory
     y_all = torch.from_numpy(data.labels.astype(np.int64))

@@ -10,6 +10,7 @@ from mlcore.model import (
     predict_proba,
     sha256_hex,
     weights_bytes,
+    widths_of,
 )
 
 
@@ -28,13 +29,21 @@ def test_weights_load_at_the_width_they_were_trained_with_after_the_task_width_c
 
     torch.manual_seed(0)
     task = default_task()
-    old = FashionCNN(task.model_copy(update={"model_width": 8})).eval()
+    old = FashionCNN(task.model_copy(update={"model_width": 8, "model_first_width": None})).eval()
     data = weights_bytes(old)
-    wider = task.model_copy(update={"model_width": 16})
+    wider = task.model_copy(update={"model_width": 16, "model_first_width": 12})
     again = load_weights(data, sha256_hex(data), wider)
+    assert widths_of(again.state_dict()) == (8, 16, 32)
     images = np.random.default_rng(0).integers(0, 255, (5, 28, 28), dtype=np.uint8)
     np.testing.assert_array_equal(predict_proba(old, images), predict_proba(again, images))
-    assert FashionCNN(wider).features[0][0].out_channels == 16  # new models: the task's width
+    # New models: the task's widths, the first block narrower when the spec says so.
+    assert widths_of(FashionCNN(wider).state_dict()) == (12, 32, 64)
+    assert widths_of(FashionCNN(task.model_copy(update={"model_first_width": None}))
+                     .state_dict()) == (task.model_width, 2 * task.model_width,
+                                        4 * task.model_width)
+    # And weights with a narrow first block load back at it.
+    narrow = weights_bytes(FashionCNN(wider).eval())
+    assert widths_of(load_weights(narrow, sha256_hex(narrow), task).state_dict()) == (12, 32, 64)
 
 
 def test_tampered_weights_refuse_to_load():

@@ -29,7 +29,7 @@ def test_the_challengers_agreement_folded_from_the_shards_equals_the_join_of_bot
     rt = _counting_runtime(settings)
     run = _run(challenger=CHALLENGER)
     # Two untrained models: seeds whose predictions on these images agree only in part.
-    result = score_run(rt, run, model=model, challenger_model=_other_model(seed=2))
+    result = score_run(rt, run, model=model, challenger_model=_other_model(seed=3))
     agreement = commit_shadow(rt, run, scored=result.scored, shards=result.shards)
 
     columns = ["image_id", "predicted_class"]
