@@ -191,14 +191,12 @@ class LakeSiteBuilder(SiteBuilder):
 
     def reindex(self) -> int:
         """Rebuild the index state from the stored results (``rebuild-index``); its row count."""
-        for _ in range(_MAX_ATTEMPTS):
-            gens, current = self._newest()
+        def reseeded(current: IndexState | None) -> IndexState:
             state = self._seed()
             state.suites = sorted({*state.suites, *(current.suites if current else [])})
-            if (gen := self._publish(gens, state)) is not None:
-                self._write_index(gen, state)
-                return len(state.rows)
-        raise RuntimeError(f"Data Docs index under {DOCS_INDEX}: no generation won; retry")
+            return state
+
+        return len(self._update(reseeded).rows)
 
     def _seed(self) -> IndexState:
         """The state a lake without one would have had: its newest stored results."""
@@ -211,13 +209,26 @@ class LakeSiteBuilder(SiteBuilder):
 
     def _add(self, rows: list[IndexRow], suites: list[str]) -> None:
         """Add the rows and suites to the index state, then write the index page."""
+        def added(current: IndexState | None) -> IndexState:
+            if current is not None and current.holds(rows, suites):
+                return current  # a retried task: already indexed
+            return (current or self._seed()).with_rows(rows, suites, self._limit)
+
+        self._update(added)
+
+    def _update(self, change) -> IndexState:
+        """Publish ``change(newest state or None)`` as the next generation (unless it returns
+        the newest unchanged), retrying from the newest when another writer took the number
+        first; then write the index page. The state published."""
         for _ in range(_MAX_ATTEMPTS):
-            gens, state = self._newest()
-            if state is not None and state.holds(rows, suites):
-                return self._write_index(gens[-1], state)  # a retried task: already indexed
-            state = (state or self._seed()).with_rows(rows, suites, self._limit)
+            gens, current = self._newest()
+            state = change(current)
+            if state is current:
+                self._write_index(gens[-1], state)
+                return state
             if (gen := self._publish(gens, state)) is not None:
-                return self._write_index(gen, state)
+                self._write_index(gen, state)
+                return state
         raise RuntimeError(f"Data Docs index under {DOCS_INDEX}: no generation won; retry")
 
     def _write_index(self, gen: int, state: IndexState) -> None:
