@@ -259,13 +259,13 @@ def score_shards(rt: Runtime, run: ScoringRun, *, model: ServedModel | None = No
                  challenger_model: ServedModel | None = None) -> RunResult:
     """What the run's mapped ``score_shard`` tasks write, in one process (nothing committed):
     the models are loaded once for every shard."""
+    import pyarrow as pa
+
     from mlcore.serving import load_served
 
     model = model or load_served(rt.settings, rt.lake, run.model)
     if run.challenger is not None and challenger_model is None:
         challenger_model = load_served(rt.settings, rt.lake, run.challenger)
-    import pyarrow as pa
-
     shards = input_shards(rt, run)
     scored = []
     for shard in shards:
