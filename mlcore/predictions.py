@@ -182,10 +182,18 @@ def write_part(lake: Lake, data: pa.Table, *, day: date, dag_run_id: str, shard:
     return PartFile(key, data.num_rows, len(body), shard)
 
 
+# Columns with few distinct values in a data file: dictionary-encoded. Parquet's default
+# tries every column, and on the unique ids and the probabilities it builds a dictionary
+# only to give up on it (measured: a quarter of the write time, a sixth of the file).
+DICTIONARY_COLUMNS = ["batch_id", "predicted_class", "predicted_label", "model_name",
+                      "model_version", "model_run_id", "scored_at", "dag_run_id"]
+
+
 def _part_body(data: pa.Table) -> bytes:
     from mlcore.storage import parquet_bytes
 
-    return parquet_bytes(data.select(stored_schema().names).cast(stored_schema()))
+    return parquet_bytes(data.select(stored_schema().names).cast(stored_schema()),
+                         use_dictionary=DICTIONARY_COLUMNS)
 
 
 def prediction_rows(rows: pa.Table, probabilities: np.ndarray, *, classes: tuple[str, ...],
@@ -196,19 +204,22 @@ def prediction_rows(rows: pa.Table, probabilities: np.ndarray, *, classes: tuple
     import pyarrow as pa
 
     probs = probabilities.astype(np.float32)
-    predicted = probs.argmax(axis=1).astype(np.int32)
+    predicted = pa.array(probs.argmax(axis=1).astype(np.int32))
     n = rows.num_rows
+
+    def constant(value, type_=pa.string()) -> pa.Array:
+        # One value for every row, without a Python list of n (a list of n datetimes
+        # took 30 ms a 50,000-row shard).
+        return pa.repeat(pa.scalar(value, type_), n)
+
     return pa.Table.from_arrays(
         [
             rows.column("image_id"), rows.column("source_key"), rows.column("batch_id"),
-            pa.array(predicted),
-            pa.array(np.asarray(classes, dtype=object)[predicted], pa.string()),
+            predicted, pa.array(classes, pa.string()).take(predicted),
             pa.array(probs.max(axis=1)),
             pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), len(classes)),
-            pa.array([model.name] * n), pa.array([model.version] * n),
-            pa.array([model.run_id] * n),
-            pa.array([scored_at] * n, pa.timestamp("us", tz="UTC")),
-            pa.array([run_id] * n),
+            constant(model.name), constant(model.version), constant(model.run_id),
+            constant(scored_at, pa.timestamp("us", tz="UTC")), constant(run_id),
         ],
         schema=prediction_schema(len(classes)),
     )
@@ -327,7 +338,9 @@ def _validation_frame(lake: Lake, parts: list[PartFile], *, num_classes: int) ->
         chunks.append(pa.table({
             "image_id": data.column("image_id"),
             "predicted_label": pc.dictionary_encode(data.column("predicted_label")),
-            "confidence": data.column("confidence"),
+            # float64: GX checks a range vectorized only for int and float64 columns; on
+            # float32 it calls a Python function per row (0.25 s per 100,000 rows).
+            "confidence": data.column("confidence").cast(pa.float64()),
             "prob_sum": np.asarray(probs.flatten()).reshape(-1, num_classes)
             .sum(axis=1, dtype=np.float64),
         }))
