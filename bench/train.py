@@ -81,6 +81,7 @@ def main() -> None:
             "augment_brightness": settings.augment_brightness,
             "train_precision": settings.train_precision,
             "model_widths": task_of(settings).model_widths,
+            "model_hidden": task_of(settings).model_hidden,
             "seed": settings.seed, "torch_threads_setting": settings.torch_threads,
             "overrides": overrides or "none",
         })

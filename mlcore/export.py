@@ -4,7 +4,7 @@ The exported graph is the whole served function: uint8 images in, pixel normaliz
 the CNN (BatchNorm folded by the exporter), logits divided by the fitted temperature,
 softmax out. Quantization is static QDQ with per-channel weights, calibrated on training
 images (never the holdout). Only the convolutions and their ReLU / max-pool are
-quantized: the 1,152 x 10 linear head is a rounding error of the cost, and keeping it in
+quantized: the head's linear layers are a rounding error of the cost, and keeping them in
 fp32 raises the int8/fp32 agreement (measured: 99.9% instead of 99.6-99.8%).
 """
 

@@ -207,7 +207,7 @@ def prediction_rows(rows: pa.Table, probabilities: np.ndarray, *, classes: tuple
     predicted = pa.array(probs.argmax(axis=1).astype(np.int32))
     n = rows.num_rows
 
-    def constant(value, type_=pa.string()) -> pa.Array:
+    def constant(value, type_: pa.DataType | None = None) -> pa.Array:
         # One value for every row, without a Python list of n (a list of n datetimes
         # took 30 ms a 50,000-row shard).
         return pa.repeat(pa.scalar(value, type_), n)

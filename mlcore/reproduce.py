@@ -18,17 +18,21 @@ class DataChanged(RuntimeError):
     """The recorded training data can no longer be rebuilt identically."""
 
 
-def _widths(settings: Settings, lake: Lake, mv, params: dict) -> tuple[int, int, int]:
-    """The version's block channels: recorded, or (versions registered before the width was a
-    parameter) read from its weights, since the task spec's widths may have changed since.
-    Versions registered before ``model_first_width`` had a uniform first block."""
+def _architecture(settings: Settings, lake: Lake, mv, params: dict
+                  ) -> tuple[tuple[int, int, int], int]:
+    """The version's block channels and head's hidden units: recorded, or (versions registered
+    before the width was a parameter) read from its weights, since the task spec may have
+    changed since. Versions registered before ``model_first_width`` had a uniform first
+    block, and before ``model_hidden`` a linear head."""
     if "model_width" in params:
         width = int(params["model_width"])
-        return int(params.get("model_first_width", width)), 2 * width, 4 * width
-    from mlcore.model import widths_of
+        return ((int(params.get("model_first_width", width)), 2 * width, 4 * width),
+                int(params.get("model_hidden", 0)))
+    from mlcore.model import hidden_of, widths_of
     from mlcore.registry import _pinned, load_pinned
 
-    return widths_of(load_pinned(settings, lake, _pinned(settings, mv)).state_dict())
+    state = load_pinned(settings, lake, _pinned(settings, mv)).state_dict()
+    return widths_of(state), hidden_of(state)
 
 
 def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
@@ -60,7 +64,8 @@ def reproduce(settings: Settings, lake: Lake, version: str) -> dict:
         raise DataChanged(
             f"training data hash {data.lineage['train_data_hash'][:12]}… differs from the "
             f"recorded {lineage['train_data_hash'][:12]}…: refusing to reproduce version {version}")
-    result = train(recorded, data, widths=_widths(settings, lake, mv, p))
+    widths, hidden = _architecture(settings, lake, mv, p)
+    result = train(recorded, data, widths=widths, hidden=hidden)
     then = run.data.metrics
     now = result.evaluation.metrics("fp32_")  # the torch model's figures: no export needed
     return {

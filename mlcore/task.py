@@ -56,6 +56,9 @@ class TaskSpec(BaseModel):
     model_first_width: int | None = Field(
         None, gt=0, le=512, description="Channels of the CNN's first block (default: "
         "model_width). Narrower is cheaper: the first block works on the full-size image.")
+    model_hidden: int = Field(
+        0, ge=0, le=4096, description="Units of a hidden layer in the CNN's head, between "
+        "its last block and the class scores (0: a linear head).")
     augment_mirror: bool = Field(
         False, description="Training may mirror images left-right: true only when a mirrored "
                            "image is still of its class (a shoe, a circle; not a digit or text).")

@@ -237,11 +237,12 @@ def augment(images: torch.Tensor, generator: torch.Generator, *, max_shift: int,
 
 
 def train(settings: Settings, data: TrainingData, progress=None, *,
-          widths: tuple[int, int, int] | None = None) -> TrainResult:
+          widths: tuple[int, int, int] | None = None, hidden: int | None = None
+          ) -> TrainResult:
     """Train a fresh :class:`FashionCNN` with one-cycle AdamW on augmented batches
     (:func:`augment`: shift and brightness from the settings, mirror if the task allows it)
-    and label smoothing; ``progress(epoch, metrics)`` per epoch. ``widths``: the model's
-    block channels when not the task's ``model_widths`` (reproducing an older version).
+    and label smoothing; ``progress(epoch, metrics)`` per epoch. ``widths``, ``hidden``: the
+    model's block channels and head when not the task's (reproducing an older version).
 
     Deterministic given the seed, data and thread count: initialization, order and
     augmentation draw from generators seeded by ``settings.seed``, and torch runs its
@@ -253,7 +254,7 @@ def train(settings: Settings, data: TrainingData, progress=None, *,
         torch.set_num_threads(settings.torch_threads)
     torch.use_deterministic_algorithms(True)
     task = task_of(settings)
-    model = FashionCNN(task, normalization=data.normalization, widths=widths)
+    model = FashionCNN(task, normalization=data.normalization, widths=widths, hidden=hidden)
     mean, std = data.normalization
     x_all = as_channels_first(data.images)  # uint8: a quarter of a float copy's memory
     y_all = torch.from_numpy(data.labels.astype(np.int64))

@@ -6,6 +6,7 @@ from mlcore.model import (
     FashionCNN,
     WeightsTampered,
     for_inference,
+    hidden_of,
     load_weights,
     predict_proba,
     sha256_hex,
@@ -44,6 +45,23 @@ def test_weights_load_at_the_width_they_were_trained_with_after_the_task_width_c
     # And weights with a narrow first block load back at it.
     narrow = weights_bytes(FashionCNN(wider).eval())
     assert widths_of(load_weights(narrow, sha256_hex(narrow), task).state_dict()) == (12, 32, 64)
+
+
+def test_weights_load_with_the_head_they_were_trained_with():
+    """A linear head (versions before ``model_hidden``) and a hidden layer of another size
+    both load back as they were, whatever the task spec's head is now."""
+    from mlcore.task import default_task
+
+    torch.manual_seed(0)
+    task = default_task()
+    images = np.random.default_rng(0).integers(0, 255, (5, 28, 28), dtype=np.uint8)
+    for hidden in (0, 24):
+        old = FashionCNN(task.model_copy(update={"model_hidden": hidden})).eval()
+        data = weights_bytes(old)
+        again = load_weights(data, sha256_hex(data), task.model_copy(update={"model_hidden": 64}))
+        assert hidden_of(again.state_dict()) == hidden
+        np.testing.assert_array_equal(predict_proba(old, images), predict_proba(again, images))
+    assert hidden_of(FashionCNN(task).state_dict()) == task.model_hidden
 
 
 def test_tampered_weights_refuse_to_load():

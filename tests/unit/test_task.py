@@ -38,6 +38,7 @@ def test_fashion_mnist_spec_is_the_reference_shape():
     assert (spec.base_data, spec.holdout, spec.model_width) == ("fashion-mnist",
                                                                "fashion-mnist-test", 48)
     assert spec.model_widths == (32, 96, 192)  # a narrow first block, on the full-size image
+    assert spec.model_hidden == 256  # a hidden layer in the head
     assert spec.augment_mirror  # a mirrored garment is the same garment
 
 
@@ -45,6 +46,7 @@ def test_rgb_spec_derives_its_shape(tmp_path):
     spec = load_task_spec(_write(tmp_path, GOOD))
     assert spec.shape == (64, 48, 3) and spec.pixel_bytes == 64 * 48 * 3 and spec.mode == "RGB"
     assert spec.model_width == 32 and spec.model_widths == (32, 64, 128)  # the defaults
+    assert spec.model_hidden == 0  # a linear head unless the spec asks for a hidden layer
     assert not spec.augment_mirror  # mirroring is opted into: it changes some classes (text)
 
 
