@@ -38,7 +38,7 @@ def test_fashion_mnist_spec_is_the_reference_shape():
     assert (spec.base_data, spec.holdout, spec.model_width) == ("fashion-mnist",
                                                                "fashion-mnist-test", 48)
     assert spec.model_widths == (32, 96, 192)  # a narrow first block, on the full-size image
-    assert spec.model_hidden == 256  # a hidden layer in the head
+    assert spec.model_hidden == 512  # a hidden layer in the head
     assert spec.augment_mirror  # a mirrored garment is the same garment
 
 
