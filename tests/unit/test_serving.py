@@ -45,13 +45,16 @@ def test_int8_package_agrees_with_fp32_and_is_calibrated(trained):
     assert package.agreement >= 0.99
     assert abs(package.int8.accuracy - package.fp32.accuracy) <= 0.01
     assert package.fp32.accuracy == result.evaluation.accuracy  # fp32 = the trained model
-    # Every convolution reads its weights from an int8 initializer (the head stays fp32).
+    # The convolutions and the head's hidden layer read int8 weights; the class scores fp32.
     proto = onnx.load_from_string(package.int8_onnx)
     int8 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    fp32 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     dequantized = {n.output[0]: n.input[0] for n in proto.graph.node
                    if n.op_type == "DequantizeLinear"}
-    conv_weights = [n.input[1] for n in proto.graph.node if n.op_type == "Conv"]
-    assert len(conv_weights) == 3 and all(dequantized.get(w) in int8 for w in conv_weights)
+    weights = [n.input[1] for n in proto.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(weights) == 5  # three blocks, the hidden layer, the class scores
+    assert all(dequantized.get(w) in int8 for w in weights[:-1])
+    assert weights[-1] in fp32
     assert package.reliability_after.ece < package.reliability_before.ece
     assert package.calibration_images == 256
     probs = ServedModel(package.int8_onnx, package.int8_sha256).predict_proba(data.holdout_images)
