@@ -115,13 +115,10 @@ class FashionCNN(nn.Module):
             block(second, third),
             nn.MaxPool2d(2),  # 7 -> 3
         )
-        if hidden:
-            self.head = nn.Sequential(
-                nn.Flatten(), nn.Dropout(dropout), nn.Linear(third * grid, hidden),
-                nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
-        else:
-            self.head = nn.Sequential(
-                nn.Flatten(), nn.Dropout(dropout), nn.Linear(third * grid, num_classes))
+        head = [nn.Flatten(), nn.Dropout(dropout)]
+        if hidden:  # head.2, then the class scores at head.5 (HIDDEN_HEAD_OUTPUT)
+            head += [nn.Linear(third * grid, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        self.head = nn.Sequential(*head, nn.Linear(hidden or third * grid, num_classes))
         # NHWC makes oneDNN's CPU convolutions markedly faster than the default NCHW.
         self.to(memory_format=torch.channels_last)
 
