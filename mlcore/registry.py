@@ -126,22 +126,21 @@ def log_and_register(settings: Settings, lake: Lake, result: TrainResult, *,
     mlc = configure_mlflow(settings, lake)
     weights = weights_bytes(result.model)
     checksum = sha256_hex(weights)
+    task = task_of(settings)
     params = {
         "epochs": settings.train_epochs, "batch_size": settings.train_batch_size,
         "learning_rate": settings.learning_rate, "seed": settings.seed,
         "weight_decay": settings.weight_decay,
         "augment_shift_pixels": settings.augment_shift_pixels,
         "augment_brightness": settings.augment_brightness,
-        "train_precision": settings.train_precision, "model_width": task_of(settings).model_width,
-        "model_first_width": task_of(settings).model_widths[0],
-        "model_hidden": task_of(settings).model_hidden,
+        "train_precision": settings.train_precision, "model_width": task.model_width,
+        "model_first_width": task.model_widths[0], "model_hidden": task.model_hidden,
         "train_subset": settings.train_subset, "holdout_subset": settings.holdout_subset,
         "validation_fraction": settings.validation_fraction,
         "quantize_calibration_images": package.calibration_images,
         "architecture": "FashionCNN", "served_as": "onnx int8 (QDQ, per-channel, static)",
     }
     lineage = result.lineage
-    task = task_of(settings)
     example = np.zeros((2, *task.shape), dtype=np.uint8)
     signature = infer_signature(example, np.full((2, task.num_classes), 0.1, np.float32))
     requirements = [f"onnxruntime=={onnxruntime.__version__}", f"onnx=={onnx.__version__}",
