@@ -36,8 +36,8 @@ def test_fashion_mnist_spec_is_the_reference_shape():
     assert spec.num_classes == 10 and spec.classes[7] == "Sneaker"
     assert spec.shape == (28, 28) and spec.pixel_bytes == 784 and spec.mode == "L"
     assert (spec.base_data, spec.holdout, spec.model_width) == ("fashion-mnist",
-                                                               "fashion-mnist-test", 48)
-    assert spec.model_widths == (32, 96, 192)  # a narrow first block, on the full-size image
+                                                               "fashion-mnist-test", 64)
+    assert spec.model_widths == (32, 128, 256)  # a narrow first block, on the full-size image
     assert spec.model_hidden == 512  # a hidden layer in the head
     assert spec.augment_mirror  # a mirrored garment is the same garment
 
