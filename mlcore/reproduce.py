@@ -25,8 +25,10 @@ def _architecture(settings: Settings, lake: Lake, mv, params: dict
     changed since. Versions registered before ``model_first_width`` had a uniform first
     block, and before ``model_hidden`` a linear head."""
     if "model_width" in params:
-        width = int(params["model_width"])
-        return ((int(params.get("model_first_width", width)), 2 * width, 4 * width),
+        from mlcore.task import block_widths
+
+        first = params.get("model_first_width")
+        return (block_widths(int(params["model_width"]), int(first) if first else None),
                 int(params.get("model_hidden", 0)))
     from mlcore.model import hidden_of, widths_of
     from mlcore.registry import _pinned, load_pinned

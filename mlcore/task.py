@@ -26,6 +26,12 @@ TASKS_DIR = REPO_ROOT / "tasks"  # the checkout's; deployments set MLCORE_TASKS_
 DEFAULT_TASK = "fashion-mnist"
 
 
+def block_widths(width: int, first_width: int | None = None) -> tuple[int, int, int]:
+    """Channels of the CNN's three blocks for a ``model_width`` (and ``model_first_width``,
+    default the same): the second and third have 2x and 4x ``width``."""
+    return (first_width or width, 2 * width, 4 * width)
+
+
 class TaskSpecError(ValueError):
     """A task spec file that is missing, not TOML, or does not validate."""
 
@@ -81,8 +87,7 @@ class TaskSpec(BaseModel):
     @property
     def model_widths(self) -> tuple[int, int, int]:
         """Channels of the CNN's three blocks."""
-        return (self.model_first_width or self.model_width, 2 * self.model_width,
-                4 * self.model_width)
+        return block_widths(self.model_width, self.model_first_width)
 
     @property
     def num_classes(self) -> int:
