@@ -14,6 +14,7 @@ task ``t`` has its own table ``image_claims__t``.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
 CHUNK = 500  # ids per statement: under SQLite's bound-parameter limit
+CREATE_ATTEMPTS = 5  # tries at creating a claims table that processes race to create
 
 
 @lru_cache(maxsize=8)
@@ -67,11 +69,17 @@ def _created(url: str, pid: int, scope: str) -> sa.Table:
     import sqlalchemy as sa
 
     table, engine = _table(scope), _engine(url, pid)
-    try:
-        table.metadata.create_all(engine)
-    except sa.exc.DBAPIError:  # another process created it between check and create
-        table.metadata.create_all(engine)
-    return table
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            table.metadata.create_all(engine)  # checks first: a no-op once the table exists
+            return table
+        except sa.exc.DBAPIError:
+            # Another process created the table between check and create, or (SQLite) held
+            # the file while switching it to WAL: the next check sees its table.
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _insert(engine: sa.Engine, table: sa.Table):

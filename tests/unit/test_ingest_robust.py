@@ -542,3 +542,23 @@ def test_repair_removes_duplicates_an_old_lake_let_in(lake, settings, monkeypatc
     assert list_shards(lake) == sorted(_ledger(lake, "old-a").shards + _ledger(lake, "old-b").shards)
     _drop(lake, "new", {"again.png": shared["s0.png"]})
     assert ingest_batch(settings, lake, "new", logical_date=DAY).duplicates == 1  # claims now cover the lake
+
+
+def _claim_in_fresh_process(url: str, batch_id: str) -> None:
+    from mlcore.claims import Claims
+
+    assert Claims(url).claim(batch_id, [f"{batch_id}-{i}" for i in range(3)]) == {}
+
+
+def test_processes_that_race_to_create_the_claims_table_all_claim(tmp_path):
+    """The first batches of a deployment open a claims database nobody has created yet,
+    at the same moment: each must get its claims, none a 'table already exists'."""
+    from mlcore.claims import Claims
+
+    for round_no in range(15):
+        url = f"sqlite:///{tmp_path / f'claims-{round_no}.db'}"
+        batches = [f"b{round_no}-{k}" for k in range(4)]
+        statuses = run_together(*(partial(_claim_in_fresh_process, url, b) for b in batches))
+        assert statuses == [0] * len(batches)
+        claims = Claims(url)
+        assert all(claims.owned_by(b) == {f"{b}-{i}" for i in range(3)} for b in batches)
