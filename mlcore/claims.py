@@ -69,17 +69,16 @@ def _created(url: str, pid: int, scope: str) -> sa.Table:
     import sqlalchemy as sa
 
     table, engine = _table(scope), _engine(url, pid)
-    for attempt in range(1, CREATE_ATTEMPTS + 1):
+    for attempt in range(1, CREATE_ATTEMPTS):
         try:
             table.metadata.create_all(engine)  # checks first: a no-op once the table exists
             return table
         except sa.exc.DBAPIError:
             # Another process created the table between check and create, or (SQLite) held
             # the file while switching it to WAL: the next check sees its table.
-            if attempt == CREATE_ATTEMPTS:
-                raise
             time.sleep(0.05 * attempt)
-    raise AssertionError("unreachable")
+    table.metadata.create_all(engine)  # the last attempt: its error is the caller's
+    return table
 
 
 def _insert(engine: sa.Engine, table: sa.Table):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlcore.claims import open_claims
+from mlcore.claims import Claims, open_claims
 from mlcore.data import (
     CuratedRow,
     count_labeled,
@@ -545,16 +545,12 @@ def test_repair_removes_duplicates_an_old_lake_let_in(lake, settings, monkeypatc
 
 
 def _claim_in_fresh_process(url: str, batch_id: str) -> None:
-    from mlcore.claims import Claims
-
     assert Claims(url).claim(batch_id, [f"{batch_id}-{i}" for i in range(3)]) == {}
 
 
 def test_processes_that_race_to_create_the_claims_table_all_claim(tmp_path):
     """The first batches of a deployment open a claims database nobody has created yet,
     at the same moment: each must get its claims, none a 'table already exists'."""
-    from mlcore.claims import Claims
-
     for round_no in range(15):
         url = f"sqlite:///{tmp_path / f'claims-{round_no}.db'}"
         batches = [f"b{round_no}-{k}" for k in range(4)]
