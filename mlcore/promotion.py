@@ -172,7 +172,7 @@ def decide_and_alias(settings: Settings, lake: Lake, version: str, *, actor: str
     mlc = mlc or configure_mlflow(settings, lake)
     name = settings.model_name
     mlc.set_registered_model_alias(name, CHALLENGER, version)
-    decision = _gate_version(settings, mlc, version)
+    decision = _gate_version(settings, lake, mlc, version)
     _record_decision(settings, mlc, version, decision)
     if decision.promote:
         _move_champion(settings, lake, mlc, version, actor, at, "promote", "; ".join(decision.reasons))
@@ -194,7 +194,7 @@ def promote(settings: Settings, lake: Lake, version: str, *, actor: str, at: dat
     if champ is not None and str(champ.version) == str(version):
         # Forcing it again would only write a second, misleading audit entry.
         raise PromotionRefused(f"version {version} is already champion: nothing to promote")
-    decision = _gate_version(settings, mlc, version)
+    decision = _gate_version(settings, lake, mlc, version)
     if force:
         if not reason:
             raise PromotionRefused("a forced promotion needs a non-blank --reason")
@@ -232,13 +232,56 @@ def rollback(settings: Settings, lake: Lake, *, actor: str, at: datetime, reason
     return previous
 
 
-def _gate_version(settings: Settings, mlc: MlflowClient, version: str) -> GateDecision:
-    candidate = mlc.get_model_version(settings.model_name, version)
+def _gate_version(settings: Settings, lake: Lake, mlc: MlflowClient, version: str
+                  ) -> GateDecision:
+    candidate_mv = mlc.get_model_version(settings.model_name, version)
     champ = current_champion(mlc, settings.model_name)
     if champ is not None and str(champ.version) == str(version):
         return GateDecision(False, [f"version {version} is already champion"])
-    return gate(evidence(mlc, candidate.run_id), evidence(mlc, champ.run_id) if champ else None,
-                settings)
+    candidate = evidence(mlc, candidate_mv.run_id)
+    if champ is None:
+        return gate(candidate, None, settings)
+    champion, note = on_candidates_holdout(settings, lake, champ, evidence(mlc, champ.run_id),
+                                           candidate)
+    decision = gate(candidate, champion, settings)
+    return GateDecision(decision.promote, [note, *decision.reasons] if note else decision.reasons)
+
+
+def on_candidates_holdout(settings: Settings, lake: Lake, champion_mv, champion: Evidence,
+                          candidate: Evidence) -> tuple[Evidence, str | None]:
+    """The champion's evidence on the candidate's holdout images, and a reason saying so.
+
+    A task whose holdout is labeled batches gets a new holdout when a holdout batch arrives;
+    the champion was evaluated on the old one, so nothing pairs. Its served graph then scores
+    the holdout the candidate was judged on (sha256-checked, as scoring loads it). Returned
+    unchanged when the holdouts already agree, the candidate has no per-image evidence, the
+    champion has no served graph, or the lake's holdout is no longer the candidate's: the
+    gate then refuses with its reason, as before."""
+    from mlcore.registry import pinned_version
+    from mlcore.serving import ArtifactTampered, load_served
+    from mlcore.task import task_of
+    from mlcore.train import Evaluation, load_holdout
+
+    if candidate.correct is None or champion.holdout_hash == candidate.holdout_hash:
+        return champion, None
+    task = task_of(settings)
+    holdout = load_holdout(settings, lake, task)
+    if (holdout.lineage["holdout_hash"] != candidate.holdout_hash
+            or len(holdout.labels) != len(candidate.correct)):
+        return champion, None
+    pinned = pinned_version(settings, champion_mv)
+    try:
+        served = load_served(settings, lake, pinned)
+    except ArtifactTampered as refused:
+        return champion, f"champion v{pinned.version} not re-scored on this holdout: {refused}"
+    predicted = served.predict_proba(holdout.images, settings.score_batch_size).argmax(axis=1)
+    labels = holdout.labels.astype(np.int64)
+    scored = Evaluation.of(predicted, labels, num_classes=task.num_classes)
+    rescored = Evidence({**champion.metrics, **scored.metrics()}, predicted == labels,
+                        candidate.holdout_hash)
+    return rescored, (f"champion v{pinned.version} was evaluated on other holdout images: its "
+                      f"served graph re-scored this holdout ({len(labels)} images), int8 "
+                      f"accuracy {scored.accuracy:.4f}")
 
 
 def _record_decision(settings: Settings, mlc: MlflowClient, version: str,

@@ -242,10 +242,11 @@ def pin_champion(settings: Settings, lake: Lake) -> PinnedModel:
         raise NoChampion(
             f"model {settings.model_name!r} has no champion; run the retrain_model DAG first"
         )
-    return _pinned(settings, mv)
+    return pinned_version(settings, mv)
 
 
-def _pinned(settings: Settings, mv) -> PinnedModel:
+def pinned_version(settings: Settings, mv) -> PinnedModel:
+    """The registry's model version ``mv`` as a :class:`PinnedModel`, checksums included."""
     return PinnedModel(settings.model_name, str(mv.version), mv.run_id, mv.tags["weights_sha256"],
                        mv.tags.get("onnx_sha256", ""))
 
@@ -262,7 +263,7 @@ def pin_challenger(settings: Settings, lake: Lake) -> PinnedModel | None:
         return None
     if champ is not None and str(champ.version) == str(mv.version):
         return None
-    return _pinned(settings, mv)
+    return pinned_version(settings, mv)
 
 
 def load_pinned(settings: Settings, lake: Lake, pinned: PinnedModel) -> FashionCNN:

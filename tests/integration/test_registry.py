@@ -19,7 +19,8 @@ from mlcore.registry import configure_mlflow, load_pinned, log_and_register, pin
 from mlcore.serving import ArtifactTampered, load_served
 from mlcore.settings import Settings
 from mlcore.storage import LocalLake
-from mlcore.train import Evaluation, TrainResult, build_training_data, train
+from mlcore.task import task_of
+from mlcore.train import Evaluation, TrainResult, build_training_data, load_holdout, train
 from tests.torch_free import run_without_torch
 
 AT = datetime(2026, 11, 23, 2, tzinfo=UTC)
@@ -35,14 +36,15 @@ def env(tmp_path):
 HOLDOUT = 500
 
 
-def _package(model, acc: float, per_class: list[float], correct: np.ndarray | None = None
-             ) -> ModelPackage:
+def _package(model, acc: float, per_class: list[float], correct: np.ndarray | None = None,
+             holdout: tuple[str, np.ndarray] | None = None) -> ModelPackage:
     """A real exported graph with made-up holdout evidence: right on the first ``acc`` share
-    of the holdout images (or on ``correct``)."""
+    of the holdout images (or on ``correct``); ``holdout``: the hash and labels it was
+    evaluated on (default: made-up ones)."""
     if correct is None:
         correct = np.arange(HOLDOUT) < round(acc * HOLDOUT)
-    labels = np.zeros(HOLDOUT, np.int64)
-    predicted = (~correct).astype(np.int64)
+    holdout_hash, labels = holdout or ("holdout-hash", np.zeros(HOLDOUT, np.int64))
+    predicted = np.where(correct, labels, (labels + 1) % 10)
     ev = Evaluation(acc, acc, per_class, np.eye(10, dtype=np.int64))
     fp32 = to_onnx(model)
     calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
@@ -52,12 +54,12 @@ def _package(model, acc: float, per_class: list[float], correct: np.ndarray | No
                               "confidence_counts": [0] * 9 + [HOLDOUT],
                               "intensity_counts": [HOLDOUT] + [0] * 15}
     return ModelPackage(fp32, quantize_int8(fp32, calibration), 1.0, ev, ev, 0.999, labels,
-                        predicted, predicted, "holdout-hash", flat, flat, len(calibration),
+                        predicted, predicted, holdout_hash, flat, flat, len(calibration),
                         profile)
 
 
 def _register(settings, lake, acc: float, per_class: list[float] | None = None, run="r",
-              correct: np.ndarray | None = None):
+              correct: np.ndarray | None = None, holdout: tuple[str, np.ndarray] | None = None):
     """Register an (untrained) model as if it had scored ``acc`` on the holdout."""
     torch.manual_seed(len(run))
     per_class = per_class or [acc] * 10
@@ -68,7 +70,7 @@ def _register(settings, lake, acc: float, per_class: list[float] | None = None, 
         {"curated_shards": [], "train_data_hash": "t" * 64, "holdout_hash": "h" * 64,
          "curated_labeled_images": 40 + len(run)},
     )
-    package = _package(result.model, acc, per_class, correct)
+    package = _package(result.model, acc, per_class, correct, holdout)
     mlc, version, _ = log_and_register(settings, lake, result, package=package, dag_run_id=run)
     decision = decide_and_alias(settings, lake, version, mlc=mlc, actor=f"airflow:{run}", at=AT)
     return version, decision
@@ -110,6 +112,33 @@ def test_per_class_regression_blocks_promotion(env):
     _register(settings, lake, 0.80, run="base")
     _, decision = _register(settings, lake, 0.90, [0.95] * 9 + [0.60], run="regresses-class-9")
     assert not decision.promote and any("class 9" in r for r in decision.reasons)
+
+
+def test_a_champion_evaluated_on_another_holdout_is_re_scored_on_the_candidates(env):
+    """A holdout batch arrived since the champion trained, so its evidence pairs with no
+    candidate's: the gate scores the champion's served graph on the candidate's holdout and
+    judges both on the same images, instead of refusing until someone forces a promotion."""
+    settings, lake = env
+    v1, _ = _register(settings, lake, 0.80, run="old-holdout")  # evaluated on other images
+    holdout = load_holdout(settings, lake, task_of(settings))
+    labels = holdout.labels.astype(np.int64)
+    predicted = load_served(settings, lake, pin_champion(settings, lake)).predict_proba(
+        holdout.images).argmax(axis=1)
+    champion_accuracy = float((predicted == labels).mean())  # an untrained model: near chance
+    current = (holdout.lineage["holdout_hash"], labels)
+    v2, decision = _register(settings, lake, 1.0, run="new-holdout",
+                             correct=np.ones(HOLDOUT, bool), holdout=current)
+    [note] = [r for r in decision.reasons if "re-scored" in r]
+    assert note.startswith(f"champion v{v1} was evaluated on other holdout images")
+    assert f"({HOLDOUT} images), int8 accuracy {champion_accuracy:.4f}" in note
+    [mcnemar] = [r for r in decision.reasons if r.startswith("McNemar")]
+    assert f"{round((1 - champion_accuracy) * HOLDOUT)} images only the candidate" in mcnemar
+    assert decision.promote and _champion(settings, lake) == v2
+    # A candidate evaluated on a holdout the lake no longer holds still cannot be paired.
+    _, stale = _register(settings, lake, 1.0, run="stale-holdout", correct=np.ones(HOLDOUT, bool),
+                         holdout=("f" * 64, labels))
+    assert not stale.promote and _champion(settings, lake) == v2
+    assert any("other holdout images; promote by hand" in r for r in stale.reasons)
 
 
 def test_forced_promotion_and_rollback_each_leave_one_audit_entry(env):
