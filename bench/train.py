@@ -18,6 +18,7 @@ import _report
 
 GOAL_ACCURACY = 0.94
 GOAL_SECONDS = 600
+GOAL_ECE = 0.02  # issue 17: calibrated confidence
 
 
 def _shifted(images, dy: int, dx: int):
@@ -57,6 +58,7 @@ def main() -> None:
 
         import mlcore.train
         from mlcore.model import predict_proba
+        from mlcore.package import build_package
         from mlcore.settings import Settings
         from mlcore.storage import LocalLake
         from mlcore.task import task_of
@@ -118,6 +120,17 @@ def main() -> None:
         for name, changed in _harmless_changes(data.holdout_images).items():
             same = predict_proba(result.model, changed).argmax(1) == predicted
             report.add(f"kept_{name}", f"predictions kept: {name.replace('_', ' ')}", same.mean())
+        # The package registration would build (untimed): the served int8 graph, judged by the
+        # gate, with the fitted temperature inside; its ECE is the model card's.
+        package = build_package(settings, result, data)
+        report.add("int8_holdout_accuracy", "served int8 graph: holdout accuracy (the gate's)",
+                   package.int8.accuracy)
+        report.add("int8_fp32_agreement", "  int8/fp32 agreement on the holdout", package.agreement)
+        report.add("temperature", "  temperature (fitted on the validation split)",
+                   package.temperature)
+        report.add("holdout_ece_uncalibrated", "  holdout ECE, uncalibrated",
+                   package.reliability_before.ece)
+        report.add("holdout_ece", "  holdout ECE, calibrated (served)", package.reliability_after.ece)
         report.add("holdout_macro_f1", "holdout macro F1", result.evaluation.macro_f1)
         report.add("holdout_images", "holdout images", len(data.holdout_images))
         report.add("train_images", "train images", n_train)
@@ -156,6 +169,13 @@ def main() -> None:
         else:
             report.goal(f"accuracy >= {GOAL_ACCURACY} within {GOAL_SECONDS // 60} min", met,
                         detail)
+        ece = package.reliability_after.ece
+        report.goal(f"served holdout ECE <= {GOAL_ECE}", ece <= GOAL_ECE if is_default else None,
+                    f"ECE {ece:.4f} (uncalibrated {package.reliability_before.ece:.4f})"
+                    + ("" if is_default else "; not judged: not the default recipe"))
+        report.goal(f"int8/fp32 agreement >= {settings.min_agreement}",
+                    package.agreement >= settings.min_agreement,
+                    f"agreement {package.agreement:.4f}")
         report.finish()
 
 
