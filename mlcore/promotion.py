@@ -253,10 +253,10 @@ def on_candidates_holdout(settings: Settings, lake: Lake, champion_mv, champion:
 
     A task whose holdout is labeled batches gets a new holdout when a holdout batch arrives;
     the champion was evaluated on the old one, so nothing pairs. Its served graph then scores
-    the holdout the candidate was judged on (sha256-checked, as scoring loads it). Returned
-    unchanged when the holdouts already agree, the candidate has no per-image evidence, the
-    champion has no served graph, or the lake's holdout is no longer the candidate's: the
-    gate then refuses with its reason, as before."""
+    the holdout the candidate was judged on (sha256-checked, as scoring loads it). The
+    evidence comes back unchanged when the holdouts already agree, the candidate has no
+    per-image evidence, the lake's holdout is no longer the candidate's, or the champion's
+    graph cannot be loaded (then with a reason saying why): the gate then refuses as before."""
     from mlcore.registry import pinned_version
     from mlcore.serving import ArtifactTampered, load_served
     from mlcore.task import task_of
